@@ -1,0 +1,226 @@
+"""What PABEE adds to a backbone: per-layer heads, the weighted loss, the exit loop, statistics.
+
+Each modeling file subclasses its backbone's PreTrainedModel together with `PabeeMixin` and
+says only how the backbone embeds inputs (`embed`), runs layer i (`run_layer`) and pools
+(`pool`). Everything else, training and inference, lives here once for both backbones.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class PabeeOutput(ModelOutput):
+    """loss, the logits of each example's exit layer, its 1-based exit layer and, on request,
+    every layer's logits stacked as [num_layers, batch, num_labels]."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    exit_layers: torch.Tensor | None = None
+    all_layer_logits: torch.Tensor | None = None
+
+
+def pabee_loss(all_layer_logits, labels):
+    """sum_i i * loss_i / sum_i i over layers i = 1..L; MSE on view(-1) when num_labels == 1."""
+    weights = torch.arange(1, all_layer_logits.shape[0] + 1, device=all_layer_logits.device)
+    losses = torch.stack([layer_loss(logits, labels) for logits in all_layer_logits])
+    return (weights * losses).sum() / weights.sum()
+
+
+def layer_loss(logits, labels):
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+
+
+def check_setting(name, value):
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+class PatienceRule:
+    """PABEE's exit rule, example by example.
+
+    A counter goes up when a layer's prediction agrees with the previous layer's (argmax
+    equal; regression: |difference| < threshold, strict) and resets otherwise; it is 0 at
+    layer 1. An example exits at the first layer where the counter equals `patience`.
+    Patience 0 never exits early: full depth, last head (as the original).
+    """
+
+    def __init__(self, patience, regression_threshold=0.0):
+        self.patience = check_setting("patience", patience)
+        self.regression_threshold = check_setting("regression_threshold", regression_threshold)
+
+    @property
+    def exits_early(self):
+        return self.patience > 0
+
+    def start(self, batch_size, device):
+        return None, torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def step(self, logits, state):
+        """Returns (exit now: bool[B], new state); state rows follow the batch rows."""
+        previous, counter = state
+        if previous is None:
+            agree = torch.zeros_like(counter, dtype=torch.bool)
+        elif logits.shape[-1] == 1:
+            agree = (logits - previous).abs().view(-1) < self.regression_threshold
+        else:
+            agree = logits.argmax(-1) == previous.argmax(-1)
+        counter = torch.where(agree, counter + 1, 0)
+        return counter == self.patience, (logits, counter)
+
+
+def exit_layers_from_logits(all_layer_logits, rule):
+    """The exit layer (1-based) each example would take under `rule`, read from logits of
+    every layer: one full-depth pass then serves any number of settings."""
+    num_layers, batch_size = all_layer_logits.shape[:2]
+    device = all_layer_logits.device
+    exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
+    if not rule.exits_early:
+        return exit_layers
+    state = rule.start(batch_size, device)
+    for i in range(num_layers - 1):
+        exits, state = rule.step(all_layer_logits[i], state)
+        not_yet = exit_layers == num_layers
+        exit_layers = torch.where(exits & not_yet, i + 1, exit_layers)
+    return exit_layers
+
+
+def logits_at_exit(all_layer_logits, exit_layers):
+    rows = torch.arange(all_layer_logits.shape[1], device=all_layer_logits.device)
+    return all_layer_logits[exit_layers - 1, rows]
+
+
+def select_rows(x, rows):
+    """Keeps the batch rows `rows` of a tensor whose first dimension is the batch (the
+    attention mask is None when nothing is padded)."""
+    return None if x is None else x.index_select(0, rows)
+
+
+class PabeeMixin:
+    """Shared PABEE behaviour; the host class defines `embed`, `run_layer`, `pool`,
+    `dropout` (applied before every head in training) and `classifiers`."""
+
+    def init_pabee(self, config):
+        config.patience = check_setting("patience", getattr(config, "patience", 0))
+        config.regression_threshold = check_setting(
+            "regression_threshold", getattr(config, "regression_threshold", 0.0)
+        )
+        self.classifiers = nn.ModuleList(
+            [nn.Linear(config.hidden_size, config.num_labels) for _ in range(config.num_hidden_layers)]
+        )
+
+    def set_patience(self, patience, regression_threshold=None):
+        self.config.patience = check_setting("patience", patience)
+        if regression_threshold is not None:
+            self.config.regression_threshold = check_setting("regression_threshold", regression_threshold)
+
+    def exit_rule(self):
+        return PatienceRule(self.config.patience, self.config.regression_threshold)
+
+    def classify(self, i, hidden):
+        return self.classifiers[i](self.dropout(self.pool(hidden)))
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_all_layer_logits=False,
+        exit_rule=None,
+        **kwargs,
+    ):
+        """Training mode: every layer's head, loss = pabee_loss. Inference: each example
+        stops at its own exit layer under `exit_rule` (default: the config's patience);
+        with output_all_layer_logits every example runs full depth and exits are read from
+        the stacked logits. In inference the loss (if labels) is that of the exit logits."""
+        hidden = self.embed(input_ids, token_type_ids, position_ids, inputs_embeds)
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        rule = exit_rule or self.exit_rule()
+        all_layer_logits = None
+        if self.training:
+            all_layer_logits = self.all_layer_logits(hidden, mask)
+            logits = all_layer_logits[-1]
+            exit_layers = torch.full((logits.shape[0],), len(self.classifiers), device=logits.device)
+        elif output_all_layer_logits:
+            all_layer_logits = self.all_layer_logits(hidden, mask)
+            exit_layers = exit_layers_from_logits(all_layer_logits, rule)
+            logits = logits_at_exit(all_layer_logits, exit_layers)
+        else:
+            logits, exit_layers = self.early_exit(hidden, mask, rule)
+        loss = None
+        if labels is not None:
+            loss = pabee_loss(all_layer_logits, labels) if self.training else layer_loss(logits, labels)
+        return PabeeOutput(
+            loss=loss,
+            logits=logits,
+            exit_layers=exit_layers,
+            all_layer_logits=all_layer_logits if output_all_layer_logits else None,
+        )
+
+    def all_layer_logits(self, hidden, mask):
+        per_layer = []
+        for i in range(len(self.classifiers)):
+            hidden = self.run_layer(i, hidden, mask)
+            per_layer.append(self.classify(i, hidden))
+        return torch.stack(per_layer)
+
+    def early_exit(self, hidden, mask, rule):
+        """Runs layer after layer on the rows still active: an example that exits leaves the
+        batch, so later layers cost only what is left. One host sync per layer (to learn
+        how many rows remain), none when the rule cannot exit early."""
+        num_layers = len(self.classifiers)
+        batch_size, device = hidden.shape[0], hidden.device
+        rows = torch.arange(batch_size, device=device)
+        exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
+        state = rule.start(batch_size, device)
+        logits_out = None
+        for i in range(num_layers):
+            hidden = self.run_layer(i, hidden, mask)
+            last = i == num_layers - 1
+            if not (last or rule.exits_early):
+                continue
+            logits = self.classify(i, hidden)
+            if logits_out is None:
+                logits_out = logits.new_empty(batch_size, logits.shape[-1])
+            if last:
+                logits_out[rows] = logits
+                break
+            exits, state = rule.step(logits, state)
+            logits_out[rows] = torch.where(exits[:, None], logits, logits_out[rows])
+            exit_layers[rows] = torch.where(exits, i + 1, exit_layers[rows])
+            keep = (~exits).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            if keep.numel() < rows.numel():
+                rows, hidden, mask = rows[keep], hidden[keep], select_rows(mask, keep)
+                state = tuple(s[keep] for s in state)
+        return logits_out, exit_layers
+
+
+def exit_stats(exit_layers, num_layers):
+    """Mean exit layer, the true speed-up L / mean, and the originals' "Speed Up" 1 - mean/L."""
+    mean = float(torch.as_tensor(exit_layers, dtype=torch.float64).mean())
+    return {
+        "mean_exit_layer": mean,
+        "speed_up": num_layers / mean,
+        "original_speed_up": 1 - mean / num_layers,
+    }
+
+
+def patience_line(patience, stats):
+    """The originals' log line (their "Speed Up" is 1 - avg/L), with the true ratio beside it."""
+    return (
+        f"*** Patience = {patience} Avg. Inference Layers = {stats['mean_exit_layer']:.2f} "
+        f"Speed Up = {stats['original_speed_up']:.2f} *** (speed-up L/avg = {stats['speed_up']:.2f}x)"
+    )

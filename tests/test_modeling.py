@@ -1,0 +1,315 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch.nn import functional as F
+from transformers import (
+    AlbertForSequenceClassification,
+    AlbertModel,
+    BertForSequenceClassification,
+    BertModel,
+)
+
+from conftest import tiny_albert_config, tiny_bert_config, varied_batch
+from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
+from modeling_pabee_bert import BertForSequenceClassificationWithPabee
+from pabee import PabeeOutput, exit_stats, patience_line
+
+BACKBONES = {
+    "bert": (BertForSequenceClassificationWithPabee, BertModel, BertForSequenceClassification, tiny_bert_config),
+    "albert": (
+        AlbertForSequenceClassificationWithPabee, AlbertModel, AlbertForSequenceClassification, tiny_albert_config
+    ),
+}
+
+
+def make(kind, **config):
+    cls, _, _, make_config = BACKBONES[kind]
+    return cls(make_config(**config)).eval()
+
+
+def backbone_of(model):
+    return model.bert if hasattr(model, "bert") else model.albert
+
+
+# --- 1. loading and names -------------------------------------------------------------
+
+def original_bert_keys(layers):
+    keys = [f"embeddings.{n}_embeddings.weight" for n in ("word", "position", "token_type")]
+    keys += ["embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias", "pooler.dense.weight", "pooler.dense.bias"]
+    for i in range(layers):
+        for part in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+                     "output.dense", "output.LayerNorm"):
+            keys += [f"encoder.layer.{i}.{part}.weight", f"encoder.layer.{i}.{part}.bias"]
+    return ["bert." + k for k in keys]
+
+
+def original_albert_keys(groups, inner):
+    keys = [f"embeddings.{n}_embeddings.weight" for n in ("word", "position", "token_type")]
+    keys += ["embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias", "pooler.weight", "pooler.bias",
+             "encoder.embedding_hidden_mapping_in.weight", "encoder.embedding_hidden_mapping_in.bias"]
+    for g in range(groups):
+        for j in range(inner):
+            for part in ("full_layer_layer_norm", "attention.query", "attention.key", "attention.value",
+                         "attention.dense", "attention.LayerNorm", "ffn", "ffn_output"):
+                keys += [f"encoder.albert_layer_groups.{g}.albert_layers.{j}.{part}.{w}" for w in ("weight", "bias")]
+    return ["albert." + k for k in keys]
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_parameter_names_equal_original_checkpoints(kind, tmp_path):
+    model = make(kind, num_hidden_groups=2, inner_group_num=2) if kind == "albert" else make(kind)
+    layers = model.config.num_hidden_layers
+    original = original_bert_keys(layers) if kind == "bert" else original_albert_keys(2, 2)
+    original += [f"classifiers.{i}.{w}" for i in range(layers) for w in ("weight", "bias")]
+    assert set(model.state_dict()) == set(original)
+    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "original.safetensors")
+    from safetensors.torch import load_file
+    result = model.load_state_dict(load_file(tmp_path / "original.safetensors"), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_from_plain_backbone_then_round_trip(kind, tmp_path):
+    cls, plain_cls, _, make_config = BACKBONES[kind]
+    plain = plain_cls(make_config())
+    plain.save_pretrained(tmp_path / "plain")
+    model = cls.from_pretrained(tmp_path / "plain", num_labels=3).eval()
+    assert model.config.num_labels == 3 and len(model.classifiers) == model.config.num_hidden_layers
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(backbone_of(model).state_dict()[name], value, rtol=0, atol=0)
+    model.set_patience(2)
+    model.save_pretrained(tmp_path / "pabee")
+    assert (tmp_path / "pabee" / "model.safetensors").exists()
+    loaded = cls.from_pretrained(tmp_path / "pabee").eval()
+    ids, mask = varied_batch(8)
+    a, b = model(input_ids=ids, attention_mask=mask), loaded(input_ids=ids, attention_mask=mask)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.exit_layers, b.exit_layers)
+
+
+# --- 2. heads ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_one_linear_head_per_layer_with_training_dropout(kind):
+    model = make(kind, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                 **({"classifier_dropout_prob": 0.5} if kind == "albert" else {}))
+    heads = model.classifiers
+    assert len(heads) == 4 and all(isinstance(h, torch.nn.Linear) for h in heads)
+    assert all((h.in_features, h.out_features) == (32, 3) for h in heads)
+    expected_p = model.config.classifier_dropout_prob if kind == "albert" else model.config.hidden_dropout_prob
+    assert model.dropout.p == expected_p
+    ids, mask = varied_batch(6)
+    with torch.no_grad():
+        eval_logits = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True).all_layer_logits
+        hidden = model.embed(ids, None, None, None)
+        from transformers.masking_utils import create_bidirectional_mask
+        m = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+        for i in range(4):
+            hidden = model.run_layer(i, hidden, m)
+            shared_pooler = backbone_of(model).pooler
+            assert shared_pooler is not None
+            torch.testing.assert_close(eval_logits[i], heads[i](model.pool(hidden)))
+        if kind == "albert":
+            model.train()
+            train_logits = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True).all_layer_logits
+            assert not torch.allclose(train_logits, eval_logits)
+
+
+# --- 3. loss ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_weighted_loss_recomputed_by_hand(kind, num_labels):
+    model = make(kind, num_labels=num_labels).train()
+    ids, mask = varied_batch(10)
+    labels = torch.randn(10) if num_labels == 1 else torch.randint(0, num_labels, (10,))
+    torch.manual_seed(1)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, output_all_layer_logits=True)
+    per_layer = out.all_layer_logits
+    assert per_layer.shape == (4, 10, num_labels)
+    total, weights = 0.0, 0
+    for i, logits in enumerate(per_layer, start=1):
+        if num_labels == 1:
+            loss_i = ((logits.view(-1) - labels) ** 2).mean()
+        else:
+            loss_i = -F.log_softmax(logits, -1)[torch.arange(10), labels].mean()
+        total, weights = total + i * loss_i, weights + i
+    torch.testing.assert_close(out.loss, total / weights)
+    uniform = sum(F.cross_entropy(l, labels) if num_labels > 1 else F.mse_loss(l.view(-1), labels)
+                  for l in per_layer) / 4
+    assert not torch.allclose(out.loss, uniform)
+    out.loss.backward()
+    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in model.classifiers)
+
+
+# --- 4. patience 0 equals transformers' own classifier ----------------------------------
+
+@pytest.mark.parametrize("kind,groups,inner", [("bert", 1, 1), ("albert", 1, 1), ("albert", 2, 1),
+                                                ("albert", 1, 2), ("albert", 2, 2)])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_patience_zero_equals_transformers_classifier(kind, groups, inner, attn):
+    cls, _, reference_cls, make_config = BACKBONES[kind]
+    extra = {"num_hidden_groups": groups, "inner_group_num": inner} if kind == "albert" else {}
+    config = make_config(num_labels=3, **extra)
+    model = cls(config).eval()
+    model.set_patience(0)
+    reference = reference_cls(make_config(num_labels=3, **extra)).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifiers.")}
+    state["classifier.weight"] = model.classifiers[-1].weight
+    state["classifier.bias"] = model.classifiers[-1].bias
+    reference.load_state_dict(state, strict=True)
+    model.set_attn_implementation(attn)
+    reference.set_attn_implementation(attn)
+    ids, mask = varied_batch(16)
+    with torch.no_grad():
+        ours = model(input_ids=ids, attention_mask=mask)
+        theirs = reference(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ours.logits, theirs, rtol=0, atol=1e-6)
+    assert ours.exit_layers.tolist() == [4] * 16
+
+
+# --- 5 and 6. patience exit, batch equals one example at a time -------------------------
+
+def original_exit_at_batch_size_1(model, ids, mask, patience, threshold):
+    """The original algorithm (one example, scalar counter, break), written independently."""
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True)
+    layers = out.all_layer_logits[:, 0]
+    if patience == 0:
+        return layers.shape[0], layers[-1]
+    counter, previous = 0, None
+    for i, logits in enumerate(layers, start=1):
+        if layers.shape[-1] == 1:
+            same = previous is not None and abs(float(previous - logits)) < threshold
+        else:
+            same = previous is not None and int(previous.argmax()) == int(logits.argmax())
+        counter = counter + 1 if same else 0
+        previous = logits
+        if counter == patience:
+            break
+    return i, logits
+
+
+def configure(kind, num_labels, attn):
+    extra = {"num_hidden_groups": 2, "inner_group_num": 2} if kind == "albert" else {}
+    model = make(kind, num_labels=num_labels, layers=5, **extra)
+    model.set_attn_implementation(attn)
+    for head in model.classifiers:  # spread the heads' opinions so exits vary
+        torch.nn.init.normal_(head.weight, std=2.0)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("num_labels", [3, 1])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_batch_exit_equals_one_example_at_a_time(kind, num_labels, attn):
+    model = configure(kind, num_labels, attn)
+    ids, mask = varied_batch(64, seed=3)
+    threshold = 0.5
+    spread = set()
+    for patience in range(0, model.config.num_hidden_layers + 2):
+        model.set_patience(patience, regression_threshold=threshold)
+        with torch.no_grad():
+            batch = model(input_ids=ids, attention_mask=mask)
+        assert batch.exit_layers.dtype == torch.long and batch.logits.shape == (64, num_labels)
+        for j in range(64):
+            length = int(mask[j].sum())
+            one_ids, one_mask = ids[j:j + 1, :length], mask[j:j + 1, :length]
+            with torch.no_grad():
+                single = model(input_ids=one_ids, attention_mask=one_mask)
+            layer, logits = original_exit_at_batch_size_1(model, one_ids, one_mask, patience, threshold)
+            assert int(batch.exit_layers[j]) == int(single.exit_layers[0]) == layer, (patience, j)
+            torch.testing.assert_close(batch.logits[j], single.logits[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(single.logits[0], logits, rtol=1e-4, atol=1e-5)
+        spread.add(len(set(batch.exit_layers.tolist())))
+    assert max(spread) >= 3, "heads should make exits vary, or the test proves little"
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_exited_rows_leave_the_batch(kind):
+    model = configure(kind, 3, "sdpa")
+    model.set_patience(1)
+    rows_per_layer = []
+    run_layer = model.run_layer
+
+    def counting(i, hidden, mask):
+        rows_per_layer.append(hidden.shape[0])
+        if mask is not None:
+            assert mask.shape[0] == hidden.shape[0]
+        return run_layer(i, hidden, mask)
+
+    model.run_layer = counting
+    ids, mask = varied_batch(40, seed=5)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    expected = [int((out.exit_layers >= i).sum()) for i in range(1, 6)]
+    expected = [n for n in expected if n > 0]
+    assert rows_per_layer == expected
+    assert rows_per_layer[-1] < 40
+
+
+def test_batch_all_exiting_at_k_costs_k_layers():
+    model = make("bert", num_labels=2, layers=6)
+    for head in model.classifiers:  # every head predicts class 0: all examples agree at once
+        torch.nn.init.zeros_(head.weight)
+        head.bias.data = torch.tensor([1.0, 0.0])
+    calls = []
+    run_layer = model.run_layer
+    model.run_layer = lambda i, h, m: calls.append(i) or run_layer(i, h, m)
+    ids, mask = varied_batch(12)
+    model.set_patience(2)
+    out = model(input_ids=ids, attention_mask=mask)
+    assert out.exit_layers.tolist() == [3] * 12 and calls == [0, 1, 2]
+
+
+# --- 8. outputs, 9. settings, 10. statistics --------------------------------------------
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_outputs_and_all_layer_logits(kind):
+    model = configure(kind, 3, "sdpa")
+    model.set_patience(1)
+    ids, mask = varied_batch(20)
+    with torch.no_grad():
+        fast = model(input_ids=ids, attention_mask=mask)
+        full = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True)
+    assert isinstance(fast, PabeeOutput) and fast.all_layer_logits is None
+    assert full.all_layer_logits.shape == (5, 20, 3)
+    assert fast.exit_layers.min() >= 1 and fast.exit_layers.max() <= 5
+    assert torch.equal(fast.exit_layers, full.exit_layers)
+    picked = full.all_layer_logits[full.exit_layers - 1, torch.arange(20)]
+    torch.testing.assert_close(fast.logits, picked, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_settings_saved_validated_and_patience_above_depth(kind, tmp_path):
+    model = configure(kind, 1, "sdpa")
+    assert model.config.patience == 0 and model.config.regression_threshold == 0.0
+    model.set_patience(3, regression_threshold=0.25)
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)
+    assert (loaded.config.patience, loaded.config.regression_threshold) == (3, 0.25)
+    loaded.set_patience(2)
+    assert loaded.config.regression_threshold == 0.25
+    with pytest.raises(ValueError, match="-1"):
+        model.set_patience(-1)
+    with pytest.raises(ValueError, match="-0.5"):
+        model.set_patience(1, regression_threshold=-0.5)
+    model = configure(kind, 3, "sdpa").eval()
+    ids, mask = varied_batch(16)
+    model.set_patience(0)
+    full = model(input_ids=ids, attention_mask=mask)
+    model.set_patience(9)
+    above = model(input_ids=ids, attention_mask=mask)
+    assert above.exit_layers.tolist() == [5] * 16
+    torch.testing.assert_close(above.logits, full.logits)
+
+
+def test_exit_stats_and_original_log_line():
+    stats = exit_stats(torch.tensor([1, 2, 3, 2]), 6)
+    assert stats["mean_exit_layer"] == 2.0
+    assert stats["speed_up"] == 3.0
+    assert abs(stats["original_speed_up"] - (1 - 2 / 6)) < 1e-12
+    line = patience_line(4, stats)
+    assert line.startswith("*** Patience = 4 Avg. Inference Layers = 2.00 Speed Up = 0.67 ***")
+    assert "3.00" in line
