@@ -1,0 +1,675 @@
+"""Fine-tune BERT/ALBERT with PABEE on a GLUE task and evaluate it at several patience values.
+
+The flags are those of the original PABEE run_glue.py; `python run_glue.py --help` lists them.
+Bad input stops with one line on stderr and exit code 2, before anything is written.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from tqdm import tqdm
+
+import glue
+from pabee import PatienceRule, exit_stats, patience_line
+
+logger = logging.getLogger("run_glue")
+
+
+class UsageError(Exception):
+    """Bad input: the message names the problem and the fix."""
+
+
+def model_classes(model_type):
+    """Imported lazily so that --help and argument errors stay fast."""
+    from transformers import AlbertConfig, AlbertTokenizer, BertConfig, BertTokenizer
+
+    from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
+    from modeling_pabee_bert import BertForSequenceClassificationWithPabee
+
+    return {
+        "bert": (BertConfig, BertForSequenceClassificationWithPabee, BertTokenizer),
+        "albert": (AlbertConfig, AlbertForSequenceClassificationWithPabee, AlbertTokenizer),
+    }[model_type]
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    p = OneLineParser(prog="run_glue.py", description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add("--data_dir", default=None, help="Folder with the task's TSV files; without it GLUE comes from the hub.")
+    add("--model_type", required=True, choices=["bert", "albert"])
+    add("--model_name_or_path", required=True, help="Hub name, model folder, or a checkpoint-N folder to resume.")
+    add("--task_name", required=True, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI.")
+    add("--output_dir", required=True)
+    add("--patience", default="0", help="Comma list of patience values to evaluate, e.g. 3,4,5,6,7,8.")
+    add("--regression_threshold", type=float, default=0.0, help="Regression exit: |change| < this counts as agreeing.")
+    add("--config_name", default="")
+    add("--tokenizer_name", default="")
+    add("--cache_dir", default="", help="Where hub downloads and the tokenized Arrow cache go.")
+    add("--max_seq_length", type=int, default=128)
+    add("--do_train", action="store_true")
+    add("--do_eval", action="store_true")
+    add("--do_predict", action="store_true", help="Write GLUE test-set submission files for each patience.")
+    add("--evaluate_during_training", action="store_true")
+    add("--do_lower_case", action="store_true")
+    add("--per_gpu_train_batch_size", type=int, default=8)
+    add("--per_gpu_eval_batch_size", type=int, default=8)
+    add("--gradient_accumulation_steps", type=int, default=1)
+    add("--learning_rate", type=float, default=5e-5)
+    add("--weight_decay", type=float, default=0.0)
+    add("--adam_epsilon", type=float, default=1e-8)
+    add("--max_grad_norm", type=float, default=1.0)
+    add("--num_train_epochs", type=float, default=3.0)
+    add("--max_steps", type=int, default=-1, help="If > 0: total optimizer steps, overriding num_train_epochs.")
+    add("--warmup_steps", type=int, default=0)
+    add("--logging_steps", type=int, default=500)
+    add("--save_steps", type=int, default=500)
+    add("--eval_all_checkpoints", action="store_true")
+    add("--no_cuda", action="store_true")
+    add("--overwrite_output_dir", action="store_true")
+    add("--overwrite_cache", action="store_true")
+    add("--seed", type=int, default=42)
+    add("--fp16", action="store_true", help="Mixed precision (torch.amp, float16 with a GradScaler); CUDA only.")
+    add("--bf16", action="store_true", help="Mixed precision in bfloat16; CUDA only.")
+    add("--local_rank", type=int, default=-1, help="Set by the launcher; torchrun's LOCAL_RANK wins.")
+    return p
+
+
+def parse_patience(text):
+    values = []
+    for part in text.split(","):
+        if not re.fullmatch(r"\d+", part.strip()):
+            raise UsageError(f"bad --patience '{text}': give a comma list of integers >= 0, e.g. 3,4,5")
+        values.append(int(part))
+    return values
+
+
+def parse_args(argv):
+    args = build_parser().parse_args(argv)
+    args.patience_list = parse_patience(args.patience)
+    if args.regression_threshold < 0:
+        raise UsageError(f"--regression_threshold {args.regression_threshold} is negative: give a value >= 0")
+    try:
+        args.task = glue.find_task(args.task_name)
+    except glue.DataError as e:
+        raise UsageError(str(e)) from None
+    for flag in ("per_gpu_train_batch_size", "per_gpu_eval_batch_size", "gradient_accumulation_steps",
+                 "max_seq_length", "logging_steps", "save_steps"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.fp16 and args.bf16:
+        raise UsageError("--fp16 and --bf16 exclude each other: choose one")
+    args.local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank))
+    return args
+
+
+def check_paths(args):
+    """Everything that can be checked before writing a byte."""
+    out = Path(args.output_dir)
+    if args.do_train and out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir:
+        raise UsageError(f"output directory {out} exists and is not empty: pass --overwrite_output_dir or another --output_dir")
+    if args.data_dir is not None:
+        if not Path(args.data_dir).is_dir():
+            raise UsageError(f"--data_dir {args.data_dir} is not a folder: point it at the task's folder of TSV files")
+        needed = (["train"] if args.do_train else []) + (["dev"] if args.do_eval or args.evaluate_during_training else [])
+        needed += ["test"] if args.do_predict else []
+        for task in eval_tasks(args):
+            for split in needed:
+                path = Path(args.data_dir) / task.file_for(split)
+                if not path.is_file():
+                    raise UsageError(f"missing data file {path}: put the task's {split} file there or fix --data_dir")
+    for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
+        check_model_reference(getattr(args, flag), flag)
+
+
+def check_model_reference(name, flag):
+    """A local folder must exist; anything else must at least look like a hub name."""
+    if not name or Path(name).is_dir():
+        return
+    if Path(name).exists() or name.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        raise UsageError(f"--{flag} {name} is not a model folder: give an existing folder or a hub name")
+
+
+def eval_tasks(args):
+    return [glue.TASKS[name] for name in glue.EVAL_TASKS.get(args.task.name, (args.task.name,))]
+
+
+# --- setup ----------------------------------------------------------------------------------
+
+def setup_device(args):
+    if (args.fp16 or args.bf16) and (args.no_cuda or not torch.cuda.is_available()):
+        flag = "--fp16" if args.fp16 else "--bf16"
+        raise UsageError(f"{flag} needs a CUDA GPU: none is available here, drop {flag} to run in float32")
+    args.distributed = args.local_rank != -1
+    if args.distributed:
+        backend = "nccl" if torch.cuda.is_available() and not args.no_cuda else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(args.local_rank)
+        torch.distributed.init_process_group(backend=backend)
+        args.device = torch.device("cuda", args.local_rank) if backend == "nccl" else torch.device("cpu")
+        args.n_gpu = 1 if backend == "nccl" else 0
+        args.world_size, args.rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    else:
+        use_cuda = torch.cuda.is_available() and not args.no_cuda
+        args.device = torch.device("cuda" if use_cuda else "cpu")
+        args.n_gpu = torch.cuda.device_count() if use_cuda else 0
+        args.world_size, args.rank = 1, 0
+    args.is_main = args.rank == 0
+    args.amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def barrier(args):
+    if args.distributed:
+        torch.distributed.barrier()
+
+
+def load_config(args, name, **kwargs):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, cache_dir=args.cache_dir or None, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load a model config from {name} ({first_line(e)}): check --model_name_or_path") from None
+    if config.model_type != args.model_type:
+        raise UsageError(
+            f"{name} holds a '{config.model_type}' model but --model_type is {args.model_type}: "
+            f"pass --model_type {config.model_type} or another model"
+        )
+    return config
+
+
+def load_model(args, path):
+    _, model_class, _ = model_classes(args.model_type)
+    config = load_config(args, args.config_name or path, num_labels=args.task.num_labels,
+                         finetuning_task=args.task.name)
+    try:
+        return model_class.from_pretrained(path, config=config, cache_dir=args.cache_dir or None).to(args.device)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
+
+
+def load_tokenizer(args, path):
+    _, _, tokenizer_class = model_classes(args.model_type)
+    extra = {"do_lower_case": True} if args.do_lower_case else {}
+    try:
+        return tokenizer_class.from_pretrained(args.tokenizer_name or path, cache_dir=args.cache_dir or None, **extra)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load a tokenizer from {args.tokenizer_name or path} ({first_line(e)}): "
+                         "pass --tokenizer_name") from None
+
+
+def first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def read_examples(args, task, split):
+    if args.data_dir is not None:
+        try:
+            return glue.read_split(task, Path(args.data_dir) / task.file_for(split), split)
+        except glue.DataError as e:
+            raise UsageError(str(e)) from None
+    return hub_examples(args, task, split)
+
+
+def hub_examples(args, task, split):
+    """GLUE from the hub (nyu-mll/glue), turned into the same columns as the TSV reader."""
+    import datasets
+
+    hub_split = {"train": "train", "dev": task.hub_dev_split, "test": task.hub_test_split}[split]
+    try:
+        data = datasets.load_dataset("nyu-mll/glue", task.hub_config, split=hub_split, cache_dir=args.cache_dir or None)
+    except Exception as e:  # offline, unknown config, broken cache: all end the same way
+        raise UsageError(
+            f"cannot load GLUE {task.folder} from the hub ({first_line(e)}): pass --data_dir <folder with its TSV files>"
+        ) from None
+    a, b = task.hub_columns
+    if split == "test":
+        labels = [None] * len(data)
+    elif task.is_regression:
+        labels = [float(v) for v in data["label"]]
+    else:  # the hub names MNLI's classes in another order; "0"/"1" tasks keep their integers
+        names = data.features["label"].names
+        by_name = set(names) == set(task.labels)
+        labels = [task.labels.index(names[v]) if by_name else v for v in data["label"]]
+    return {"text_a": data[a], "text_b": data[b] if b else [None] * len(data), "label": labels,
+            "index": [str(i) for i in data["idx"]]}
+
+
+def cache_path(args, task, tokenizer, split):
+    root = args.cache_dir or args.data_dir
+    if not root:
+        return None
+    # Keyed by what the tokenizer does, not where it lives: a checkpoint's copy hits the cache.
+    # Truncation and padding settings change as the tokenizer is called: leave them out.
+    behaviour = {k: v for k, v in json.loads(tokenizer.backend_tokenizer.to_str()).items()
+                 if k not in ("truncation", "padding")}
+    identity = json.dumps(behaviour, sort_keys=True) + str(sorted(tokenizer.special_tokens_map.items()))
+    key = f"{type(tokenizer).__name__}-{stable_hash(identity)}"
+    return Path(root) / f"cached_{split}_{key}_{args.max_seq_length}_{task.name}"
+
+
+def stable_hash(text):
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def load_features(args, task, tokenizer, split):
+    """Tokenized split as an Arrow `datasets.Dataset`, cached on disk; rank 0 builds it."""
+    import datasets
+
+    path = cache_path(args, task, tokenizer, split)
+    if path is not None and path.exists() and not args.overwrite_cache:
+        return datasets.load_from_disk(str(path))
+    if not args.is_main:
+        barrier(args)
+        return datasets.load_from_disk(str(path)) if path is not None else build_features(args, task, tokenizer, split)
+    features = build_features(args, task, tokenizer, split)
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        features.save_to_disk(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        features = datasets.load_from_disk(str(path))
+    if args.distributed:
+        barrier(args)
+    return features
+
+
+def build_features(args, task, tokenizer, split):
+    import datasets
+
+    examples = datasets.Dataset.from_dict(read_examples(args, task, split))
+    pair = task.text_columns[1] is not None
+
+    def tokenize(batch):
+        return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
+                         max_length=args.max_seq_length, return_token_type_ids=True)  # ALBERT's default omits them
+
+    columns = ["text_a", "text_b"] + (["label"] if split == "test" else [])
+    return examples.map(tokenize, batched=True, remove_columns=columns, desc=f"Tokenizing {task.name} {split}")
+
+
+def collate(features, pad_id):
+    """Pads a batch to its longest sequence."""
+    longest = max(len(f["input_ids"]) for f in features)
+
+    def padded(key, value):
+        return torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])
+
+    batch = {"input_ids": padded("input_ids", pad_id), "attention_mask": padded("attention_mask", 0)}
+    if "token_type_ids" in features[0]:
+        batch["token_type_ids"] = padded("token_type_ids", 0)
+    if "label" in features[0]:
+        batch["labels"] = torch.tensor([f["label"] for f in features])
+    return batch
+
+
+def eval_loader(args, features, tokenizer):
+    batch_size = args.per_gpu_eval_batch_size * max(1, args.n_gpu)
+    return DataLoader(features.remove_columns([c for c in ("index",) if c in features.column_names]),
+                      batch_size=batch_size, sampler=SequentialSampler(features),
+                      collate_fn=lambda f: collate(f, tokenizer.pad_token_id))
+
+
+def to_device(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# --- training -------------------------------------------------------------------------------
+
+def train(args, model, tokenizer, train_features, resume_from=None):
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import get_linear_schedule_with_warmup
+
+    batch_size = args.per_gpu_train_batch_size * max(1, args.n_gpu)
+    # DistributedSampler orders each epoch from seed + epoch, with one process as well:
+    # the order is reproducible, so a resumed run sees the batches it would have seen.
+    sampler = DistributedSampler(train_features, num_replicas=args.world_size, rank=args.rank,
+                                 shuffle=True, seed=args.seed)
+    loader = DataLoader(train_features, batch_size=batch_size, sampler=sampler,
+                        collate_fn=lambda f: collate(f, tokenizer.pad_token_id),
+                        generator=torch.Generator())  # keeps the global RNG (dropout) untouched
+    steps_per_epoch = len(loader) // args.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise UsageError(f"{len(train_features)} training examples do not fill one step: "
+                         "lower --per_gpu_train_batch_size or --gradient_accumulation_steps")
+    if args.max_steps > 0:
+        total_steps = args.max_steps
+        epochs = math.ceil(args.max_steps / steps_per_epoch)
+    else:
+        epochs = int(args.num_train_epochs)
+        total_steps = steps_per_epoch * epochs
+
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, total_steps)
+    scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
+    global_step = 0
+    if resume_from is not None:
+        global_step = load_training_state(args, resume_from, optimizer, scheduler, scaler)
+        logger.info("Resuming from %s at step %d", resume_from, global_step)
+
+    if args.n_gpu > 1 and not args.distributed:
+        model = torch.nn.DataParallel(model)
+    if args.distributed:
+        ids = [args.local_rank] if args.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    writer = SummaryWriter(str(Path(args.output_dir) / "runs")) if args.is_main else None
+    logger.info("Training: %d examples, %d epochs, %d steps, batch %d x %d processes x %d accumulation",
+                len(train_features), epochs, total_steps, batch_size, args.world_size,
+                args.gradient_accumulation_steps)
+    running_loss, logged_loss = 0.0, 0.0
+    model.zero_grad()
+    for epoch in range(global_step // steps_per_epoch, epochs):
+        sampler.set_epoch(epoch)
+        skip = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        batches = islice(loader, skip, steps_per_epoch * args.gradient_accumulation_steps)
+        bar = tqdm(batches, desc=f"Epoch {epoch + 1}/{epochs}", initial=skip,
+                   total=steps_per_epoch * args.gradient_accumulation_steps, disable=not args.is_main)
+        for step, batch in enumerate(bar, start=skip):
+            model.train()
+            with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
+                loss = model(**to_device(batch, args.device)).loss
+            if args.n_gpu > 1 and not args.distributed:
+                loss = loss.mean()
+            loss = loss / args.gradient_accumulation_steps
+            (scaler.scale(loss) if scaler else loss).backward()
+            running_loss += loss.item()
+            if (step + 1) % args.gradient_accumulation_steps:
+                continue
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            model.zero_grad()
+            global_step += 1
+            if global_step % args.logging_steps == 0:
+                logs = {"loss": (running_loss - logged_loss) / args.logging_steps,
+                        "learning_rate": scheduler.get_last_lr()[0], "step": global_step}
+                logged_loss = running_loss
+                if args.evaluate_during_training and not args.distributed:
+                    rows = evaluate(args, unwrap(model), tokenizer, f"step-{global_step}", [0], write=False)
+                    logs.update({f"eval_{k}": v for row in rows for k, v in row.items()
+                                 if isinstance(v, float) and k not in ("speed_up", "mean_exit_layer",
+                                                                       "original_speed_up")})
+                if args.is_main:
+                    print(json.dumps(logs), flush=True)
+                    for key, value in logs.items():
+                        if key != "step":
+                            writer.add_scalar(key, value, global_step)
+            if global_step % args.save_steps == 0:
+                save_checkpoint(args, unwrap(model), tokenizer, optimizer, scheduler, scaler, global_step)
+            if global_step >= total_steps:
+                break
+        if global_step >= total_steps:
+            break
+    if writer:
+        writer.close()
+    return global_step
+
+
+def unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(args, model, tokenizer, optimizer, scheduler, scaler, step):
+    """Written to a temporary folder then renamed, so a crash never leaves a checkpoint-N
+    that looks complete. Every process adds its own RNG state."""
+    final = Path(args.output_dir) / f"checkpoint-{step}"
+    tmp = Path(args.output_dir) / f".checkpoint-{step}.tmp"
+    if args.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if scaler:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        write_json(tmp / "training_args.json", args_as_json(args))
+        write_json(tmp / "trainer_state.json", {"global_step": step})
+    barrier(args)
+    save_rng_state(tmp, args.rank)
+    barrier(args)
+    if args.is_main:
+        if final.exists():  # only reachable with --overwrite_output_dir
+            shutil.rmtree(final)
+        tmp.rename(final)
+        logger.info("Saved %s", final)
+    barrier(args)
+
+
+def save_rng_state(folder, rank):
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(tensors, str(folder / f"rng_state_{rank}.safetensors"))
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    write_json(folder / f"rng_state_{rank}.json",
+               {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]})
+
+
+def load_training_state(args, folder, optimizer, scheduler, scaler):
+    folder = Path(folder)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=args.device, weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    if scaler and (folder / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+    tensors = load_file(str(folder / f"rng_state_{args.rank}.safetensors"))
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda_")]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    states = json.loads((folder / f"rng_state_{args.rank}.json").read_text())
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return json.loads((folder / "trainer_state.json").read_text())["global_step"]
+
+
+def resume_folder(args):
+    """A checkpoint-N folder given as --model_name_or_path resumes training there."""
+    path = Path(args.model_name_or_path)
+    if re.fullmatch(r"checkpoint-\d+", path.name) and (path / "trainer_state.json").is_file():
+        return path
+    return None
+
+
+def args_as_json(args):
+    skip = {"task", "device", "amp_dtype"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def write_json(path, value):
+    Path(path).write_text(json.dumps(value, indent=2) + "\n")
+
+
+# --- evaluation and prediction -------------------------------------------------------------
+
+def run_inference(args, model, loader, rule):
+    """Logits at each example's exit layer, and the exit layers, in dataset order."""
+    model.eval()
+    logits, exits = [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="Evaluating", disable=not args.is_main, leave=False):
+            batch.pop("labels", None)
+            with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
+                out = model(**to_device(batch, args.device), exit_rule=rule)
+            logits.append(out.logits.float().cpu())
+            exits.append(out.exit_layers.cpu())
+    return torch.cat(logits), torch.cat(exits)
+
+
+def predictions_of(task, logits):
+    return logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
+
+
+def evaluate(args, model, tokenizer, checkpoint, patience_list, write=True):
+    """Dev metrics, mean exit layer and speed-up for every patience: one row each."""
+    rows = []
+    wrapped = torch.nn.DataParallel(model) if args.n_gpu > 1 and not args.distributed else model
+    for task in eval_tasks(args):
+        features = load_features(args, task, tokenizer, "dev")
+        loader = eval_loader(args, features, tokenizer)
+        labels = np.array(features["label"])
+        task_rows = []
+        for patience in patience_list:
+            logits, exits = run_inference(args, wrapped, loader, PatienceRule(patience, args.regression_threshold))
+            stats = exit_stats(exits, model.config.num_hidden_layers)
+            if write:
+                print(patience_line(patience, stats), flush=True)
+            metrics = glue.compute_metrics(task, predictions_of(task, logits), labels)
+            task_rows.append({"checkpoint": checkpoint, "task": task.name, "patience": patience,
+                              "n": len(labels), **stats, **metrics})
+        if write:
+            write_eval_results(args, task, checkpoint, task_rows)
+        rows += task_rows
+    return rows
+
+
+def write_eval_results(args, task, checkpoint, rows):
+    """The original's eval_results.txt (`key = value`), one file per checkpoint; MNLI's
+    mismatched set goes to <output_dir>-MM as in the original."""
+    folder = Path(args.output_dir + ("-MM" if task.name == "mnli-mm" else ""))
+    folder = folder / checkpoint if checkpoint.startswith("checkpoint-") else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    skip = {"checkpoint", "task", "patience"}
+    lines = [f"{key}_patience_{row['patience']} = {value}" for row in rows for key, value in sorted(row.items())
+             if key not in skip]
+    (folder / "eval_results.txt").write_text("\n".join(lines) + "\n")
+
+
+def predict(args, model, tokenizer, patience_list):
+    """GLUE submission files, one folder per patience: predictions/patience-<p>/<Task>.tsv."""
+    for task in eval_tasks(args):
+        features = load_features(args, task, tokenizer, "test")
+        loader = eval_loader(args, features, tokenizer)
+        for patience in patience_list:
+            logits, exits = run_inference(args, model, loader, PatienceRule(patience, args.regression_threshold))
+            folder = Path(args.output_dir) / "predictions" / f"patience-{patience}"
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = ["index\tprediction"] + [
+                f"{index}\t{glue.submission_value(task, p)}"
+                for index, p in zip(features["index"], predictions_of(task, logits))
+            ]
+            (folder / task.submission).write_text("\n".join(lines) + "\n")
+            logger.info("Wrote %s", folder / task.submission)
+
+
+def models_to_evaluate(args):
+    """(name, folder) pairs: the trained or given model, then every checkpoint-N if asked."""
+    out = Path(args.output_dir)
+    main = out if (out / "config.json").is_file() else Path(args.model_name_or_path)
+    found = [("final", str(main) if main == out else args.model_name_or_path)]
+    if args.eval_all_checkpoints:
+        checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        found += [(p.name, str(p)) for p in checkpoints if (p / "config.json").is_file()]
+    return found
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def main(argv=None):
+    try:
+        run(parse_args(argv))
+    except UsageError as e:
+        print(f"run_glue.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args):
+    check_paths(args)
+    setup_device(args)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if args.is_main else logging.WARNING)
+    logger.info("device %s, %d GPUs, distributed %s, amp %s", args.device, args.n_gpu, args.distributed, args.amp_dtype)
+    set_seed(args.seed)
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    to_evaluate = [] if args.do_train else models_to_evaluate(args)
+    for name in [args.config_name or args.model_name_or_path] if args.do_train else [f for _, f in to_evaluate]:
+        load_config(args, name)
+    tokenizer = load_tokenizer(args, args.model_name_or_path if args.do_train else to_evaluate[0][1])
+    train_features = prepare_data(args, tokenizer)  # bad data stops us before anything is written
+    if args.do_train:
+        model = load_model(args, args.model_name_or_path)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        if args.is_main:
+            write_json(Path(args.output_dir) / "training_args.json", args_as_json(args))
+        steps = train(args, model, tokenizer, train_features, resume_folder(args))
+        if args.is_main:
+            unwrap(model).save_pretrained(args.output_dir)
+            tokenizer.save_pretrained(args.output_dir)
+            logger.info("Trained %d steps; model saved to %s", steps, args.output_dir)
+        barrier(args)
+    results = []
+    if (args.do_eval or args.do_predict) and args.is_main:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        for name, folder in models_to_evaluate(args):
+            model = load_model(args, folder)
+            tokenizer = load_tokenizer(args, folder)
+            if args.do_eval:
+                results += evaluate(args, model, tokenizer, name, args.patience_list)
+            if args.do_predict and name == "final":
+                predict(args, model, tokenizer, args.patience_list)
+        if args.do_eval:
+            write_json(Path(args.output_dir) / "eval_results.json", results)
+    if args.distributed:
+        torch.distributed.destroy_process_group()
+    return results
+
+
+def prepare_data(args, tokenizer):
+    """Reads and tokenizes every split the run needs; returns the training features."""
+    splits = (["dev"] if args.do_eval or args.evaluate_during_training else []) + (["test"] if args.do_predict else [])
+    for task in eval_tasks(args):
+        for split in splits:
+            load_features(args, task, tokenizer, split)
+    return load_features(args, args.task, tokenizer, "train") if args.do_train else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
