@@ -104,8 +104,10 @@ def read_split(task, path, split):
     test = split == "test"
     has_header = test or task.train_has_header
     a_col, b_col = task.test_text_columns if test else task.text_columns
-    columns = [c for c in (a_col, b_col, None if test else task.label_column) if c is not None]
-    needed = max(c + 1 if c >= 0 else -c for c in columns)
+    label_col = None if test else task.label_column
+    # A label counted from the end (-1) must be a column of its own, after the texts.
+    needed = max(c + 1 for c in (a_col, b_col, label_col) if c is not None and c >= 0)
+    needed += 1 if label_col is not None and label_col < 0 else 0
     examples = {"text_a": [], "text_b": [], "label": [], "index": []}
     for line_number, row in enumerate(rows, start=1):
         if line_number == 1 and has_header:

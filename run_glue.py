@@ -244,6 +244,7 @@ def hub_examples(args, task, split):
     import datasets
 
     hub_split = {"train": "train", "dev": task.hub_dev_split, "test": task.hub_test_split}[split]
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would print before our one line
     try:
         data = datasets.load_dataset("nyu-mll/glue", task.hub_config, split=hub_split, cache_dir=args.cache_dir or None)
     except Exception as e:  # offline, unknown config, broken cache: all end the same way
@@ -282,41 +283,49 @@ def stable_hash(text):
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def load_features(args, task, tokenizer, split):
-    """Tokenized split as an Arrow `datasets.Dataset`, cached on disk; rank 0 builds it."""
+def prepare_data(args, tokenizer):
+    """Every split the run needs, tokenized: {(task name, split): Dataset}. The files to
+    tokenize are all read, and so checked, before anything is tokenized or written."""
+    wanted = [(args.task, "train")] if args.do_train else []
+    wanted += [(t, "dev") for t in eval_tasks(args) if args.do_eval or args.evaluate_during_training]
+    wanted += [(t, "test") for t in eval_tasks(args) if args.do_predict]
+    paths = {(t.name, s): cache_path(args, t, tokenizer, s) for t, s in wanted}
+    fresh = {(t.name, s): read_examples(args, t, s) for t, s in wanted
+             if paths[t.name, s] is None or args.overwrite_cache or not paths[t.name, s].exists()}
+    return {(t.name, s): load_features(args, t, tokenizer, s, paths[t.name, s], fresh.get((t.name, s)))
+            for t, s in wanted}
+
+
+def load_features(args, task, tokenizer, split, path, examples):
+    """Tokenizes `examples` (None: the Arrow cache at `path` is current); rank 0 writes the
+    cache, the other processes read it once it is there."""
     import datasets
 
-    path = cache_path(args, task, tokenizer, split)
-    if path is not None and path.exists() and not args.overwrite_cache:
-        return datasets.load_from_disk(str(path))
-    if not args.is_main:
-        barrier(args)
-        return datasets.load_from_disk(str(path)) if path is not None else build_features(args, task, tokenizer, split)
-    features = build_features(args, task, tokenizer, split)
-    if path is not None:
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        features.save_to_disk(str(tmp))
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-        features = datasets.load_from_disk(str(path))
-    if args.distributed:
-        barrier(args)
-    return features
+    features = None
+    if examples is not None and (args.is_main or path is None):
+        features = tokenize(args, task, tokenizer, split, examples)
+        if path is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            features.save_to_disk(str(tmp))
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+    barrier(args)
+    return datasets.load_from_disk(str(path)) if path is not None else features
 
 
-def build_features(args, task, tokenizer, split):
+def tokenize(args, task, tokenizer, split, examples):
     import datasets
 
-    examples = datasets.Dataset.from_dict(read_examples(args, task, split))
     pair = task.text_columns[1] is not None
 
-    def tokenize(batch):
+    def encode(batch):
         return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
                          max_length=args.max_seq_length, return_token_type_ids=True)  # ALBERT's default omits them
 
     columns = ["text_a", "text_b"] + (["label"] if split == "test" else [])
-    return examples.map(tokenize, batched=True, remove_columns=columns, desc=f"Tokenizing {task.name} {split}")
+    return datasets.Dataset.from_dict(examples).map(encode, batched=True, remove_columns=columns,
+                                                    desc=f"Tokenizing {task.name} {split}")
 
 
 def collate(features, pad_id):
@@ -347,10 +356,11 @@ def to_device(batch, device):
 
 # --- training -------------------------------------------------------------------------------
 
-def train(args, model, tokenizer, train_features, resume_from=None):
+def train(args, model, tokenizer, data, resume_from=None):
     from torch.utils.tensorboard import SummaryWriter
     from transformers import get_linear_schedule_with_warmup
 
+    train_features = data[args.task.name, "train"]
     batch_size = args.per_gpu_train_batch_size * max(1, args.n_gpu)
     # DistributedSampler orders each epoch from seed + epoch, with one process as well:
     # the order is reproducible, so a resumed run sees the batches it would have seen.
@@ -429,7 +439,7 @@ def train(args, model, tokenizer, train_features, resume_from=None):
                         "learning_rate": scheduler.get_last_lr()[0], "step": global_step}
                 logged_loss = running_loss
                 if args.evaluate_during_training and not args.distributed:
-                    rows = evaluate(args, unwrap(model), tokenizer, f"step-{global_step}", [0], write=False)
+                    rows = evaluate(args, unwrap(model), tokenizer, data, f"step-{global_step}", [0], write=False)
                     logs.update({f"eval_{k}": v for row in rows for k, v in row.items()
                                  if isinstance(v, float) and k not in ("speed_up", "mean_exit_layer",
                                                                        "original_speed_up")})
@@ -546,12 +556,12 @@ def predictions_of(task, logits):
     return logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
 
 
-def evaluate(args, model, tokenizer, checkpoint, patience_list, write=True):
+def evaluate(args, model, tokenizer, data, checkpoint, patience_list, write=True):
     """Dev metrics, mean exit layer and speed-up for every patience: one row each."""
     rows = []
     wrapped = torch.nn.DataParallel(model) if args.n_gpu > 1 and not args.distributed else model
     for task in eval_tasks(args):
-        features = load_features(args, task, tokenizer, "dev")
+        features = data[task.name, "dev"]
         loader = eval_loader(args, features, tokenizer)
         labels = np.array(features["label"])
         task_rows = []
@@ -581,10 +591,10 @@ def write_eval_results(args, task, checkpoint, rows):
     (folder / "eval_results.txt").write_text("\n".join(lines) + "\n")
 
 
-def predict(args, model, tokenizer, patience_list):
+def predict(args, model, tokenizer, data, patience_list):
     """GLUE submission files, one folder per patience: predictions/patience-<p>/<Task>.tsv."""
     for task in eval_tasks(args):
-        features = load_features(args, task, tokenizer, "test")
+        features = data[task.name, "test"]
         loader = eval_loader(args, features, tokenizer)
         for patience in patience_list:
             logits, exits = run_inference(args, model, loader, PatienceRule(patience, args.regression_threshold))
@@ -623,9 +633,6 @@ def main(argv=None):
 def run(args):
     check_paths(args)
     setup_device(args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if args.is_main else logging.WARNING)
-    logger.info("device %s, %d GPUs, distributed %s, amp %s", args.device, args.n_gpu, args.distributed, args.amp_dtype)
     set_seed(args.seed)
     if not (args.do_train or args.do_eval or args.do_predict):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
@@ -633,13 +640,16 @@ def run(args):
     for name in [args.config_name or args.model_name_or_path] if args.do_train else [f for _, f in to_evaluate]:
         load_config(args, name)
     tokenizer = load_tokenizer(args, args.model_name_or_path if args.do_train else to_evaluate[0][1])
-    train_features = prepare_data(args, tokenizer)  # bad data stops us before anything is written
+    data = prepare_data(args, tokenizer)  # bad data stops us before anything is written
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if args.is_main else logging.WARNING)
+    logger.info("device %s, %d GPUs, distributed %s, amp %s", args.device, args.n_gpu, args.distributed, args.amp_dtype)
     if args.do_train:
         model = load_model(args, args.model_name_or_path)
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         if args.is_main:
             write_json(Path(args.output_dir) / "training_args.json", args_as_json(args))
-        steps = train(args, model, tokenizer, train_features, resume_folder(args))
+        steps = train(args, model, tokenizer, data, resume_folder(args))
         if args.is_main:
             unwrap(model).save_pretrained(args.output_dir)
             tokenizer.save_pretrained(args.output_dir)
@@ -652,23 +662,14 @@ def run(args):
             model = load_model(args, folder)
             tokenizer = load_tokenizer(args, folder)
             if args.do_eval:
-                results += evaluate(args, model, tokenizer, name, args.patience_list)
+                results += evaluate(args, model, tokenizer, data, name, args.patience_list)
             if args.do_predict and name == "final":
-                predict(args, model, tokenizer, args.patience_list)
+                predict(args, model, tokenizer, data, args.patience_list)
         if args.do_eval:
             write_json(Path(args.output_dir) / "eval_results.json", results)
     if args.distributed:
         torch.distributed.destroy_process_group()
     return results
-
-
-def prepare_data(args, tokenizer):
-    """Reads and tokenizes every split the run needs; returns the training features."""
-    splits = (["dev"] if args.do_eval or args.evaluate_during_training else []) + (["test"] if args.do_predict else [])
-    for task in eval_tasks(args):
-        for split in splits:
-            load_features(args, task, tokenizer, split)
-    return load_features(args, args.task, tokenizer, "train") if args.do_train else None
 
 
 if __name__ == "__main__":

@@ -42,3 +42,16 @@ def varied_batch(n, max_len=20, seed=0):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """Tiny BERT and ALBERT folders (tokenizer included) and synthetic GLUE-format tasks."""
+    from glue_fixtures import tiny_albert_folder, tiny_bert_folder, write_task
+
+    root = tmp_path_factory.mktemp("world")
+    tiny_bert_folder(root / "bert")
+    tiny_albert_folder(root / "albert")
+    for folder in ("SST-2", "STS-B", "MNLI", "RTE"):
+        write_task(root / "glue", folder, n_train=400)
+    return root

@@ -1,0 +1,226 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import run_glue
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--do_train", "--do_eval", "--do_lower_case", "--per_gpu_train_batch_size", "16",
+         "--per_gpu_eval_batch_size", "16", "--learning_rate", "3e-3", "--num_train_epochs", "3",
+         "--logging_steps", "10", "--save_steps", "25", "--seed", "7"]
+
+
+def run(args, output_dir, model="bert", task="SST-2", world=None, extra=()):
+    argv = ["--model_type", model, "--model_name_or_path", str(world / model), "--task_name", task,
+            "--data_dir", str(world / "glue" / task), "--output_dir", str(output_dir), *args, *extra]
+    return run_glue.main(argv)
+
+
+def results(output_dir):
+    return json.loads((Path(output_dir) / "eval_results.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["bert", "albert"])
+def test_end_to_end_learns_and_writes_everything(model, world, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(TRAIN, out, model=model, world=world, extra=["--patience", "0,1,2,3", "--do_predict",
+                                                             "--evaluate_during_training"]) == 0
+    stdout = capsys.readouterr().out
+    logs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert [log["step"] for log in logs] == [10, 20, 30, 40, 50, 60, 70]
+    assert all({"loss", "learning_rate", "eval_acc"} <= set(log) for log in logs)
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    for p in range(4):
+        assert f"*** Patience = {p} Avg. Inference Layers = " in stdout
+    rows = results(out)
+    assert [(r["checkpoint"], r["task"], r["patience"], r["n"]) for r in rows] == [
+        ("final", "sst-2", p, 60) for p in range(4)]
+    assert rows[0]["acc"] >= 0.85, rows  # chance is 0.5
+    assert rows[0]["mean_exit_layer"] == 4 and rows[0]["speed_up"] == 1.0
+    for r in rows:
+        assert r["speed_up"] == pytest.approx(4 / r["mean_exit_layer"])
+    assert any(r["mean_exit_layer"] < 4 for r in rows[1:])
+    text = (out / "eval_results.txt").read_text()
+    assert f"acc_patience_0 = {rows[0]['acc']}" in text and "mean_exit_layer_patience_3 = " in text
+    for step in (25, 50, 75):
+        ckpt = out / f"checkpoint-{step}"
+        assert {"model.safetensors", "config.json", "tokenizer.json", "optimizer.pt", "scheduler.pt",
+                "rng_state_0.safetensors", "training_args.json", "trainer_state.json"} <= {p.name for p in ckpt.iterdir()}
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
+    assert list((out / "runs").iterdir()), "TensorBoard events expected"
+    for p in range(4):
+        lines = (out / "predictions" / f"patience-{p}" / "SST-2.tsv").read_text().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) == 31
+        assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+
+
+def test_resume_from_checkpoint_reaches_the_same_weights(world, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(TRAIN, full, world=world) == 0
+    resumed_args = ["--model_type", "bert", "--model_name_or_path", str(full / "checkpoint-25"), "--task_name",
+                    "SST-2", "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(part), *TRAIN]
+    assert run_glue.main(resumed_args) == 0
+    assert not (part / "checkpoint-25").exists() and (part / "checkpoint-50").exists()
+    a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert results(full)[0]["acc"] == results(part)[0]["acc"]
+
+
+def test_eval_only_uses_output_dir_and_all_checkpoints(world, tmp_path):
+    out = tmp_path / "out"
+    assert run(TRAIN, out, world=world) == 0
+    argv = ["--model_type", "bert", "--model_name_or_path", "no-such-hub-model-needed", "--task_name", "sst2",
+            "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(out), "--do_eval",
+            "--eval_all_checkpoints", "--patience", "2,3", "--do_lower_case"]
+    assert run_glue.main(argv) == 0
+    rows = results(out)
+    assert [(r["checkpoint"], r["patience"]) for r in rows] == [
+        (c, p) for c in ("final", "checkpoint-25", "checkpoint-50", "checkpoint-75") for p in (2, 3)]
+    assert (out / "checkpoint-25" / "eval_results.txt").is_file()
+
+
+def test_regression_task_end_to_end(world, tmp_path):
+    out = tmp_path / "out"
+    extra = ["--patience", "0,1,2", "--regression_threshold", "0.5", "--num_train_epochs", "6", "--do_predict"]
+    assert run(TRAIN, out, task="STS-B", world=world, extra=extra) == 0
+    rows = results(out)
+    assert {"pearson", "spearmanr", "corr"} <= set(rows[0])
+    assert rows[0]["pearson"] > 0.6, rows
+    assert any(r["mean_exit_layer"] < 4 for r in rows[1:]), "threshold 0.5 should let some examples exit"
+    values = [float(line.split("\t")[1]) for line in
+              (out / "predictions" / "patience-1" / "STS-B.tsv").read_text().splitlines()[1:]]
+    assert len(values) == 30
+
+
+def test_mnli_reports_matched_and_mismatched(world, tmp_path):
+    out = tmp_path / "out"
+    assert run(TRAIN, out, task="MNLI", world=world, extra=["--patience", "0,2", "--do_predict", "--num_train_epochs", "6"]) == 0
+    rows = results(out)
+    assert [(r["task"], r["patience"]) for r in rows] == [("mnli", 0), ("mnli", 2), ("mnli-mm", 0), ("mnli-mm", 2)]
+    assert rows[0]["acc"] > 0.6  # chance is 1/3
+    assert (Path(str(out) + "-MM") / "eval_results.txt").is_file()
+    for name in ("MNLI-m.tsv", "MNLI-mm.tsv"):
+        labels = {l.split("\t")[1] for l in (out / "predictions" / "patience-2" / name).read_text().splitlines()[1:]}
+        assert labels <= {"contradiction", "entailment", "neutral"}
+
+
+def test_rte_submission_uses_label_strings(world, tmp_path):
+    out = tmp_path / "out"
+    assert run(TRAIN[:-8] + ["--max_steps", "3"], out, task="RTE", world=world, extra=["--do_predict"]) == 0
+    lines = (out / "predictions" / "patience-0" / "RTE.tsv").read_text().splitlines()
+    assert {l.split("\t")[1] for l in lines[1:]} <= {"entailment", "not_entailment"}
+
+
+def test_every_classic_flag_parses():
+    argv = ["--data_dir", "d", "--model_type", "albert", "--model_name_or_path", "albert-base-v2",
+            "--task_name", "STS-B", "--output_dir", "o", "--patience", "3,4,5,6,7,8", "--regression_threshold", "0.1",
+            "--config_name", "c", "--tokenizer_name", "t", "--cache_dir", "cache", "--max_seq_length", "64",
+            "--do_train", "--do_eval", "--evaluate_during_training", "--do_lower_case",
+            "--per_gpu_train_batch_size", "4", "--per_gpu_eval_batch_size", "2", "--gradient_accumulation_steps", "3",
+            "--learning_rate", "2e-5", "--weight_decay", "0.01", "--adam_epsilon", "1e-6", "--max_grad_norm", "0.5",
+            "--num_train_epochs", "5", "--max_steps", "9", "--warmup_steps", "2", "--logging_steps", "7",
+            "--save_steps", "8", "--eval_all_checkpoints", "--no_cuda", "--overwrite_output_dir",
+            "--overwrite_cache", "--seed", "3", "--fp16", "--local_rank", "-1", "--do_predict"]
+    args = run_glue.parse_args(argv)
+    assert args.patience_list == [3, 4, 5, 6, 7, 8] and args.task.name == "sts-b"
+    assert (args.gradient_accumulation_steps, args.max_steps, args.warmup_steps, args.seed) == (3, 9, 2, 3)
+    assert args.fp16 and args.no_cuda and args.do_predict and args.learning_rate == 2e-5
+    assert run_glue.parse_args(argv[:-6] + ["--bf16"]).bf16
+
+
+# --- bad input: one line, exit 2, nothing written --------------------------------------------
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in Path(folder).rglob("*")}
+
+
+def bad_data(world, tmp, change):
+    """A copy of the SST-2 folder with one file changed: change(name) -> new text or None to delete."""
+    folder = tmp / "bad_glue"
+    folder.mkdir()
+    for src in (world / "glue" / "SST-2").glob("*.tsv"):
+        text = change(src.name, src.read_text())
+        if text is not None:
+            (folder / src.name).write_text(text)
+    return {"--data_dir": str(folder)}
+
+
+BAD = {  # case: (overrides or a function making them, words the error must contain)
+    "unknown task": ({"--task_name": "imdb"}, "unknown task 'imdb'"),
+    "bad patience empty": ({"--patience": "3,,4"}, "bad --patience '3,,4'"),
+    "bad patience word": ({"--patience": "x"}, "bad --patience 'x'"),
+    "bad patience negative": ({"--patience": "-1"}, "bad --patience '-1'"),
+    "negative threshold": ({"--regression_threshold": "-0.1"}, "--regression_threshold -0.1 is negative"),
+    "missing data dir": ({"--data_dir": "/nonexistent/glue"}, "--data_dir /nonexistent/glue is not a folder"),
+    "missing split file": (lambda w, t: bad_data(w, t, lambda n, x: None if n == "dev.tsv" else x),
+                           "missing data file"),
+    "malformed row": (lambda w, t: bad_data(w, t, lambda n, x: x + "no label here\n" if n == "dev.tsv" else x),
+                      "dev.tsv:62: 1 tab-separated columns"),
+    "label outside task": (lambda w, t: bad_data(w, t, lambda n, x: x + "nice\t7\n" if n == "dev.tsv" else x),
+                           "dev.tsv:62: label '7' is not one of 0, 1"),
+    "wrong model type": ({"--model_type": "albert"}, "holds a 'bert' model but --model_type is albert"),
+    "missing model path": ({"--model_name_or_path": "/nonexistent/model"}, "/nonexistent/model is not a model folder"),
+    "unknown model type": ({"--model_type": "gpt2"}, "invalid choice: 'gpt2'"),
+    "fp16 without cuda": ({"--fp16": None, "--no_cuda": None}, "--fp16 needs a CUDA GPU"),
+    "output dir not empty": ({"--do_train": None, "--overwrite_output_dir": False}, "exists and is not empty"),
+}
+
+
+def call(argv):
+    try:
+        return run_glue.main(argv)
+    except SystemExit as stop:  # argparse's own errors
+        return stop.code
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_one_line_exit_2_nothing_touched(case, world, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("results of last week")
+    before, data_before = snapshot(out), snapshot(world / "glue" / "SST-2")
+    overrides, message = BAD[case]
+    overrides = overrides(world, tmp_path) if callable(overrides) else overrides
+    flags = {"--model_type": "bert", "--model_name_or_path": str(world / "bert"), "--task_name": "SST-2",
+             "--data_dir": str(world / "glue" / "SST-2"), "--output_dir": str(out), "--do_eval": None,
+             "--overwrite_output_dir": None, **overrides}
+    argv = [part for flag, value in flags.items() if value is not False
+            for part in ([flag] if value is None else [flag, value])]
+    code = call(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert snapshot(out) == before and snapshot(world / "glue" / "SST-2") == data_before
+
+
+def test_bad_input_from_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "run_glue.py"), "--model_type", "bert",
+                           "--model_name_or_path", "x", "--task_name", "SST-2", "--output_dir", str(tmp_path),
+                           "--do_eval", "--patience", "3,,4"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "run_glue.py: error: bad --patience '3,,4': give a comma list of integers >= 0, e.g. 3,4,5"
+
+
+def test_bad_data_from_the_command_line_prints_only_the_error(world, tmp_path):
+    data = tmp_path / "SST-2"
+    data.mkdir()
+    for name in ("dev.tsv", "test.tsv"):
+        (data / name).write_text((world / "glue" / "SST-2" / name).read_text())
+    (data / "train.tsv").write_text("sentence\tlabel\na fine film\t1\nbroken\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "run_glue.py"), "--model_type", "bert", "--model_name_or_path",
+                           str(world / "bert"), "--task_name", "SST-2", "--data_dir", str(data), "--output_dir",
+                           str(tmp_path / "out"), "--do_train", "--do_eval"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"run_glue.py: error: {data / 'train.tsv'}:3: 1 tab-separated columns, SST-2 needs at least 2: "
+        "fix or remove the row"]
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in data.iterdir()) == [
+        "dev.tsv", "test.tsv", "train.tsv"]
