@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput
 @dataclass
 class PabeeOutput(ModelOutput):
     """loss, the logits of each example's exit layer, its 1-based exit layer and, on request,
-    every layer's logits stacked as [num_layers, batch, num_labels]."""
+    every layer's logits stacked batch first: [batch, num_layers, num_labels]."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -27,8 +27,8 @@ class PabeeOutput(ModelOutput):
 
 def pabee_loss(all_layer_logits, labels):
     """sum_i i * loss_i / sum_i i over layers i = 1..L; MSE on view(-1) when num_labels == 1."""
-    weights = torch.arange(1, all_layer_logits.shape[0] + 1, device=all_layer_logits.device)
-    losses = torch.stack([layer_loss(logits, labels) for logits in all_layer_logits])
+    weights = torch.arange(1, all_layer_logits.shape[1] + 1, device=all_layer_logits.device)
+    losses = torch.stack([layer_loss(logits, labels) for logits in all_layer_logits.unbind(1)])
     return (weights * losses).sum() / weights.sum()
 
 
@@ -77,25 +77,84 @@ class PatienceRule:
         return counter == self.patience, (logits, counter)
 
 
+class EntropyRule:
+    """DeeBERT / BranchyNet: exit once the softmax entropy falls below `threshold`."""
+
+    exits_early = True
+
+    def __init__(self, threshold):
+        self.threshold = check_setting("entropy threshold", threshold)
+
+    def start(self, batch_size, device):
+        return ()
+
+    def step(self, logits, state):
+        log_p = F.log_softmax(logits.float(), dim=-1)
+        return -(log_p.exp() * log_p).sum(-1) < self.threshold, state
+
+
+class ConfidenceRule:
+    """Shallow-Deep: exit once the top softmax probability reaches `threshold`."""
+
+    exits_early = True
+
+    def __init__(self, threshold):
+        self.threshold = check_setting("confidence threshold", threshold)
+
+    def start(self, batch_size, device):
+        return ()
+
+    def step(self, logits, state):
+        return F.softmax(logits.float(), dim=-1).max(-1).values >= self.threshold, state
+
+
+class FixedRule:
+    """The static baseline: every example exits at layer `layer` (1-based)."""
+
+    def __init__(self, layer):
+        if layer < 1:
+            raise ValueError(f"fixed exit layer must be >= 1, got {layer}")
+        self.layer = layer
+        self.exits_early = True
+
+    def start(self, batch_size, device):
+        return (torch.zeros(batch_size, dtype=torch.long, device=device),)
+
+    def step(self, logits, state):
+        seen = state[0] + 1
+        return seen == self.layer, (seen,)
+
+
+RULES = {"patience": PatienceRule, "entropy": EntropyRule, "confidence": ConfidenceRule, "fixed": FixedRule}
+
+
+def make_rule(criterion, setting, regression_threshold=0.0):
+    if criterion == "patience":
+        return PatienceRule(int(setting), regression_threshold)
+    if criterion == "fixed":
+        return FixedRule(int(setting))
+    return RULES[criterion](float(setting))
+
+
 def exit_layers_from_logits(all_layer_logits, rule):
     """The exit layer (1-based) each example would take under `rule`, read from logits of
     every layer: one full-depth pass then serves any number of settings."""
-    num_layers, batch_size = all_layer_logits.shape[:2]
+    batch_size, num_layers = all_layer_logits.shape[:2]
     device = all_layer_logits.device
     exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
     if not rule.exits_early:
         return exit_layers
     state = rule.start(batch_size, device)
     for i in range(num_layers - 1):
-        exits, state = rule.step(all_layer_logits[i], state)
+        exits, state = rule.step(all_layer_logits[:, i], state)
         not_yet = exit_layers == num_layers
         exit_layers = torch.where(exits & not_yet, i + 1, exit_layers)
     return exit_layers
 
 
 def logits_at_exit(all_layer_logits, exit_layers):
-    rows = torch.arange(all_layer_logits.shape[1], device=all_layer_logits.device)
-    return all_layer_logits[exit_layers - 1, rows]
+    rows = torch.arange(all_layer_logits.shape[0], device=all_layer_logits.device)
+    return all_layer_logits[rows, exit_layers - 1]
 
 
 def select_rows(x, rows):
@@ -150,7 +209,7 @@ class PabeeMixin:
         all_layer_logits = None
         if self.training:
             all_layer_logits = self.all_layer_logits(hidden, mask)
-            logits = all_layer_logits[-1]
+            logits = all_layer_logits[:, -1]
             exit_layers = torch.full((logits.shape[0],), len(self.classifiers), device=logits.device)
         elif output_all_layer_logits:
             all_layer_logits = self.all_layer_logits(hidden, mask)
@@ -173,7 +232,7 @@ class PabeeMixin:
         for i in range(len(self.classifiers)):
             hidden = self.run_layer(i, hidden, mask)
             per_layer.append(self.classify(i, hidden))
-        return torch.stack(per_layer)
+        return torch.stack(per_layer, dim=1)
 
     def early_exit(self, hidden, mask, rule):
         """Runs layer after layer on the rows still active: an example that exits leaves the
@@ -218,9 +277,10 @@ def exit_stats(exit_layers, num_layers):
     }
 
 
-def patience_line(patience, stats):
+def patience_line(setting, stats, criterion="patience"):
     """The originals' log line (their "Speed Up" is 1 - avg/L), with the true ratio beside it."""
+    name = "Patience" if criterion == "patience" else criterion
     return (
-        f"*** Patience = {patience} Avg. Inference Layers = {stats['mean_exit_layer']:.2f} "
+        f"*** {name} = {setting} Avg. Inference Layers = {stats['mean_exit_layer']:.2f} "
         f"Speed Up = {stats['original_speed_up']:.2f} *** (speed-up L/avg = {stats['speed_up']:.2f}x)"
     )

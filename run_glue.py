@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -23,7 +24,15 @@ from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from tqdm import tqdm
 
 import glue
-from pabee import PatienceRule, exit_stats, patience_line
+from pabee import (
+    RULES,
+    PatienceRule,
+    exit_layers_from_logits,
+    exit_stats,
+    logits_at_exit,
+    make_rule,
+    patience_line,
+)
 
 logger = logging.getLogger("run_glue")
 
@@ -91,6 +100,13 @@ def build_parser():
     add("--fp16", action="store_true", help="Mixed precision (torch.amp, float16 with a GradScaler); CUDA only.")
     add("--bf16", action="store_true", help="Mixed precision in bfloat16; CUDA only.")
     add("--local_rank", type=int, default=-1, help="Set by the launcher; torchrun's LOCAL_RANK wins.")
+    add("--exit_criterion", choices=list(RULES), default="patience",
+        help="patience (PABEE, settings from --patience), entropy (DeeBERT), confidence (Shallow-Deep), "
+             "fixed (static exit layer); the last three take --exit_thresholds.")
+    add("--exit_thresholds", default="", help="Comma list: entropy or confidence thresholds, or fixed exit layers.")
+    add("--timed_inference", action="store_true",
+        help="Run real early-exit inference for each setting and report the wall-clock speed-up over full depth "
+             "(default: one full-depth pass serves every setting, same answers, no timing).")
     return p
 
 
@@ -103,6 +119,22 @@ def parse_patience(text):
     return values
 
 
+def parse_thresholds(args):
+    """The settings of a baseline criterion: layers >= 1 for fixed, thresholds >= 0 otherwise."""
+    if args.exit_criterion != "patience" and args.task.is_regression and args.exit_criterion != "fixed":
+        raise UsageError(f"--exit_criterion {args.exit_criterion} needs class probabilities and "
+                         f"{args.task.folder} is a regression task: use patience or fixed")
+    if not args.exit_thresholds:
+        raise UsageError(f"--exit_criterion {args.exit_criterion} needs --exit_thresholds, e.g. "
+                         + ("2,4,6" if args.exit_criterion == "fixed" else "0.1,0.2,0.4"))
+    pattern = r"[1-9]\d*" if args.exit_criterion == "fixed" else r"\d+(\.\d*)?|\.\d+"
+    parts = [part.strip() for part in args.exit_thresholds.split(",")]
+    if not all(re.fullmatch(pattern, part) for part in parts):
+        wanted = "layers >= 1" if args.exit_criterion == "fixed" else "numbers >= 0"
+        raise UsageError(f"bad --exit_thresholds '{args.exit_thresholds}': give a comma list of {wanted}")
+    return [int(part) if args.exit_criterion == "fixed" else float(part) for part in parts]
+
+
 def parse_args(argv):
     args = build_parser().parse_args(argv)
     args.patience_list = parse_patience(args.patience)
@@ -112,6 +144,12 @@ def parse_args(argv):
         args.task = glue.find_task(args.task_name)
     except glue.DataError as e:
         raise UsageError(str(e)) from None
+    if args.exit_criterion == "patience":
+        if args.exit_thresholds:
+            raise UsageError("--exit_thresholds is for the baseline criteria: give patience values with --patience")
+        args.settings = args.patience_list
+    else:
+        args.settings = parse_thresholds(args)
     for flag in ("per_gpu_train_batch_size", "per_gpu_eval_batch_size", "gradient_accumulation_steps",
                  "max_seq_length", "logging_steps", "save_steps"):
         if getattr(args, flag) < 1:
@@ -344,10 +382,13 @@ def collate(features, pad_id):
 
 
 def eval_loader(args, features, tokenizer):
-    batch_size = args.per_gpu_eval_batch_size * max(1, args.n_gpu)
-    return DataLoader(features.remove_columns([c for c in ("index",) if c in features.column_names]),
-                      batch_size=batch_size, sampler=SequentialSampler(features),
-                      collate_fn=lambda f: collate(f, tokenizer.pad_token_id))
+    """Batches of similar length, longest first, to cut padding; returns the loader and
+    `order`, the dataset index of each example in the order the loader yields them."""
+    order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
+    loader = DataLoader(features.remove_columns([c for c in ("index",) if c in features.column_names]),
+                        batch_size=args.per_gpu_eval_batch_size * max(1, args.n_gpu), sampler=order.tolist(),
+                        collate_fn=lambda f: collate(f, tokenizer.pad_token_id))
+    return loader, torch.as_tensor(order)
 
 
 def to_device(batch, device):
@@ -439,10 +480,7 @@ def train(args, model, tokenizer, data, resume_from=None):
                         "learning_rate": scheduler.get_last_lr()[0], "step": global_step}
                 logged_loss = running_loss
                 if args.evaluate_during_training and not args.distributed:
-                    rows = evaluate(args, unwrap(model), tokenizer, data, f"step-{global_step}", [0], write=False)
-                    logs.update({f"eval_{k}": v for row in rows for k, v in row.items()
-                                 if isinstance(v, float) and k not in ("speed_up", "mean_exit_layer",
-                                                                       "original_speed_up")})
+                    logs.update(training_eval_logs(args, unwrap(model), tokenizer, data, global_step))
                 if args.is_main:
                     print(json.dumps(logs), flush=True)
                     for key, value in logs.items():
@@ -457,6 +495,26 @@ def train(args, model, tokenizer, data, resume_from=None):
     if writer:
         writer.close()
     return global_step
+
+
+def training_eval_logs(args, model, tokenizer, data, step):
+    """Full-depth dev metrics of the model in training, as eval_* log entries (MNLI's
+    mismatched set as eval_mnli-mm_*)."""
+    rows = evaluate(args, model, tokenizer, data, f"step-{step}", settings=[], write=False)
+    logs = {}
+    for row in rows:
+        if row["setting"] == model.config.num_hidden_layers:
+            prefix = "eval_" if row["task"] == args.task.name else f"eval_{row['task']}_"
+            logs.update({prefix + key: value for key, value in metrics_of(row).items()})
+    return logs
+
+
+NOT_METRICS = {"checkpoint", "task", "criterion", "setting", "patience", "n", "mean_exit_layer", "speed_up",
+               "original_speed_up", "seconds", "full_depth_seconds", "wallclock_speed_up"}
+
+
+def metrics_of(row):
+    return {k: v for k, v in row.items() if k not in NOT_METRICS}
 
 
 def unwrap(model):
@@ -538,67 +596,101 @@ def write_json(path, value):
 
 # --- evaluation and prediction -------------------------------------------------------------
 
-def run_inference(args, model, loader, rule):
-    """Logits at each example's exit layer, and the exit layers, in dataset order."""
+def run_inference(args, model, loader, order, rule=None, all_layers=False):
+    """Runs the dev or test set once. Returns, in dataset order, the logits at each example's
+    exit layer (all_layers: every layer's, [N, L, C]) and its exit layer, and the wall-clock
+    seconds. Nothing waits for the device inside the loop but the exit loop's own sync."""
     model.eval()
     logits, exits = [], []
+    synchronize(args)
+    start = time.perf_counter()
     with torch.inference_mode():
         for batch in tqdm(loader, desc="Evaluating", disable=not args.is_main, leave=False):
             batch.pop("labels", None)
             with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
-                out = model(**to_device(batch, args.device), exit_rule=rule)
-            logits.append(out.logits.float().cpu())
-            exits.append(out.exit_layers.cpu())
-    return torch.cat(logits), torch.cat(exits)
+                out = model(**to_device(batch, args.device), exit_rule=rule, output_all_layer_logits=all_layers)
+            logits.append(out.all_layer_logits if all_layers else out.logits)
+            exits.append(out.exit_layers)
+        logits, exits = torch.cat(logits).float().cpu(), torch.cat(exits).cpu()
+    seconds = time.perf_counter() - start
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order))
+    return logits[back], exits[back], seconds
+
+
+def synchronize(args):
+    if args.device.type == "cuda":
+        torch.cuda.synchronize(args.device)
 
 
 def predictions_of(task, logits):
     return logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
 
 
-def evaluate(args, model, tokenizer, data, checkpoint, patience_list, write=True):
-    """Dev metrics, mean exit layer and speed-up for every patience: one row each."""
-    rows = []
+def evaluate(args, model, tokenizer, data, checkpoint, settings=None, write=True):
+    """Dev metrics, mean exit layer and speed-up for every exit setting, plus each layer's
+    own head ("layer" rows). By default one full-depth pass serves every setting; with
+    --timed_inference each setting runs real early exit and is timed against full depth."""
+    settings = args.settings if settings is None else settings
     wrapped = torch.nn.DataParallel(model) if args.n_gpu > 1 and not args.distributed else model
+    num_layers = model.config.num_hidden_layers
+    rows = []
     for task in eval_tasks(args):
-        features = data[task.name, "dev"]
-        loader = eval_loader(args, features, tokenizer)
-        labels = np.array(features["label"])
-        task_rows = []
-        for patience in patience_list:
-            logits, exits = run_inference(args, wrapped, loader, PatienceRule(patience, args.regression_threshold))
-            stats = exit_stats(exits, model.config.num_hidden_layers)
-            if write:
-                print(patience_line(patience, stats), flush=True)
-            metrics = glue.compute_metrics(task, predictions_of(task, logits), labels)
-            task_rows.append({"checkpoint": checkpoint, "task": task.name, "patience": patience,
-                              "n": len(labels), **stats, **metrics})
+        loader, order = eval_loader(args, data[task.name, "dev"], tokenizer)
+        labels = np.array(data[task.name, "dev"]["label"])
+
+        def row(criterion, setting, logits, exits, **timing):
+            stats = exit_stats(exits, num_layers)
+            if write and criterion != "layer":
+                print(patience_line(setting, stats, criterion), flush=True)
+            named = {"patience": setting} if criterion == "patience" else {}
+            return {"checkpoint": checkpoint, "task": task.name, "criterion": criterion, "setting": setting,
+                    **named, "n": len(labels), **stats,
+                    **glue.compute_metrics(task, predictions_of(task, logits), labels), **timing}
+
+        all_logits, _, _ = run_inference(args, wrapped, loader, order, all_layers=True)
+        if args.timed_inference and settings:
+            full_depth = run_inference(args, wrapped, loader, order, PatienceRule(0))[2]
+            for setting in settings:
+                logits, exits, seconds = run_inference(args, wrapped, loader, order, rule_for(args, setting))
+                rows.append(row(args.exit_criterion, setting, logits, exits, seconds=seconds,
+                                full_depth_seconds=full_depth, wallclock_speed_up=full_depth / seconds))
+        else:
+            for setting in settings:
+                exits = exit_layers_from_logits(all_logits, rule_for(args, setting))
+                rows.append(row(args.exit_criterion, setting, logits_at_exit(all_logits, exits), exits))
+        for layer in range(1, num_layers + 1):
+            rows.append(row("layer", layer, all_logits[:, layer - 1], torch.full((len(labels),), layer)))
         if write:
-            write_eval_results(args, task, checkpoint, task_rows)
-        rows += task_rows
+            write_eval_results(args, task, checkpoint, [r for r in rows if r["task"] == task.name])
     return rows
 
 
+def rule_for(args, setting):
+    return make_rule(args.exit_criterion, setting, args.regression_threshold)
+
+
 def write_eval_results(args, task, checkpoint, rows):
-    """The original's eval_results.txt (`key = value`), one file per checkpoint; MNLI's
-    mismatched set goes to <output_dir>-MM as in the original."""
+    """The original's eval_results.txt (`key = value`, keys suffixed by the exit setting),
+    one file per checkpoint; MNLI's mismatched set goes to <output_dir>-MM as the original."""
     folder = Path(args.output_dir + ("-MM" if task.name == "mnli-mm" else ""))
     folder = folder / checkpoint if checkpoint.startswith("checkpoint-") else folder
     folder.mkdir(parents=True, exist_ok=True)
-    skip = {"checkpoint", "task", "patience"}
-    lines = [f"{key}_patience_{row['patience']} = {value}" for row in rows for key, value in sorted(row.items())
-             if key not in skip]
+    skip = {"checkpoint", "task", "criterion", "setting", "patience"}
+    lines = [f"{key}_{row['criterion']}_{row['setting']} = {value}"
+             for row in rows for key, value in sorted(row.items()) if key not in skip]
     (folder / "eval_results.txt").write_text("\n".join(lines) + "\n")
 
 
-def predict(args, model, tokenizer, data, patience_list):
-    """GLUE submission files, one folder per patience: predictions/patience-<p>/<Task>.tsv."""
+def predict(args, model, tokenizer, data):
+    """GLUE submission files, one folder per exit setting, e.g. predictions/patience-3/RTE.tsv."""
     for task in eval_tasks(args):
         features = data[task.name, "test"]
-        loader = eval_loader(args, features, tokenizer)
-        for patience in patience_list:
-            logits, exits = run_inference(args, model, loader, PatienceRule(patience, args.regression_threshold))
-            folder = Path(args.output_dir) / "predictions" / f"patience-{patience}"
+        loader, order = eval_loader(args, features, tokenizer)
+        all_logits, _, _ = run_inference(args, model, loader, order, all_layers=True)
+        for setting in args.settings:
+            logits = logits_at_exit(all_logits, exit_layers_from_logits(all_logits, rule_for(args, setting)))
+            folder = Path(args.output_dir) / "predictions" / f"{args.exit_criterion}-{setting}"
             folder.mkdir(parents=True, exist_ok=True)
             lines = ["index\tprediction"] + [
                 f"{index}\t{glue.submission_value(task, p)}"
@@ -606,6 +698,91 @@ def predict(args, model, tokenizer, data, patience_list):
             ]
             (folder / task.submission).write_text("\n".join(lines) + "\n")
             logger.info("Wrote %s", folder / task.submission)
+
+
+# --- report -----------------------------------------------------------------------------
+
+def write_report(args, rows):
+    """pabee_results.json / .md / pabee_tradeoff.png in output_dir, and the rows in
+    TensorBoard. Rows of earlier runs in the same output_dir are kept unless this run
+    measured the same (checkpoint, task, criterion, setting): evaluating one criterion per
+    run builds up the comparison."""
+    out = Path(args.output_dir)
+    key = lambda r: (r["checkpoint"], r["task"], r["criterion"], r["setting"])  # noqa: E731
+    previous = json.loads((out / "pabee_results.json").read_text()) if (out / "pabee_results.json").is_file() else []
+    rows = list({key(r): r for r in previous + rows}.values())
+    write_json(out / "pabee_results.json", rows)
+    (out / "pabee_results.md").write_text(markdown_table(rows))
+    plot_tradeoff(rows, out / "pabee_tradeoff.png")
+    log_rows_to_tensorboard(args, rows)
+
+
+def markdown_table(rows):
+    metrics = list(dict.fromkeys(k for r in rows for k in metrics_of(r)))
+    timed = any("wallclock_speed_up" in r for r in rows)
+    header = ["checkpoint", "task", "criterion", "setting", *metrics, "mean exit layer", "speed-up"]
+    header += ["wall-clock speed-up"] if timed else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["checkpoint"], r["task"], r["criterion"], r["setting"],
+                 *[f"{r[m]:.4f}" if m in r else "" for m in metrics],
+                 f"{r['mean_exit_layer']:.2f}", f"{r['speed_up']:.2f}x"]
+        cells += [f"{r['wallclock_speed_up']:.2f}x" if "wallclock_speed_up" in r else ""] if timed else []
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(rows, path):
+    """The task's main metric against speed-up: a line per criterion, a point per layer's own
+    head; one panel per task, for the final model (else the first checkpoint)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    checkpoint = "final" if any(r["checkpoint"] == "final" for r in rows) else rows[0]["checkpoint"]
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["checkpoint"] == checkpoint))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.8), squeeze=False)
+    for ax, name in zip(axes[0], tasks):
+        metric = glue.TASKS[name].metric
+        mine = [r for r in rows if r["checkpoint"] == checkpoint and r["task"] == name]
+        for criterion in dict.fromkeys(r["criterion"] for r in mine):
+            points = sorted((r for r in mine if r["criterion"] == criterion), key=lambda r: r["speed_up"])
+            x, y = [r["speed_up"] for r in points], [r[metric] for r in points]
+            if criterion == "layer":
+                ax.scatter(x, y, marker="x", color="grey", label="single layer (internal classifier)", zorder=3)
+                for r in points:
+                    ax.annotate(f"L{r['setting']}", (r["speed_up"], r[metric]), fontsize=7,
+                                textcoords="offset points", xytext=(3, -9), color="grey")
+            else:
+                ax.plot(x, y, marker="o", label=criterion)
+                for r in points:
+                    ax.annotate(str(r["setting"]), (r["speed_up"], r[metric]), fontsize=7,
+                                textcoords="offset points", xytext=(3, 3))
+        ax.set_xlabel("speed-up (layers: L / mean exit layer)")
+        ax.set_ylabel(f"dev {metric}")
+        ax.set_title(f"{name}: {metric} against speed-up ({checkpoint})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_rows_to_tensorboard(args, rows):
+    """Each row's metrics and speed-up, tagged by task and exit setting, at its checkpoint's step."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(Path(args.output_dir) / "runs")) as writer:
+        for r in rows:
+            step = int(r["checkpoint"].split("-")[1]) if r["checkpoint"].startswith("checkpoint-") else final_step(args)
+            for name, value in {**metrics_of(r), "speed_up": r["speed_up"]}.items():
+                writer.add_scalar(f"pabee/{r['task']}/{r['criterion']}={r['setting']}/{name}", value, step)
+
+
+def final_step(args):
+    state = Path(args.output_dir) / "trainer_state.json"
+    return json.loads(state.read_text())["global_step"] if state.is_file() else 0
 
 
 def models_to_evaluate(args):
@@ -653,6 +830,7 @@ def run(args):
         if args.is_main:
             unwrap(model).save_pretrained(args.output_dir)
             tokenizer.save_pretrained(args.output_dir)
+            write_json(Path(args.output_dir) / "trainer_state.json", {"global_step": steps})
             logger.info("Trained %d steps; model saved to %s", steps, args.output_dir)
         barrier(args)
     results = []
@@ -662,11 +840,12 @@ def run(args):
             model = load_model(args, folder)
             tokenizer = load_tokenizer(args, folder)
             if args.do_eval:
-                results += evaluate(args, model, tokenizer, data, name, args.patience_list)
+                results += evaluate(args, model, tokenizer, data, name)
             if args.do_predict and name == "final":
-                predict(args, model, tokenizer, data, args.patience_list)
+                predict(args, model, tokenizer, data)
         if args.do_eval:
-            write_json(Path(args.output_dir) / "eval_results.json", results)
+            write_json(Path(args.output_dir) / "eval_results.json", [r for r in results if r["criterion"] != "layer"])
+            write_report(args, results)
     if args.distributed:
         torch.distributed.destroy_process_group()
     return results

@@ -109,7 +109,7 @@ def test_one_linear_head_per_layer_with_training_dropout(kind):
             hidden = model.run_layer(i, hidden, m)
             shared_pooler = backbone_of(model).pooler
             assert shared_pooler is not None
-            torch.testing.assert_close(eval_logits[i], heads[i](model.pool(hidden)))
+            torch.testing.assert_close(eval_logits[:, i], heads[i](model.pool(hidden)))
         if kind == "albert":
             model.train()
             train_logits = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True).all_layer_logits
@@ -127,9 +127,9 @@ def test_weighted_loss_recomputed_by_hand(kind, num_labels):
     torch.manual_seed(1)
     out = model(input_ids=ids, attention_mask=mask, labels=labels, output_all_layer_logits=True)
     per_layer = out.all_layer_logits
-    assert per_layer.shape == (4, 10, num_labels)
+    assert per_layer.shape == (10, 4, num_labels)
     total, weights = 0.0, 0
-    for i, logits in enumerate(per_layer, start=1):
+    for i, logits in enumerate(per_layer.unbind(1), start=1):
         if num_labels == 1:
             loss_i = ((logits.view(-1) - labels) ** 2).mean()
         else:
@@ -137,7 +137,7 @@ def test_weighted_loss_recomputed_by_hand(kind, num_labels):
         total, weights = total + i * loss_i, weights + i
     torch.testing.assert_close(out.loss, total / weights)
     uniform = sum(F.cross_entropy(l, labels) if num_labels > 1 else F.mse_loss(l.view(-1), labels)
-                  for l in per_layer) / 4
+                  for l in per_layer.unbind(1)) / 4
     assert not torch.allclose(out.loss, uniform)
     out.loss.backward()
     assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in model.classifiers)
@@ -175,7 +175,7 @@ def original_exit_at_batch_size_1(model, ids, mask, patience, threshold):
     """The original algorithm (one example, scalar counter, break), written independently."""
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True)
-    layers = out.all_layer_logits[:, 0]
+    layers = out.all_layer_logits[0]
     if patience == 0:
         return layers.shape[0], layers[-1]
     counter, previous = 0, None
@@ -274,10 +274,10 @@ def test_outputs_and_all_layer_logits(kind):
         fast = model(input_ids=ids, attention_mask=mask)
         full = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True)
     assert isinstance(fast, PabeeOutput) and fast.all_layer_logits is None
-    assert full.all_layer_logits.shape == (5, 20, 3)
+    assert full.all_layer_logits.shape == (20, 5, 3)
     assert fast.exit_layers.min() >= 1 and fast.exit_layers.max() <= 5
     assert torch.equal(fast.exit_layers, full.exit_layers)
-    picked = full.all_layer_logits[full.exit_layers - 1, torch.arange(20)]
+    picked = full.all_layer_logits[torch.arange(20), full.exit_layers - 1]
     torch.testing.assert_close(fast.logits, picked, rtol=1e-5, atol=1e-6)
 
 
