@@ -450,9 +450,9 @@ def train(args, model, tokenizer, data, resume_from=None):
     for epoch in range(global_step // steps_per_epoch, epochs):
         sampler.set_epoch(epoch)
         skip = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-        batches = islice(loader, skip, steps_per_epoch * args.gradient_accumulation_steps)
-        bar = tqdm(batches, desc=f"Epoch {epoch + 1}/{epochs}", initial=skip,
-                   total=steps_per_epoch * args.gradient_accumulation_steps, disable=not args.is_main)
+        stop = min(steps_per_epoch, total_steps - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        bar = tqdm(islice(loader, skip, stop), desc=f"Epoch {epoch + 1}/{epochs}", initial=skip, total=stop,
+                   disable=not args.is_main)
         for step, batch in enumerate(bar, start=skip):
             model.train()
             with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
@@ -746,7 +746,7 @@ def plot_tradeoff(rows, path):
     for ax, name in zip(axes[0], tasks):
         metric = glue.TASKS[name].metric
         mine = [r for r in rows if r["checkpoint"] == checkpoint and r["task"] == name]
-        for criterion in dict.fromkeys(r["criterion"] for r in mine):
+        for k, criterion in enumerate(dict.fromkeys(r["criterion"] for r in mine)):
             points = sorted((r for r in mine if r["criterion"] == criterion), key=lambda r: r["speed_up"])
             x, y = [r["speed_up"] for r in points], [r[metric] for r in points]
             if criterion == "layer":
@@ -755,10 +755,10 @@ def plot_tradeoff(rows, path):
                     ax.annotate(f"L{r['setting']}", (r["speed_up"], r[metric]), fontsize=7,
                                 textcoords="offset points", xytext=(3, -9), color="grey")
             else:
-                ax.plot(x, y, marker="o", label=criterion)
+                ax.plot(x, y, marker="o", label=criterion, color=f"C{k}")
                 for r in points:
-                    ax.annotate(str(r["setting"]), (r["speed_up"], r[metric]), fontsize=7,
-                                textcoords="offset points", xytext=(3, 3))
+                    ax.annotate(str(r["setting"]), (r["speed_up"], r[metric]), fontsize=7, color=f"C{k}",
+                                textcoords="offset points", xytext=(3, 3 + 8 * k))  # criteria overlap
         ax.set_xlabel("speed-up (layers: L / mean exit layer)")
         ax.set_ylabel(f"dev {metric}")
         ax.set_title(f"{name}: {metric} against speed-up ({checkpoint})")
