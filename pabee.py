@@ -61,26 +61,33 @@ class PatienceRule:
     def exits_early(self):
         return self.patience > 0
 
+    @property
+    def earliest_exit(self):
+        return self.patience + 1
+
     def start(self, batch_size, device):
         return None, torch.zeros(batch_size, dtype=torch.long, device=device)
 
     def step(self, logits, state):
-        """Returns (exit now: bool[B], new state); state rows follow the batch rows."""
+        """Returns (exit now: bool[B], new state); state rows follow the batch rows. The state
+        keeps the previous layer's prediction (class index, or the value for regression)."""
         previous, counter = state
+        prediction = logits.view(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
         if previous is None:
-            agree = torch.zeros_like(counter, dtype=torch.bool)
-        elif logits.shape[-1] == 1:
-            agree = (logits - previous).abs().view(-1) < self.regression_threshold
+            return torch.zeros_like(counter, dtype=torch.bool), (prediction, counter)
+        if logits.shape[-1] == 1:
+            agree = (prediction - previous).abs() < self.regression_threshold
         else:
-            agree = logits.argmax(-1) == previous.argmax(-1)
-        counter = torch.where(agree, counter + 1, 0)
-        return counter == self.patience, (logits, counter)
+            agree = prediction == previous
+        counter = (counter + 1) * agree
+        return counter == self.patience, (prediction, counter)
 
 
 class EntropyRule:
     """DeeBERT / BranchyNet: exit once the softmax entropy falls below `threshold`."""
 
     exits_early = True
+    earliest_exit = 1
 
     def __init__(self, threshold):
         self.threshold = check_setting("entropy threshold", threshold)
@@ -97,6 +104,7 @@ class ConfidenceRule:
     """Shallow-Deep: exit once the top softmax probability reaches `threshold`."""
 
     exits_early = True
+    earliest_exit = 1
 
     def __init__(self, threshold):
         self.threshold = check_setting("confidence threshold", threshold)
@@ -111,11 +119,12 @@ class ConfidenceRule:
 class FixedRule:
     """The static baseline: every example exits at layer `layer` (1-based)."""
 
+    exits_early = True
+
     def __init__(self, layer):
         if layer < 1:
             raise ValueError(f"fixed exit layer must be >= 1, got {layer}")
-        self.layer = layer
-        self.exits_early = True
+        self.layer = self.earliest_exit = layer
 
     def start(self, batch_size, device):
         return (torch.zeros(batch_size, dtype=torch.long, device=device),)
@@ -185,7 +194,8 @@ class PabeeMixin:
         return PatienceRule(self.config.patience, self.config.regression_threshold)
 
     def classify(self, i, hidden):
-        return self.classifiers[i](self.dropout(self.pool(hidden)))
+        pooled = self.pool(hidden)
+        return self.classifiers[i](self.dropout(pooled) if self.training else pooled)
 
     def forward(
         self,
@@ -236,8 +246,9 @@ class PabeeMixin:
 
     def early_exit(self, hidden, mask, rule):
         """Runs layer after layer on the rows still active: an example that exits leaves the
-        batch, so later layers cost only what is left. One host sync per layer (to learn
-        how many rows remain), none when the rule cannot exit early."""
+        batch, so later layers cost only what is left. The host waits for the device once per
+        layer from the rule's earliest exit on (to learn how many rows remain), and never when
+        the rule cannot exit early."""
         num_layers = len(self.classifiers)
         batch_size, device = hidden.shape[0], hidden.device
         rows = torch.arange(batch_size, device=device)
@@ -256,12 +267,15 @@ class PabeeMixin:
                 logits_out[rows] = logits
                 break
             exits, state = rule.step(logits, state)
-            logits_out[rows] = torch.where(exits[:, None], logits, logits_out[rows])
-            exit_layers[rows] = torch.where(exits, i + 1, exit_layers[rows])
-            keep = (~exits).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
-            if keep.numel() < rows.numel():
+            if i + 1 < rule.earliest_exit:
+                continue
+            if exits.any():
+                done = exits.nonzero().squeeze(1)
+                logits_out[rows[done]] = logits[done]
+                exit_layers[rows[done]] = i + 1
+                if done.numel() == rows.numel():
+                    break
+                keep = (~exits).nonzero().squeeze(1)
                 rows, hidden, mask = rows[keep], hidden[keep], select_rows(mask, keep)
                 state = tuple(s[keep] for s in state)
         return logits_out, exit_layers

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import time
 from itertools import islice
@@ -248,15 +249,22 @@ def load_model(args, path):
                          finetuning_task=args.task.name)
     try:
         return model_class.from_pretrained(path, config=config, cache_dir=args.cache_dir or None).to(args.device)
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # missing, truncated or foreign weights: the loaders raise many kinds
         raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
 
 
 def load_tokenizer(args, path):
     _, _, tokenizer_class = model_classes(args.model_type)
+    name = args.tokenizer_name or path
+    if Path(name).is_dir() and not any((Path(name) / f).is_file() for f in TOKENIZER_FILES):
+        # transformers would build an empty-vocabulary tokenizer here, and every word would be [UNK]
+        raise UsageError(f"no tokenizer files in {name} ({', '.join(TOKENIZER_FILES)}): pass --tokenizer_name")
     extra = {"do_lower_case": True} if args.do_lower_case else {}
     try:
-        return tokenizer_class.from_pretrained(args.tokenizer_name or path, cache_dir=args.cache_dir or None, **extra)
+        return tokenizer_class.from_pretrained(name, cache_dir=args.cache_dir or None, **extra)
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot load a tokenizer from {args.tokenizer_name or path} ({first_line(e)}): "
                          "pass --tokenizer_name") from None
@@ -445,56 +453,116 @@ def train(args, model, tokenizer, data, resume_from=None):
     logger.info("Training: %d examples, %d epochs, %d steps, batch %d x %d processes x %d accumulation",
                 len(train_features), epochs, total_steps, batch_size, args.world_size,
                 args.gradient_accumulation_steps)
-    running_loss, logged_loss = 0.0, 0.0
-    model.zero_grad()
-    for epoch in range(global_step // steps_per_epoch, epochs):
-        sampler.set_epoch(epoch)
-        skip = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-        stop = min(steps_per_epoch, total_steps - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-        bar = tqdm(islice(loader, skip, stop), desc=f"Epoch {epoch + 1}/{epochs}", initial=skip, total=stop,
-                   disable=not args.is_main)
-        for step, batch in enumerate(bar, start=skip):
-            model.train()
-            with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
-                loss = model(**to_device(batch, args.device)).loss
-            if args.n_gpu > 1 and not args.distributed:
-                loss = loss.mean()
-            loss = loss / args.gradient_accumulation_steps
-            (scaler.scale(loss) if scaler else loss).backward()
-            running_loss += loss.item()
-            if (step + 1) % args.gradient_accumulation_steps:
-                continue
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            model.zero_grad()
-            global_step += 1
-            if global_step % args.logging_steps == 0:
-                logs = {"loss": (running_loss - logged_loss) / args.logging_steps,
-                        "learning_rate": scheduler.get_last_lr()[0], "step": global_step}
-                logged_loss = running_loss
-                if args.evaluate_during_training and not args.distributed:
-                    logs.update(training_eval_logs(args, unwrap(model), tokenizer, data, global_step))
-                if args.is_main:
-                    print(json.dumps(logs), flush=True)
-                    for key, value in logs.items():
-                        if key != "step":
-                            writer.add_scalar(key, value, global_step)
-            if global_step % args.save_steps == 0:
-                save_checkpoint(args, unwrap(model), tokenizer, optimizer, scheduler, scaler, global_step)
+    with StopOnSignal() as stop:
+        running_loss, logged_loss = 0.0, 0.0
+        model.zero_grad()
+        for epoch in range(global_step // steps_per_epoch, epochs):
+            sampler.set_epoch(epoch)
+            skip = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+            end = min(steps_per_epoch, total_steps - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+            bar = tqdm(islice(loader, skip, end), desc=f"Epoch {epoch + 1}/{epochs}", initial=skip, total=end,
+                       disable=not args.is_main)
+            for step, batch in enumerate(bar, start=skip):
+                running_loss += backward(args, model, batch, scaler)
+                if (step + 1) % args.gradient_accumulation_steps:
+                    continue
+                optimizer_step(args, model, optimizer, scheduler, scaler)
+                global_step += 1
+                if global_step % args.logging_steps == 0:
+                    logs = {"loss": mean_over_processes(args, running_loss - logged_loss) / args.logging_steps,
+                            "learning_rate": scheduler.get_last_lr()[0], "step": global_step}
+                    logged_loss = running_loss
+                    log_training(args, logs, model, tokenizer, data, writer)
+                stopping = stop.requested(args)
+                if global_step % args.save_steps == 0 or stopping:
+                    save_checkpoint(args, unwrap(model), tokenizer, optimizer, scheduler, scaler, global_step)
+                if stopping:
+                    raise Interrupted(stop.signal, global_step)
+                if global_step >= total_steps:
+                    break
             if global_step >= total_steps:
                 break
-        if global_step >= total_steps:
-            break
     if writer:
         writer.close()
     return global_step
+
+
+def backward(args, model, batch, scaler):
+    """Forward and backward of one batch; returns its loss as a float."""
+    model.train()
+    with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
+        loss = model(**to_device(batch, args.device)).loss
+    if args.n_gpu > 1 and not args.distributed:
+        loss = loss.mean()
+    loss = loss / args.gradient_accumulation_steps
+    (scaler.scale(loss) if scaler else loss).backward()
+    return loss.item()
+
+
+def optimizer_step(args, model, optimizer, scheduler, scaler):
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    model.zero_grad()
+
+
+def log_training(args, logs, model, tokenizer, data, writer):
+    """One JSON line on stdout and the same scalars in TensorBoard (main process only)."""
+    if args.evaluate_during_training and not args.distributed:
+        logs.update(training_eval_logs(args, unwrap(model), tokenizer, data, logs["step"]))
+    if args.is_main:
+        print(json.dumps(logs), flush=True)
+        for key, value in logs.items():
+            if key != "step":
+                writer.add_scalar(key, value, logs["step"])
+
+
+class Interrupted(Exception):
+    def __init__(self, signum, step):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+
+class StopOnSignal:
+    """SIGINT or SIGTERM during training asks for a stop: the step under way finishes, a
+    checkpoint is saved, and run_glue exits (a pre-empted job loses nothing)."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def ask(self, signum, frame):
+        self.signal = signum
+
+    def requested(self, args):
+        """True on every process once any process was signalled (they must stop together)."""
+        if not args.distributed:
+            return self.signal is not None
+        flag = torch.tensor([self.signal or 0], dtype=torch.long, device=args.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self.signal = int(flag) or None
+        return self.signal is not None
+
+
+def mean_over_processes(args, value):
+    if not args.distributed:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=args.device)
+    torch.distributed.all_reduce(total)
+    return float(total) / args.world_size
 
 
 def training_eval_logs(args, model, tokenizer, data, step):
@@ -804,6 +872,10 @@ def main(argv=None):
     except UsageError as e:
         print(f"run_glue.py: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"run_glue.py: {e}; saved checkpoint-{e.step}: resume with --model_name_or_path "
+              f"<output_dir>/checkpoint-{e.step} --overwrite_output_dir", file=sys.stderr)
+        return 128 + e.signum
     return 0
 
 

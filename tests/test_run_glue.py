@@ -142,15 +142,34 @@ def snapshot(folder):
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in Path(folder).rglob("*")}
 
 
-def bad_data(world, tmp, change):
-    """A copy of the SST-2 folder with one file changed: change(name) -> new text or None to delete."""
+def bad_data(world, tmp, change, task="SST-2"):
+    """A copy of a task folder with files changed: change(name, text) -> new text or bytes, or
+    None to leave the file out."""
     folder = tmp / "bad_glue"
     folder.mkdir()
-    for src in (world / "glue" / "SST-2").glob("*.tsv"):
-        text = change(src.name, src.read_text())
-        if text is not None:
-            (folder / src.name).write_text(text)
-    return {"--data_dir": str(folder)}
+    for src in (world / "glue" / task).glob("*.tsv"):
+        new = change(src.name, src.read_text())
+        if new is not None:
+            (folder / src.name).write_bytes(new if isinstance(new, bytes) else new.encode())
+    return {"--data_dir": str(folder), "--task_name": task}
+
+
+def bad_model(world, tmp, change):
+    """A copy of the tiny BERT folder, then change(folder) breaks it."""
+    import shutil
+
+    folder = tmp / "bad_model"
+    shutil.copytree(world / "bert", folder)
+    change(folder)
+    return {"--model_name_or_path": str(folder)}
+
+
+def dev_only(text):
+    return lambda name, original: text if name == "dev.tsv" else original
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 BAD = {  # case: (overrides or a function making them, words the error must contain)
@@ -171,6 +190,29 @@ BAD = {  # case: (overrides or a function making them, words the error must cont
     "unknown model type": ({"--model_type": "gpt2"}, "invalid choice: 'gpt2'"),
     "fp16 without cuda": ({"--fp16": None, "--no_cuda": None}, "--fp16 needs a CUDA GPU"),
     "output dir not empty": ({"--do_train": None, "--overwrite_output_dir": False}, "exists and is not empty"),
+    "invalid utf-8": (lambda w, t: bad_data(w, t, dev_only(b"sentence\tlabel\ngood \xff\xfe film\t1\n")),
+                      "dev.tsv is not valid UTF-8"),
+    "empty file": (lambda w, t: bad_data(w, t, dev_only("")), "dev.tsv holds no examples"),
+    "header only": (lambda w, t: bad_data(w, t, dev_only("sentence\tlabel\n")), "dev.tsv holds no examples"),
+    "non-numeric label": (lambda w, t: bad_data(w, t, dev_only("sentence\tlabel\nfine\tpositive\n")),
+                          "dev.tsv:2: label 'positive' is not one of 0, 1"),
+    "non-numeric score": (lambda w, t: bad_data(w, t, lambda n, x: x.replace("\n", "\thigh\n", 2).replace(
+        "score\thigh", "score") if n == "dev.tsv" else x, task="STS-B"), "dev.tsv:2: score 'high' is not a number"),
+    "model folder without config": (lambda w, t: bad_model(w, t, lambda f: (f / "config.json").unlink()),
+                                    "cannot load a model config from"),
+    "model folder without weights": (lambda w, t: bad_model(w, t, lambda f: (f / "model.safetensors").unlink()),
+                                     "cannot load model weights from"),
+    "truncated weights": (lambda w, t: bad_model(w, t, lambda f: truncate(f / "model.safetensors")),
+                          "cannot load model weights from"),
+    "config of another model": (lambda w, t: bad_model(w, t, lambda f: (f / "config.json").write_text(
+        '{"model_type": "gpt2", "n_layer": 2}')), "holds a 'gpt2' model but --model_type is bert"),
+    "model folder without tokenizer": (lambda w, t: bad_model(w, t, lambda f: [
+        (f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")]), "no tokenizer files in"),
+    "zero max_seq_length": ({"--max_seq_length": "0"}, "--max_seq_length must be >= 1, got 0"),
+    "zero batch size": ({"--per_gpu_train_batch_size": "0"}, "--per_gpu_train_batch_size must be >= 1"),
+    "fp16 and bf16": ({"--fp16": None, "--bf16": None}, "--fp16 and --bf16 exclude each other"),
+    "bad exit thresholds": ({"--exit_criterion": "entropy", "--exit_thresholds": "a,b"}, "bad --exit_thresholds 'a,b'"),
+    "nothing to do": ({"--do_eval": False}, "nothing to do: pass --do_train, --do_eval and/or --do_predict"),
 }
 
 

