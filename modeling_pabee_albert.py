@@ -29,5 +29,5 @@ class AlbertForSequenceClassificationWithPabee(PabeeMixin, AlbertPreTrainedModel
         group = int(i / (self.config.num_hidden_layers / self.config.num_hidden_groups))
         return self.albert.encoder.albert_layer_groups[group](hidden, mask)
 
-    def pool(self, hidden):
-        return self.albert.pooler_activation(self.albert.pooler(hidden[:, 0]))
+    def pool(self, first_token):
+        return self.albert.pooler_activation(self.albert.pooler(first_token))

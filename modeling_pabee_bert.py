@@ -26,5 +26,5 @@ class BertForSequenceClassificationWithPabee(PabeeMixin, BertPreTrainedModel):
     def run_layer(self, i, hidden, mask):
         return self.bert.encoder.layer[i](hidden, mask)
 
-    def pool(self, hidden):
-        return self.bert.pooler(hidden)
+    def pool(self, first_token):
+        return self.bert.pooler.activation(self.bert.pooler.dense(first_token))

@@ -173,8 +173,8 @@ def select_rows(x, rows):
 
 
 class PabeeMixin:
-    """Shared PABEE behaviour; the host class defines `embed`, `run_layer`, `pool`,
-    `dropout` (applied before every head in training) and `classifiers`."""
+    """Shared PABEE behaviour; the host class defines `embed`, `run_layer`, `pool` (the
+    backbone's pooler on first-token vectors) and `dropout` (before every head in training)."""
 
     def init_pabee(self, config):
         config.patience = check_setting("patience", getattr(config, "patience", 0))
@@ -194,8 +194,11 @@ class PabeeMixin:
         return PatienceRule(self.config.patience, self.config.regression_threshold)
 
     def classify(self, i, hidden):
-        pooled = self.pool(hidden)
-        return self.classifiers[i](self.dropout(pooled) if self.training else pooled)
+        """Head i on the pooled first token of `hidden` (dropout before it in training)."""
+        return self.classifiers[i](self.head_input(self.pool(hidden[:, 0])))
+
+    def head_input(self, pooled):
+        return self.dropout(pooled) if self.training else pooled
 
     def forward(
         self,
@@ -238,11 +241,15 @@ class PabeeMixin:
         )
 
     def all_layer_logits(self, hidden, mask):
-        per_layer = []
+        """Every layer's logits, [batch, layers, labels]. The shared pooler runs once on the
+        first tokens of all layers (one matrix product, forward and backward, instead of one
+        per layer), then each layer's head on its own slice."""
+        first_tokens = []
         for i in range(len(self.classifiers)):
             hidden = self.run_layer(i, hidden, mask)
-            per_layer.append(self.classify(i, hidden))
-        return torch.stack(per_layer, dim=1)
+            first_tokens.append(hidden[:, 0])
+        pooled = self.head_input(self.pool(torch.stack(first_tokens, dim=1)))
+        return torch.stack([head(pooled[:, i]) for i, head in enumerate(self.classifiers)], dim=1)
 
     def early_exit(self, hidden, mask, rule):
         """Runs layer after layer on the rows still active: an example that exits leaves the

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import glue
@@ -44,14 +44,14 @@ class UsageError(Exception):
 
 def model_classes(model_type):
     """Imported lazily so that --help and argument errors stay fast."""
-    from transformers import AlbertConfig, AlbertTokenizer, BertConfig, BertTokenizer
+    from transformers import AlbertTokenizer, BertTokenizer
 
     from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
     from modeling_pabee_bert import BertForSequenceClassificationWithPabee
 
     return {
-        "bert": (BertConfig, BertForSequenceClassificationWithPabee, BertTokenizer),
-        "albert": (AlbertConfig, AlbertForSequenceClassificationWithPabee, AlbertTokenizer),
+        "bert": (BertForSequenceClassificationWithPabee, BertTokenizer),
+        "albert": (AlbertForSequenceClassificationWithPabee, AlbertTokenizer),
     }[model_type]
 
 
@@ -244,7 +244,7 @@ def load_config(args, name, **kwargs):
 
 
 def load_model(args, path):
-    _, model_class, _ = model_classes(args.model_type)
+    model_class, _ = model_classes(args.model_type)
     config = load_config(args, args.config_name or path, num_labels=args.task.num_labels,
                          finetuning_task=args.task.name)
     try:
@@ -257,7 +257,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spie
 
 
 def load_tokenizer(args, path):
-    _, _, tokenizer_class = model_classes(args.model_type)
+    _, tokenizer_class = model_classes(args.model_type)
     name = args.tokenizer_name or path
     if Path(name).is_dir() and not any((Path(name) / f).is_file() for f in TOKENIZER_FILES):
         # transformers would build an empty-vocabulary tokenizer here, and every word would be [UNK]

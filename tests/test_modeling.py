@@ -109,11 +109,18 @@ def test_one_linear_head_per_layer_with_training_dropout(kind):
             hidden = model.run_layer(i, hidden, m)
             shared_pooler = backbone_of(model).pooler
             assert shared_pooler is not None
-            torch.testing.assert_close(eval_logits[:, i], heads[i](model.pool(hidden)))
+            torch.testing.assert_close(eval_logits[:, i], heads[i](shared_pooler_output(model, hidden)))
         if kind == "albert":
             model.train()
             train_logits = model(input_ids=ids, attention_mask=mask, output_all_layer_logits=True).all_layer_logits
             assert not torch.allclose(train_logits, eval_logits)
+
+
+def shared_pooler_output(model, hidden):
+    """The backbone's own pooled output, computed by transformers' pooler modules."""
+    if hasattr(model, "bert"):
+        return model.bert.pooler(hidden)
+    return model.albert.pooler_activation(model.albert.pooler(hidden[:, 0]))
 
 
 # --- 3. loss ----------------------------------------------------------------------------
