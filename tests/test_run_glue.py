@@ -265,3 +265,29 @@ def test_bad_data_from_the_command_line_prints_only_the_error(world, tmp_path):
         "fix or remove the row"]
     assert not (tmp_path / "out").exists() and sorted(p.name for p in data.iterdir()) == [
         "dev.tsv", "test.tsv", "train.tsv"]
+
+
+def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
+    import datasets
+
+    from modeling_pabee_bert import BertForSequenceClassificationWithPabee
+    from pabee import PatienceRule
+    from transformers import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(world / "bert")
+    model = BertForSequenceClassificationWithPabee.from_pretrained(world / "bert", num_labels=2).eval()
+    texts = ["the movie", "a film was great and the story was fine and it was very good", "awful",
+             "the plot is quite awful", "it is a great film and the story", "fine"]
+    features = datasets.Dataset.from_dict(dict(tokenizer(texts), label=[0] * len(texts)))
+    args = run_glue.parse_args(["--model_type", "bert", "--model_name_or_path", "m", "--task_name", "SST-2",
+                                "--output_dir", "o", "--do_eval", "--per_gpu_eval_batch_size", "2"])
+    args.n_gpu, args.device, args.amp_dtype, args.is_main = 0, torch.device("cpu"), None, True
+    loader, order = run_glue.eval_loader(args, features, tokenizer)
+    widths = [b["input_ids"].shape[1] for b in loader]
+    assert widths == sorted(widths, reverse=True) and sum(widths) * 2 < len(texts) * widths[0]
+    rule = PatienceRule(1)
+    logits, exits, _ = run_glue.run_inference(args, model, loader, order, rule)
+    for i, text in enumerate(texts):
+        one = model(**tokenizer(text, return_tensors="pt"), exit_rule=rule)
+        torch.testing.assert_close(logits[i], one.logits[0], rtol=1e-4, atol=1e-5)
+        assert int(exits[i]) == int(one.exit_layers[0])

@@ -1,0 +1,33 @@
+"""The benchmark's own pieces, on a tiny model: its classic baseline and its sweep must give our
+answers, or its ratios compare different work. (Timings are never asserted.)"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_speed  # noqa: E402
+from conftest import tiny_bert_config  # noqa: E402
+from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
+from pabee import PatienceRule  # noqa: E402
+
+
+def test_classic_baseline_and_sweep_agree_with_batched_early_exit():
+    texts, _ = bench_speed.sentences(40)
+    tokenizer, _ = bench_speed.tokenizer_for(texts)
+    model = BertForSequenceClassificationWithPabee(
+        tiny_bert_config(num_labels=3, layers=6, vocab_size=len(tokenizer), max_position_embeddings=160)).eval()
+    device = torch.device("cpu")
+    batches = bench_speed.encode(tokenizer, texts, 16, device)
+    bench_speed.spread_exits(model, batches, patience=2)
+    ours, exits = bench_speed.infer(model, batches, PatienceRule(2))
+    assert len(set(exits.tolist())) >= 3, "heads should spread exits over several layers"
+    padded = bench_speed.encode(tokenizer, texts, 1, device, pad_to=bench_speed.CLASSIC_LENGTH)
+    theirs, their_exits = bench_speed.classic(model, padded, 2)
+    assert torch.equal(ours, theirs) and torch.equal(exits, their_exits)
+    swept = bench_speed.sweep(model, batches, [PatienceRule(p) for p in (1, 2, 3)])
+    for (predictions, layers), p in zip(swept, (1, 2, 3)):
+        real = bench_speed.infer(model, batches, PatienceRule(p))
+        assert torch.equal(predictions, real[0]) and torch.equal(layers, real[1])
