@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -291,3 +292,14 @@ def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
         one = model(**tokenizer(text, return_tensors="pt"), exit_rule=rule)
         torch.testing.assert_close(logits[i], one.logits[0], rtol=1e-4, atol=1e-5)
         assert int(exits[i]) == int(one.exit_layers[0])
+
+
+def test_without_data_dir_offline_hub_gives_one_line(world, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([sys.executable, str(ROOT / "run_glue.py"), "--model_type", "bert", "--model_name_or_path",
+                           str(world / "bert"), "--task_name", "RTE", "--output_dir", str(tmp_path / "out"),
+                           "--do_eval"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run_glue.py: error: cannot load GLUE RTE from the hub")
+    assert lines[0].endswith("pass --data_dir <folder with its TSV files>")
