@@ -12,7 +12,6 @@ class AlbertForSequenceClassificationWithPabee(PabeeMixin, AlbertPreTrainedModel
 
     def __init__(self, config):
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.albert = AlbertModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout_prob)
         self.init_pabee(config)

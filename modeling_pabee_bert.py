@@ -12,7 +12,6 @@ class BertForSequenceClassificationWithPabee(PabeeMixin, BertPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.bert = BertModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.init_pabee(config)

@@ -5,6 +5,7 @@ Bad input stops with one line on stderr and exit code 2, before anything is writ
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -324,8 +325,6 @@ def cache_path(args, task, tokenizer, split):
 
 
 def stable_hash(text):
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
