@@ -51,6 +51,11 @@ class PatienceRule:
     equal; regression: |difference| < threshold, strict) and resets otherwise; it is 0 at
     layer 1. An example exits at the first layer where the counter equals `patience`.
     Patience 0 never exits early: full depth, last head (as the original).
+
+    Every rule has the same interface: `start` gives the state of a batch (a tuple of tensors,
+    one row per example), `step` reads one layer's logits, and `waits` says for each example
+    how many more layers must run before it could exit (0: it exits at this layer), never
+    more than the true number. `earliest_exit` is the first layer where an exit is possible.
     """
 
     def __init__(self, patience, regression_threshold=0.0):
@@ -69,18 +74,20 @@ class PatienceRule:
         return None, torch.zeros(batch_size, dtype=torch.long, device=device)
 
     def step(self, logits, state):
-        """Returns (exit now: bool[B], new state); state rows follow the batch rows. The state
-        keeps the previous layer's prediction (class index, or the value for regression)."""
+        """The state keeps the previous layer's prediction (class index, or the value for
+        regression) and the counter."""
         previous, counter = state
         prediction = logits.view(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
         if previous is None:
-            return torch.zeros_like(counter, dtype=torch.bool), (prediction, counter)
+            return prediction, counter
         if logits.shape[-1] == 1:
             agree = (prediction - previous).abs() < self.regression_threshold
         else:
             agree = prediction == previous
-        counter = (counter + 1) * agree
-        return counter == self.patience, (prediction, counter)
+        return prediction, (counter + 1) * agree
+
+    def waits(self, state):
+        return self.patience - state[1]
 
 
 class EntropyRule:
@@ -93,11 +100,14 @@ class EntropyRule:
         self.threshold = check_setting("entropy threshold", threshold)
 
     def start(self, batch_size, device):
-        return ()
+        return (torch.zeros(batch_size, dtype=torch.bool, device=device),)
 
     def step(self, logits, state):
         log_p = F.log_softmax(logits.float(), dim=-1)
-        return -(log_p.exp() * log_p).sum(-1) < self.threshold, state
+        return (-(log_p.exp() * log_p).sum(-1) < self.threshold,)
+
+    def waits(self, state):
+        return (~state[0]).long()
 
 
 class ConfidenceRule:
@@ -110,10 +120,13 @@ class ConfidenceRule:
         self.threshold = check_setting("confidence threshold", threshold)
 
     def start(self, batch_size, device):
-        return ()
+        return (torch.zeros(batch_size, dtype=torch.bool, device=device),)
 
     def step(self, logits, state):
-        return F.softmax(logits.float(), dim=-1).max(-1).values >= self.threshold, state
+        return (F.softmax(logits.float(), dim=-1).max(-1).values >= self.threshold,)
+
+    def waits(self, state):
+        return (~state[0]).long()
 
 
 class FixedRule:
@@ -130,8 +143,10 @@ class FixedRule:
         return (torch.zeros(batch_size, dtype=torch.long, device=device),)
 
     def step(self, logits, state):
-        seen = state[0] + 1
-        return seen == self.layer, (seen,)
+        return (state[0] + 1,)
+
+    def waits(self, state):
+        return self.layer - state[0]
 
 
 RULES = {"patience": PatienceRule, "entropy": EntropyRule, "confidence": ConfidenceRule, "fixed": FixedRule}
@@ -155,9 +170,9 @@ def exit_layers_from_logits(all_layer_logits, rule):
         return exit_layers
     state = rule.start(batch_size, device)
     for i in range(num_layers - 1):
-        exits, state = rule.step(all_layer_logits[:, i], state)
-        not_yet = exit_layers == num_layers
-        exit_layers = torch.where(exits & not_yet, i + 1, exit_layers)
+        state = rule.step(all_layer_logits[:, i], state)
+        exits = (rule.waits(state) == 0) & (exit_layers == num_layers)
+        exit_layers = torch.where(exits, i + 1, exit_layers)
     return exit_layers
 
 
@@ -241,50 +256,62 @@ class PabeeMixin:
         )
 
     def all_layer_logits(self, hidden, mask):
-        """Every layer's logits, [batch, layers, labels]. The shared pooler runs once on the
-        first tokens of all layers (one matrix product, forward and backward, instead of one
-        per layer), then each layer's head on its own slice."""
+        """Every layer's logits, [batch, layers, labels]."""
         first_tokens = []
         for i in range(len(self.classifiers)):
             hidden = self.run_layer(i, hidden, mask)
             first_tokens.append(hidden[:, 0])
+        return torch.stack(self.heads(first_tokens), dim=1)
+
+    def heads(self, first_tokens, first_layer=0):
+        """Logits of layers first_layer, first_layer + 1, ... from their first-token vectors.
+        The shared pooler runs once on all of them (one matrix product, forward and backward,
+        instead of one per layer, and one read of its weight)."""
         pooled = self.head_input(self.pool(torch.stack(first_tokens, dim=1)))
-        return torch.stack([head(pooled[:, i]) for i, head in enumerate(self.classifiers)], dim=1)
+        return [self.classifiers[first_layer + j](pooled[:, j]) for j in range(len(first_tokens))]
 
     def early_exit(self, hidden, mask, rule):
-        """Runs layer after layer on the rows still active: an example that exits leaves the
-        batch, so later layers cost only what is left. The host waits for the device once per
-        layer from the rule's earliest exit on (to learn how many rows remain), and never when
-        the rule cannot exit early."""
+        """Runs the layers on the rows still active: an example that exits leaves the batch, so
+        later layers cost only what is left. Heads run only where they can matter: the rule
+        says how many layers must pass before any active row could exit (patience p: p minus
+        the highest agreement count), those layers run back to back, then their heads together
+        update the rule. The host waits for the device once per such window, to learn which
+        rows exit and how long the next window is; never when the rule cannot exit early."""
         num_layers = len(self.classifiers)
         batch_size, device = hidden.shape[0], hidden.device
         rows = torch.arange(batch_size, device=device)
         exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
-        state = rule.start(batch_size, device)
         logits_out = None
-        for i in range(num_layers):
-            hidden = self.run_layer(i, hidden, mask)
-            last = i == num_layers - 1
-            if not (last or rule.exits_early):
-                continue
-            logits = self.classify(i, hidden)
+        state = rule.start(batch_size, device)
+        done = 0
+        window = rule.earliest_exit if rule.exits_early else num_layers
+        while done + window < num_layers:
+            first_tokens = []
+            for i in range(done, done + window):
+                hidden = self.run_layer(i, hidden, mask)
+                first_tokens.append(hidden[:, 0])
+            for logits in self.heads(first_tokens, done):
+                state = rule.step(logits, state)
+            done += window
+            waits = rule.waits(state).tolist()
             if logits_out is None:
-                logits_out = logits.new_empty(batch_size, logits.shape[-1])
-            if last:
-                logits_out[rows] = logits
-                break
-            exits, state = rule.step(logits, state)
-            if i + 1 < rule.earliest_exit:
-                continue
-            if exits.any():
-                done = exits.nonzero().squeeze(1)
-                logits_out[rows[done]] = logits[done]
-                exit_layers[rows[done]] = i + 1
-                if done.numel() == rows.numel():
-                    break
-                keep = (~exits).nonzero().squeeze(1)
+                logits_out = logits.new_zeros(batch_size, logits.shape[-1])
+            if 0 in waits:
+                exits = torch.tensor([j for j, w in enumerate(waits) if w == 0], device=device)
+                logits_out[rows[exits]] = logits[exits]
+                exit_layers[rows[exits]] = done
+                if len(exits) == len(waits):
+                    return logits_out, exit_layers
+                keep = torch.tensor([j for j, w in enumerate(waits) if w > 0], device=device)
                 rows, hidden, mask = rows[keep], hidden[keep], select_rows(mask, keep)
                 state = tuple(s[keep] for s in state)
+            window = min(w for w in waits if w > 0)
+        for i in range(done, num_layers):
+            hidden = self.run_layer(i, hidden, mask)
+        logits = self.classify(num_layers - 1, hidden)
+        if logits_out is None:
+            return logits, exit_layers
+        logits_out[rows] = logits
         return logits_out, exit_layers
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     AlbertForSequenceClassification,
     AlbertModel,
@@ -12,7 +13,7 @@ from transformers import (
 from conftest import tiny_albert_config, tiny_bert_config, varied_batch
 from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-from pabee import PabeeOutput, exit_stats, patience_line
+from pabee import EntropyRule, FixedRule, PabeeOutput, PatienceRule, exit_stats, patience_line
 
 BACKBONES = {
     "bert": (BertForSequenceClassificationWithPabee, BertModel, BertForSequenceClassification, tiny_bert_config),
@@ -268,6 +269,83 @@ def test_batch_all_exiting_at_k_costs_k_layers():
     model.set_patience(2)
     out = model(input_ids=ids, attention_mask=mask)
     assert out.exit_layers.tolist() == [3] * 12 and calls == [0, 1, 2]
+
+
+class HostWaits(TorchDispatchMode):
+    """Counts the reads after which the host must wait for the device (on CUDA): operations
+    with data-dependent sizes (nonzero, masked_select), values read back (item, bool) and
+    Tensor.tolist (which reads CPU memory without dispatching an operation)."""
+
+    WAITING = ("aten.nonzero", "aten._local_scalar_dense", "aten.masked_select", "aten.is_nonzero")
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += str(func).startswith(self.WAITING)
+        return func(*args, **(kwargs or {}))
+
+
+def host_waits(model, ids, mask, monkeypatch, **kwargs):
+    tolist = torch.Tensor.tolist
+    with torch.no_grad(), HostWaits() as waits:
+        monkeypatch.setattr(torch.Tensor, "tolist", lambda t: (setattr(waits, "count", waits.count + 1), tolist(t))[1])
+        out = model(input_ids=ids, attention_mask=mask, **kwargs)
+    monkeypatch.undo()
+    return waits.count, out
+
+
+def counting_windows(rule):
+    """The rule, with its `waits` (asked once at the end of every window) counted."""
+    calls = []
+    waits = rule.waits
+    rule.waits = lambda state: calls.append(1) or waits(state)
+    return rule, calls
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_one_host_wait_per_window(kind, monkeypatch):
+    """The exit loop waits for the device once per window (to learn which rows exit and how
+    many layers may run next), at most once per layer from the earliest exit on, and never
+    for patience 0 or the one-pass sweep."""
+    model = configure(kind, 3, "sdpa")
+    layers = model.config.num_hidden_layers
+    ids, mask = varied_batch(24, seed=4)
+    model.set_patience(0)
+    backbone_waits, _ = host_waits(model, ids, mask, monkeypatch)  # the padding mask is checked once
+    sweep_waits, _ = host_waits(model, ids, mask, monkeypatch, output_all_layer_logits=True)
+    assert sweep_waits == backbone_waits
+    rules = [PatienceRule(p) for p in range(1, layers)] + [EntropyRule(0.8), FixedRule(2)]
+    for rule in rules:
+        rule, windows = counting_windows(rule)
+        waits, out = host_waits(model, ids, mask, monkeypatch, exit_rule=rule)
+        checked_layers = max(min(int(out.exit_layers.max()), layers - 1) - rule.earliest_exit + 1, 0)
+        assert waits - backbone_waits == len(windows) <= checked_layers, rule.__class__.__name__
+        assert len(windows) >= (int(out.exit_layers.min()) < layers)
+
+
+@pytest.mark.parametrize(("predicted", "patience", "heads_run", "windows", "exit_layer"), [
+    ("alternating", 2, [0, 1, 2, 4], 1, 5),  # window 3, counter 0 after it, 2 more reach layer 5
+    ("alternating", 1, [0, 1, 2, 3, 4], 3, 5),  # windows 2, 1, 1 then the last layer
+    ("constant", 2, [0, 1, 2], 1, 3),
+    ("constant", 4, [4], 0, 5),  # the first window would reach the last layer: no check
+    ("alternating", 0, [4], 0, 5),
+])
+def test_heads_run_only_where_they_can_matter(predicted, patience, heads_run, windows, exit_layer):
+    model = make("bert", num_labels=2, layers=5)
+    for i, head in enumerate(model.classifiers):
+        torch.nn.init.zeros_(head.weight)
+        head.bias.data = torch.tensor([1.0, 0.0] if predicted == "constant" or i % 2 == 0 else [0.0, 1.0])
+    called = []
+    for i, head in enumerate(model.classifiers):
+        head.register_forward_hook(lambda module, args, output, i=i: called.append(i))
+    rule, checks = counting_windows(PatienceRule(patience))
+    ids, mask = varied_batch(6)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, exit_rule=rule)
+    assert called == heads_run and len(checks) == windows
+    assert out.exit_layers.tolist() == [exit_layer] * 6
 
 
 # --- 8. outputs, 9. settings, 10. statistics --------------------------------------------
