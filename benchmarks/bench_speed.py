@@ -3,9 +3,11 @@
     python benchmarks/bench_speed.py [--quick] [--json PATH]
 
 A BERT-base-shaped model (12 layers, hidden 768, random weights) reads real-length inputs: the
-SST-2 dev sentences from ../shared/glue_data when present, else synthetic reviews. Its heads are
-set so that exits spread over many layers (see `spread_exits`). Every ratio compares runs
-interleaved repetition by repetition, medians taken, on the same examples and weights:
+SST-2 dev sentences from ../shared/glue_data when present, else synthetic reviews. They are put in
+length order and cut into batches of 32 as run_glue evaluates; a sample of these batches, spread
+from the longest to the shortest, is measured (8, or 2 with --quick). Its heads are set so that
+exits spread over many layers (see `spread_exits`). Every ratio compares runs that take turns
+batch by batch, each batch's time the median of its repetitions, on the same examples and weights:
 
 - realized_over_ideal_bs{1,32}: measured speed-up of patience inference over full depth,
   divided by the ideal L / mean exit layer;
@@ -41,16 +43,17 @@ SST2_DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
 PATIENCE = 2
 SWEEP = [1, 2, 3, 4, 5, 6]
 CLASSIC_LENGTH = 128
+SST2_DEV_SIZE = 872
 
 
-def sentences(n):
+def sentences():
+    """The SST-2 dev sentences, or as many synthetic reviews."""
     if SST2_DEV.is_file():
-        texts = glue.read_split(glue.TASKS["sst-2"], SST2_DEV, "dev")["text_a"]
-        return texts[:n], "SST-2 dev"
+        return glue.read_split(glue.TASKS["sst-2"], SST2_DEV, "dev")["text_a"], "SST-2 dev"
     import random
 
     rng = random.Random(0)
-    return [demo.review(rng)[0] for _ in range(n)], "synthetic reviews (../shared/glue_data absent)"
+    return [demo.review(rng)[0] for _ in range(SST2_DEV_SIZE)], "synthetic reviews (../shared/glue_data absent)"
 
 
 def tokenizer_for(texts):
@@ -113,14 +116,28 @@ def pooled_projections(model, batch, direction):
     return torch.stack(out, dim=1)
 
 
+def in_length_order(tokenizer, texts):
+    """Longest first by token count, ties in their original order, as run_glue evaluates."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=CLASSIC_LENGTH)["input_ids"]]
+    return [texts[i] for i in sorted(range(len(texts)), key=lambda i: -lengths[i])]
+
+
+def sample_of_batches(ordered, batch_size, count):
+    """`count` of the full evaluation batches run_glue would form from `ordered`, evenly spread
+    from the longest to the shortest, concatenated (still in length order)."""
+    full = len(ordered) // batch_size
+    picks = sorted({round(k * (full - 1) / max(count - 1, 1)) for k in range(count)})
+    return [t for j in picks for t in ordered[j * batch_size:(j + 1) * batch_size]]
+
+
 def encode(tokenizer, texts, batch_size, device, pad_to=None):
-    """Batches in length order (as run_glue evaluates), padded to their longest or to pad_to."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i].split()))  # stable: same order every call
+    """Batches in length order (see `in_length_order`), padded to their longest or to pad_to."""
+    ordered = in_length_order(tokenizer, texts)
     batches = []
-    for start in range(0, len(order), batch_size):
-        chunk = [texts[i] for i in order[start:start + batch_size]]
+    for start in range(0, len(ordered), batch_size):
         padding = "max_length" if pad_to else "longest"
-        enc = tokenizer(chunk, padding=padding, max_length=pad_to, truncation=True, return_tensors="pt")
+        enc = tokenizer(ordered[start:start + batch_size], padding=padding, max_length=pad_to, truncation=True,
+                        return_tensors="pt")
         batches.append({k: v.to(device) for k, v in enc.items() if k != "token_type_ids"})
     return batches
 
@@ -168,18 +185,23 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def interleaved(runs, reps, device):
-    """Median seconds of each named run, repetitions interleaved (order reversed every other
-    repetition) so that drift and ordering effects hit all alike."""
-    seconds = {name: [] for name in runs}
+def paired(runs, units, reps, device):
+    """Seconds of each named run summed over `units`, each unit's time the median of `reps`
+    repetitions, and each run's answers on the units (from the last repetition). The runs take
+    turns unit by unit (order reversed every other turn), so that the shared machine's drift
+    hits them alike."""
+    seconds = {name: [[] for _ in units] for name in runs}
+    answers = {name: [None] * len(units) for name in runs}
     for rep in range(reps):
-        for name, fn in list(runs.items())[:: 1 if rep % 2 == 0 else -1]:
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+        for j, unit in enumerate(units):
+            turns = list(runs.items())
+            for name, fn in turns[:: -1 if (rep + j) % 2 else 1]:
+                synchronize(device)
+                start = time.perf_counter()
+                answers[name][j] = fn(unit)
+                synchronize(device)
+                seconds[name][j].append(time.perf_counter() - start)
+    return {name: sum(statistics.median(t) for t in per_unit) for name, per_unit in seconds.items()}, answers
 
 
 def train_step_costs(pabee, batch, reps, device):
@@ -195,14 +217,14 @@ def train_step_costs(pabee, batch, reps, device):
     for name, model in (("pabee", pabee), ("reference", reference)):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
-        def step(model=model, optimizer=optimizer):
+        def step(_unit=None, model=model, optimizer=optimizer):
             model(**batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         step()  # warm-up, and optimizer state allocated before memory is compared
         steps[name] = step
-    seconds = interleaved(steps, reps, device)
+    seconds, _ = paired(steps, [batch], reps, device)
     memory = {name: step_memory(steps[name], model, device) for name, model in (("pabee", pabee), ("reference", reference))}
     pabee.eval()
     return seconds["pabee"], seconds["reference"], memory["pabee"], memory["reference"]
@@ -232,48 +254,53 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    n_bs1, n_bs32, train_batch, reps = (16, 48, 8, 3) if args.quick else (120, 256, 16, 5)
-    texts, source = sentences(max(n_bs1, n_bs32))
+    n_bs1, n_batches, train_batch, reps, train_reps = (16, 2, 8, 3, 5) if args.quick else (120, 8, 16, 5, 11)
+    texts, source = sentences()
     tokenizer, tokenization = tokenizer_for(texts)
     model = base_shaped_model(len(tokenizer), device)
-    bs32 = encode(tokenizer, texts[:n_bs32], 32, device)
-    bs1 = encode(tokenizer, texts[:n_bs1], 1, device)
-    padded = encode(tokenizer, texts[:n_bs32], 1, device, pad_to=CLASSIC_LENGTH)
+    picked = sample_of_batches(in_length_order(tokenizer, texts), 32, n_batches)
+    bs32 = encode(tokenizer, picked, 32, device)  # bs32[j] is the j-th sampled evaluation batch
+    bs1 = encode(tokenizer, picked[::len(picked) // n_bs1][:n_bs1], 1, device)
+    padded = encode(tokenizer, picked, 1, device, pad_to=CLASSIC_LENGTH)
     spread_exits(model, bs32, PATIENCE)
     full, early = PatienceRule(0), PatienceRule(PATIENCE)
     layers = model.config.num_hidden_layers
 
     results = {}
     for name, batches in (("bs1", bs1), ("bs32", bs32)):
-        _, exits = infer(model, batches, early)
-        runs = {"full": lambda: infer(model, batches, full), "pabee": lambda: infer(model, batches, early)}
-        if name == "bs32":  # the classic algorithm on the same examples, interleaved with ours
-            runs["classic"] = lambda: classic(model, padded, PATIENCE)
-        t = interleaved(runs, reps, device)
+        _, exits = infer(model, batches, early)  # also warms up every code path timed below
+        runs = {"full": lambda b: infer(model, [b], full), "pabee": lambda b: infer(model, [b], early)}
+        t, _ = paired(runs, batches, reps, device)
         results[f"speed_up_{name}"] = t["full"] / t["pabee"]
         results[f"ideal_speed_up_{name}"] = layers / exits.float().mean().item()
         results[f"realized_over_ideal_{name}"] = results[f"speed_up_{name}"] / results[f"ideal_speed_up_{name}"]
         results[f"exit_histogram_{name}"] = torch.bincount(exits, minlength=layers + 1)[1:].tolist()
-    results["throughput_vs_classic"] = t["classic"] / t["pabee"]
-    ours, ours_exits = infer(model, bs32, early)  # both come in the same length order
-    theirs, theirs_exits = classic(model, padded, PATIENCE)
-    results["classic_same_predictions"] = torch.equal(ours, theirs) and torch.equal(ours_exits, theirs_exits)
 
-    swept = sweep(model, bs32[:1], [PatienceRule(p) for p in SWEEP])  # answers checked on one batch
-    real = [infer(model, bs32[:1], PatienceRule(p)) for p in SWEEP]
+    # The classic algorithm on the same examples: bs32[j] holds padded[32 j : 32 (j + 1)].
+    t, answers = paired({"pabee": lambda j: infer(model, bs32[j:j + 1], early),
+                         "classic": lambda j: classic(model, padded[32 * j:32 * (j + 1)], PATIENCE)},
+                        list(range(len(bs32))), reps, device)
+    results["throughput_vs_classic"] = t["classic"] / t["pabee"]
+    ours, theirs = ([torch.cat(parts) for parts in zip(*answers[name])] for name in ("pabee", "classic"))
+    results["classic_same_predictions"] = all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+    rules = [PatienceRule(p) for p in SWEEP]
+    few = [{k: v[:8] for k, v in bs32[0].items()}]  # answers checked on 8 examples (the tests check more)
+    swept = sweep(model, few, rules)
+    real = [infer(model, few, rule) for rule in rules]
     results["sweep_same_answers"] = all(torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1])
                                         for a, b in zip(swept, real))
-    t = interleaved({"full": lambda: infer(model, bs32, full),
-                     "sweep": lambda: sweep(model, bs32, [PatienceRule(p) for p in SWEEP])}, reps, device)
+    t, _ = paired({"full": lambda b: infer(model, [b], full), "sweep": lambda b: sweep(model, [b], rules)},
+                  bs32, reps, device)
     results["sweep_cost_ratio"] = t["sweep"] / t["full"]
 
     batch = {k: v[:train_batch] for k, v in bs32[-1].items()}
     batch["labels"] = torch.randint(0, 3, (len(batch["input_ids"]),), device=device)
-    pabee_s, ref_s, pabee_b, ref_b = train_step_costs(model, batch, reps, device)
+    pabee_s, ref_s, pabee_b, ref_b = train_step_costs(model, batch, train_reps, device)
     results["train_step_ratio"] = pabee_s / ref_s
     results["train_memory_ratio"] = pabee_b / ref_b
     results.update(device=str(device), inputs=f"{source}, {tokenization} tokens", examples_bs1=n_bs1,
-                   examples_bs32=n_bs32, train_batch=train_batch, repetitions=reps,
+                   examples_bs32=len(picked), train_batch=train_batch, repetitions=reps, train_repetitions=train_reps,
                    patience=PATIENCE, torch_threads=torch.get_num_threads())
 
     print(markdown(results))
@@ -289,7 +316,10 @@ TARGETS = {"realized_over_ideal_bs1": ">= 0.95", "realized_over_ideal_bs32": ">=
 
 def markdown(r):
     lines = [f"Device: {r['device']} ({r['torch_threads']} threads); inputs: {r['inputs']}; "
-             f"BERT-base shape, patience {r['patience']}, {r['repetitions']} interleaved repetitions (medians).", "",
+             f"BERT-base shape, patience {r['patience']}; {r['examples_bs1']} examples at bs1, "
+             f"{r['examples_bs32']} at bs32, "
+             f"runs taking turns batch by batch, each batch's time the median of {r['repetitions']} repetitions "
+             f"({r['train_repetitions']} for training steps).", "",
              "| ratio | measured | target |", "|---|---|---|"]
     lines += [f"| {k} | {r[k]:.3f} | {v} |" for k, v in TARGETS.items()]
     lines += ["", f"bs1: speed-up {r['speed_up_bs1']:.2f}x of ideal {r['ideal_speed_up_bs1']:.2f}x, exits per layer "

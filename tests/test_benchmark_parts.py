@@ -15,7 +15,7 @@ from pabee import PatienceRule  # noqa: E402
 
 
 def test_classic_baseline_and_sweep_agree_with_batched_early_exit():
-    texts, _ = bench_speed.sentences(40)
+    texts = bench_speed.sentences()[0][:40]
     tokenizer, _ = bench_speed.tokenizer_for(texts)
     model = BertForSequenceClassificationWithPabee(
         tiny_bert_config(num_labels=3, layers=6, vocab_size=len(tokenizer), max_position_embeddings=160)).eval()
@@ -31,3 +31,17 @@ def test_classic_baseline_and_sweep_agree_with_batched_early_exit():
     for (predictions, layers), p in zip(swept, (1, 2, 3)):
         real = bench_speed.infer(model, batches, PatienceRule(p))
         assert torch.equal(predictions, real[0]) and torch.equal(layers, real[1])
+
+
+def test_sampled_batches_are_evaluation_batches_spread_over_lengths():
+    texts = bench_speed.sentences()[0]
+    tokenizer, _ = bench_speed.tokenizer_for(texts)
+    ordered = bench_speed.in_length_order(tokenizer, texts)
+    lengths = [len(tokenizer(t)["input_ids"]) for t in ordered]
+    assert lengths == sorted(lengths, reverse=True)
+    picked = bench_speed.sample_of_batches(ordered, 32, 3)
+    full = len(ordered) // 32
+    starts = [0, (full - 1) // 2 * 32, (full - 1) * 32]  # the longest, a middle and the last full batch
+    assert picked == [t for start in starts for t in ordered[start:start + 32]]
+    batches = bench_speed.encode(tokenizer, picked, 32, torch.device("cpu"))
+    assert [b["input_ids"].shape[1] for b in batches] == [lengths[start] for start in starts]
