@@ -15,12 +15,13 @@ batch by batch, each batch's time the median of its repetitions, on the same exa
   every input padded to 128, one layer at a time, the batch exits together), same predictions;
 - sweep_cost_ratio: six patience values from one pass against one full-depth evaluation;
 - train_step_ratio, train_memory_ratio: a PABEE training step against transformers'
-  BertForSequenceClassification on the same batch (memory: CUDA peak, or on the CPU the
-  parameters, gradients and tensors saved for backward).
+  BertForSequenceClassification on the same batch of random examples (memory: CUDA peak, or on
+  the CPU the parameters, gradients and tensors saved for backward).
 """
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -50,8 +51,6 @@ def sentences():
     """The SST-2 dev sentences, or as many synthetic reviews."""
     if SST2_DEV.is_file():
         return glue.read_split(glue.TASKS["sst-2"], SST2_DEV, "dev")["text_a"], "SST-2 dev"
-    import random
-
     rng = random.Random(0)
     return [demo.review(rng)[0] for _ in range(SST2_DEV_SIZE)], "synthetic reviews (../shared/glue_data absent)"
 
@@ -142,6 +141,16 @@ def encode(tokenizer, texts, batch_size, device, pad_to=None):
     return batches
 
 
+def training_batch(tokenizer, texts, size, device):
+    """`size` examples drawn at random (fixed seed), padded to their longest, with random labels:
+    what a training step sees."""
+    chosen = random.Random(0).sample(texts, size)
+    enc = tokenizer(chosen, padding="longest", truncation=True, max_length=CLASSIC_LENGTH, return_tensors="pt")
+    batch = {k: v.to(device) for k, v in enc.items() if k != "token_type_ids"}
+    batch["labels"] = torch.randint(0, 3, (size,), generator=torch.Generator().manual_seed(0)).to(device)
+    return batch
+
+
 def infer(model, batches, rule):
     with torch.inference_mode():
         outs = [model(**b, exit_rule=rule) for b in batches]
@@ -186,10 +195,9 @@ def synchronize(device):
 
 
 def paired(runs, units, reps, device):
-    """Seconds of each named run summed over `units`, each unit's time the median of `reps`
-    repetitions, and each run's answers on the units (from the last repetition). The runs take
-    turns unit by unit (order reversed every other turn), so that the shared machine's drift
-    hits them alike."""
+    """Each named run's seconds on each unit (the median of `reps` repetitions) and its answers
+    (from the last repetition). The runs take turns unit by unit (order reversed every other
+    turn), so that the shared machine's drift hits them alike."""
     seconds = {name: [[] for _ in units] for name in runs}
     answers = {name: [None] * len(units) for name in runs}
     for rep in range(reps):
@@ -201,12 +209,18 @@ def paired(runs, units, reps, device):
                 answers[name][j] = fn(unit)
                 synchronize(device)
                 seconds[name][j].append(time.perf_counter() - start)
-    return {name: sum(statistics.median(t) for t in per_unit) for name, per_unit in seconds.items()}, answers
+    return {name: [statistics.median(t) for t in per_unit] for name, per_unit in seconds.items()}, answers
+
+
+def total_ratio(seconds, slow, fast):
+    return sum(seconds[slow]) / sum(seconds[fast])
 
 
 def train_step_costs(pabee, batch, reps, device):
-    """(PABEE seconds, reference seconds, PABEE bytes, reference bytes) of forward + backward +
-    AdamW step on the same batch; the reference shares the backbone and uses the last head."""
+    """(PABEE time / reference time, PABEE bytes, reference bytes) of forward + backward + AdamW
+    step on the same batch; the reference shares the backbone and uses the last head. The time
+    ratio is the median over `reps` pairs of steps taken one after the other (training steps
+    vary by several percent on a shared machine; pairs cancel the drift)."""
     reference = BertForSequenceClassification(pabee.config).to(device)
     state = {k: v for k, v in pabee.state_dict().items() if not k.startswith("classifiers.")}
     state.update({"classifier.weight": pabee.classifiers[-1].weight, "classifier.bias": pabee.classifiers[-1].bias})
@@ -224,10 +238,11 @@ def train_step_costs(pabee, batch, reps, device):
 
         step()  # warm-up, and optimizer state allocated before memory is compared
         steps[name] = step
-    seconds, _ = paired(steps, [batch], reps, device)
+    seconds, _ = paired(steps, [batch] * reps, 1, device)
+    ratio = statistics.median(p / r for p, r in zip(seconds["pabee"], seconds["reference"]))
     memory = {name: step_memory(steps[name], model, device) for name, model in (("pabee", pabee), ("reference", reference))}
     pabee.eval()
-    return seconds["pabee"], seconds["reference"], memory["pabee"], memory["reference"]
+    return ratio, memory["pabee"], memory["reference"]
 
 
 def step_memory(step, model, device):
@@ -254,7 +269,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    n_bs1, n_batches, train_batch, reps, train_reps = (16, 2, 8, 3, 5) if args.quick else (120, 8, 16, 5, 11)
+    n_bs1, n_batches, train_batch, reps, train_reps = (16, 2, 8, 3, 7) if args.quick else (120, 8, 16, 5, 15)
     texts, source = sentences()
     tokenizer, tokenization = tokenizer_for(texts)
     model = base_shaped_model(len(tokenizer), device)
@@ -271,7 +286,7 @@ def main(argv=None):
         _, exits = infer(model, batches, early)  # also warms up every code path timed below
         runs = {"full": lambda b: infer(model, [b], full), "pabee": lambda b: infer(model, [b], early)}
         t, _ = paired(runs, batches, reps, device)
-        results[f"speed_up_{name}"] = t["full"] / t["pabee"]
+        results[f"speed_up_{name}"] = total_ratio(t, "full", "pabee")
         results[f"ideal_speed_up_{name}"] = layers / exits.float().mean().item()
         results[f"realized_over_ideal_{name}"] = results[f"speed_up_{name}"] / results[f"ideal_speed_up_{name}"]
         results[f"exit_histogram_{name}"] = torch.bincount(exits, minlength=layers + 1)[1:].tolist()
@@ -280,7 +295,7 @@ def main(argv=None):
     t, answers = paired({"pabee": lambda j: infer(model, bs32[j:j + 1], early),
                          "classic": lambda j: classic(model, padded[32 * j:32 * (j + 1)], PATIENCE)},
                         list(range(len(bs32))), reps, device)
-    results["throughput_vs_classic"] = t["classic"] / t["pabee"]
+    results["throughput_vs_classic"] = total_ratio(t, "classic", "pabee")
     ours, theirs = ([torch.cat(parts) for parts in zip(*answers[name])] for name in ("pabee", "classic"))
     results["classic_same_predictions"] = all(torch.equal(a, b) for a, b in zip(ours, theirs))
 
@@ -292,12 +307,10 @@ def main(argv=None):
                                         for a, b in zip(swept, real))
     t, _ = paired({"full": lambda b: infer(model, [b], full), "sweep": lambda b: sweep(model, [b], rules)},
                   bs32, reps, device)
-    results["sweep_cost_ratio"] = t["sweep"] / t["full"]
+    results["sweep_cost_ratio"] = total_ratio(t, "sweep", "full")
 
-    batch = {k: v[:train_batch] for k, v in bs32[-1].items()}
-    batch["labels"] = torch.randint(0, 3, (len(batch["input_ids"]),), device=device)
-    pabee_s, ref_s, pabee_b, ref_b = train_step_costs(model, batch, train_reps, device)
-    results["train_step_ratio"] = pabee_s / ref_s
+    batch = training_batch(tokenizer, texts, train_batch, device)
+    results["train_step_ratio"], pabee_b, ref_b = train_step_costs(model, batch, train_reps, device)
     results["train_memory_ratio"] = pabee_b / ref_b
     results.update(device=str(device), inputs=f"{source}, {tokenization} tokens", examples_bs1=n_bs1,
                    examples_bs32=len(picked), train_batch=train_batch, repetitions=reps, train_repetitions=train_reps,
