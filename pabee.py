@@ -90,43 +90,44 @@ class PatienceRule:
         return self.patience - state[1]
 
 
-class EntropyRule:
+class ThresholdRule:
+    """A rule that looks at one layer's softmax alone: the state is whether that layer's
+    `passes` holds, and an example exits at the first layer where it does."""
+
+    exits_early = True
+    earliest_exit = 1
+    name = "threshold"
+
+    def __init__(self, threshold):
+        self.threshold = check_setting(f"{self.name} threshold", threshold)
+
+    def start(self, batch_size, device):
+        return (torch.zeros(batch_size, dtype=torch.bool, device=device),)
+
+    def step(self, logits, state):
+        return (self.passes(logits.float()),)
+
+    def waits(self, state):
+        return (~state[0]).long()
+
+
+class EntropyRule(ThresholdRule):
     """DeeBERT / BranchyNet: exit once the softmax entropy falls below `threshold`."""
 
-    exits_early = True
-    earliest_exit = 1
+    name = "entropy"
 
-    def __init__(self, threshold):
-        self.threshold = check_setting("entropy threshold", threshold)
-
-    def start(self, batch_size, device):
-        return (torch.zeros(batch_size, dtype=torch.bool, device=device),)
-
-    def step(self, logits, state):
-        log_p = F.log_softmax(logits.float(), dim=-1)
-        return (-(log_p.exp() * log_p).sum(-1) < self.threshold,)
-
-    def waits(self, state):
-        return (~state[0]).long()
+    def passes(self, logits):
+        log_p = F.log_softmax(logits, dim=-1)
+        return -(log_p.exp() * log_p).sum(-1) < self.threshold
 
 
-class ConfidenceRule:
+class ConfidenceRule(ThresholdRule):
     """Shallow-Deep: exit once the top softmax probability reaches `threshold`."""
 
-    exits_early = True
-    earliest_exit = 1
+    name = "confidence"
 
-    def __init__(self, threshold):
-        self.threshold = check_setting("confidence threshold", threshold)
-
-    def start(self, batch_size, device):
-        return (torch.zeros(batch_size, dtype=torch.bool, device=device),)
-
-    def step(self, logits, state):
-        return (F.softmax(logits.float(), dim=-1).max(-1).values >= self.threshold,)
-
-    def waits(self, state):
-        return (~state[0]).long()
+    def passes(self, logits):
+        return F.softmax(logits, dim=-1).max(-1).values >= self.threshold
 
 
 class FixedRule:
