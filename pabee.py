@@ -210,8 +210,8 @@ class PabeeMixin:
         return PatienceRule(self.config.patience, self.config.regression_threshold)
 
     def classify(self, i, hidden):
-        """Head i on the pooled first token of `hidden` (dropout before it in training)."""
-        return self.classifiers[i](self.head_input(self.pool(hidden[:, 0])))
+        """Head i on the first token of `hidden`."""
+        return self.heads([hidden[:, 0]], i)[0]
 
     def head_input(self, pooled):
         return self.dropout(pooled) if self.training else pooled
