@@ -58,9 +58,20 @@ class PatienceRule:
     more than the true number. `earliest_exit` is the first layer where an exit is possible.
     """
 
+    name = "patience"
+    log_name = "Patience"  # the originals' console line
+    setting_type = int
+    min_setting = 0
+    needs_probabilities = False
+    example = "3,4,5"
+
     def __init__(self, patience, regression_threshold=0.0):
         self.patience = check_setting("patience", patience)
         self.regression_threshold = check_setting("regression_threshold", regression_threshold)
+
+    @classmethod
+    def from_setting(cls, setting, regression_threshold):
+        return cls(int(setting), regression_threshold)
 
     @property
     def exits_early(self):
@@ -96,10 +107,17 @@ class ThresholdRule:
 
     exits_early = True
     earliest_exit = 1
-    name = "threshold"
+    setting_type = float
+    min_setting = 0
+    needs_probabilities = True
+    example = "0.1,0.2,0.4"
 
     def __init__(self, threshold):
         self.threshold = check_setting(f"{self.name} threshold", threshold)
+
+    @classmethod
+    def from_setting(cls, setting, regression_threshold):
+        return cls(float(setting))
 
     def start(self, batch_size, device):
         return (torch.zeros(batch_size, dtype=torch.bool, device=device),)
@@ -114,7 +132,7 @@ class ThresholdRule:
 class EntropyRule(ThresholdRule):
     """DeeBERT / BranchyNet: exit once the softmax entropy falls below `threshold`."""
 
-    name = "entropy"
+    name = log_name = "entropy"
 
     def passes(self, logits):
         log_p = F.log_softmax(logits, dim=-1)
@@ -124,7 +142,7 @@ class EntropyRule(ThresholdRule):
 class ConfidenceRule(ThresholdRule):
     """Shallow-Deep: exit once the top softmax probability reaches `threshold`."""
 
-    name = "confidence"
+    name = log_name = "confidence"
 
     def passes(self, logits):
         return F.softmax(logits, dim=-1).max(-1).values >= self.threshold
@@ -134,11 +152,20 @@ class FixedRule:
     """The static baseline: every example exits at layer `layer` (1-based)."""
 
     exits_early = True
+    name = log_name = "fixed"
+    setting_type = int
+    min_setting = 1
+    needs_probabilities = False
+    example = "2,4,6"
 
     def __init__(self, layer):
         if layer < 1:
             raise ValueError(f"fixed exit layer must be >= 1, got {layer}")
         self.layer = self.earliest_exit = layer
+
+    @classmethod
+    def from_setting(cls, setting, regression_threshold):
+        return cls(int(setting))
 
     def start(self, batch_size, device):
         return (torch.zeros(batch_size, dtype=torch.long, device=device),)
@@ -150,15 +177,15 @@ class FixedRule:
         return self.layer - state[0]
 
 
-RULES = {"patience": PatienceRule, "entropy": EntropyRule, "confidence": ConfidenceRule, "fixed": FixedRule}
+# Each rule class declares what the driver needs to know of it: `name` (the --exit_criterion
+# value), `log_name` (in the console line), `setting_type` and `min_setting` (what its settings
+# are), `needs_probabilities` (refused on regression tasks), an `example` list of settings, and
+# `from_setting(setting, regression_threshold)` builds it.
+RULES = {rule.name: rule for rule in (PatienceRule, EntropyRule, ConfidenceRule, FixedRule)}
 
 
 def make_rule(criterion, setting, regression_threshold=0.0):
-    if criterion == "patience":
-        return PatienceRule(int(setting), regression_threshold)
-    if criterion == "fixed":
-        return FixedRule(int(setting))
-    return RULES[criterion](float(setting))
+    return RULES[criterion].from_setting(setting, regression_threshold)
 
 
 def exit_layers_from_logits(all_layer_logits, rule):
@@ -328,8 +355,7 @@ def exit_stats(exit_layers, num_layers):
 
 def patience_line(setting, stats, criterion="patience"):
     """The originals' log line (their "Speed Up" is 1 - avg/L), with the true ratio beside it."""
-    name = "Patience" if criterion == "patience" else criterion
     return (
-        f"*** {name} = {setting} Avg. Inference Layers = {stats['mean_exit_layer']:.2f} "
+        f"*** {RULES[criterion].log_name} = {setting} Avg. Inference Layers = {stats['mean_exit_layer']:.2f} "
         f"Speed Up = {stats['original_speed_up']:.2f} *** (speed-up L/avg = {stats['speed_up']:.2f}x)"
     )

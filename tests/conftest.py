@@ -8,7 +8,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import AlbertConfig, BertConfig  # noqa: E402
 
+from backbones import BACKBONES  # noqa: E402
+
 VOCAB = 99
+KINDS = list(BACKBONES)  # every backbone is tested
 
 
 def tiny_bert_config(num_labels=2, layers=4, **overrides):

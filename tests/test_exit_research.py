@@ -14,7 +14,7 @@ from pabee import (
     exit_layers_from_logits,
     logits_at_exit,
 )
-from conftest import varied_batch
+from conftest import KINDS, varied_batch
 from test_modeling import configure
 
 SETTINGS = [
@@ -25,7 +25,7 @@ SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("criterion,rules", SETTINGS)
 def test_one_pass_sweep_equals_real_early_exit(kind, criterion, rules):
     model = configure(kind, 3, "sdpa")

@@ -10,7 +10,7 @@ from transformers import (
     BertModel,
 )
 
-from conftest import tiny_albert_config, tiny_bert_config, varied_batch
+from conftest import KINDS, tiny_albert_config, tiny_bert_config, varied_batch
 from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
 from pabee import EntropyRule, FixedRule, PabeeOutput, PatienceRule, exit_stats, patience_line
@@ -21,6 +21,10 @@ BACKBONES = {
         AlbertForSequenceClassificationWithPabee, AlbertModel, AlbertForSequenceClassification, tiny_albert_config
     ),
 }
+
+
+def test_every_registered_backbone_is_tested_here():
+    assert set(BACKBONES) == set(KINDS)
 
 
 def make(kind, **config):
@@ -57,7 +61,7 @@ def original_albert_keys(groups, inner):
     return ["albert." + k for k in keys]
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_parameter_names_equal_original_checkpoints(kind, tmp_path):
     model = make(kind, num_hidden_groups=2, inner_group_num=2) if kind == "albert" else make(kind)
     layers = model.config.num_hidden_layers
@@ -71,7 +75,7 @@ def test_parameter_names_equal_original_checkpoints(kind, tmp_path):
     assert not result.missing_keys and not result.unexpected_keys
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_from_plain_backbone_then_round_trip(kind, tmp_path):
     cls, plain_cls, _, make_config = BACKBONES[kind]
     plain = plain_cls(make_config())
@@ -91,7 +95,7 @@ def test_from_plain_backbone_then_round_trip(kind, tmp_path):
 
 # --- 2. heads ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_one_linear_head_per_layer_with_training_dropout(kind):
     model = make(kind, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                  **({"classifier_dropout_prob": 0.5} if kind == "albert" else {}))
@@ -126,7 +130,7 @@ def shared_pooler_output(model, hidden):
 
 # --- 3. loss ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_labels", [1, 3])
 def test_weighted_loss_recomputed_by_hand(kind, num_labels):
     model = make(kind, num_labels=num_labels).train()
@@ -208,7 +212,7 @@ def configure(kind, num_labels, attn):
     return model
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_labels", [3, 1])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_batch_exit_equals_one_example_at_a_time(kind, num_labels, attn):
@@ -234,7 +238,7 @@ def test_batch_exit_equals_one_example_at_a_time(kind, num_labels, attn):
     assert max(spread) >= 3, "heads should make exits vary, or the test proves little"
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_exited_rows_leave_the_batch(kind):
     model = configure(kind, 3, "sdpa")
     model.set_patience(1)
@@ -304,7 +308,7 @@ def counting_windows(rule):
     return rule, calls
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_one_host_wait_per_window(kind, monkeypatch):
     """The exit loop waits for the device once per window (to learn which rows exit and how
     many layers may run next), at most once per layer from the earliest exit on, and never
@@ -350,7 +354,7 @@ def test_heads_run_only_where_they_can_matter(predicted, patience, heads_run, wi
 
 # --- 8. outputs, 9. settings, 10. statistics --------------------------------------------
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_outputs_and_all_layer_logits(kind):
     model = configure(kind, 3, "sdpa")
     model.set_patience(1)
@@ -366,7 +370,7 @@ def test_outputs_and_all_layer_logits(kind):
     torch.testing.assert_close(fast.logits, picked, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_settings_saved_validated_and_patience_above_depth(kind, tmp_path):
     model = configure(kind, 1, "sdpa")
     assert model.config.patience == 0 and model.config.regression_threshold == 0.0

@@ -8,7 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import glue
 import run_glue
+from conftest import KINDS
+from evaluation import EvalSet, run_inference
+from runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--do_train", "--do_eval", "--do_lower_case", "--per_gpu_train_batch_size", "16",
@@ -26,7 +30,7 @@ def results(output_dir):
     return json.loads((Path(output_dir) / "eval_results.json").read_text())
 
 
-@pytest.mark.parametrize("model", ["bert", "albert"])
+@pytest.mark.parametrize("model", KINDS)
 def test_end_to_end_learns_and_writes_everything(model, world, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(TRAIN, out, model=model, world=world, extra=["--patience", "0,1,2,3", "--do_predict",
@@ -130,7 +134,8 @@ def test_every_classic_flag_parses():
             "--save_steps", "8", "--eval_all_checkpoints", "--no_cuda", "--overwrite_output_dir",
             "--overwrite_cache", "--seed", "3", "--fp16", "--local_rank", "-1", "--do_predict"]
     args = run_glue.parse_args(argv)
-    assert args.patience_list == [3, 4, 5, 6, 7, 8] and args.task.name == "sts-b"
+    plan = run_glue.exit_plan(args)
+    assert plan.settings == (3, 4, 5, 6, 7, 8) and plan.task.name == "sts-b" and plan.regression_threshold == 0.1
     assert (args.gradient_accumulation_steps, args.max_steps, args.warmup_steps, args.seed) == (3, 9, 2, 3)
     assert args.fp16 and args.no_cuda and args.do_predict and args.learning_rate == 2e-5
     assert run_glue.parse_args(argv[:-6] + ["--bf16"]).bf16
@@ -279,15 +284,14 @@ def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
     model = BertForSequenceClassificationWithPabee.from_pretrained(world / "bert", num_labels=2).eval()
     texts = ["the movie", "a film was great and the story was fine and it was very good", "awful",
              "the plot is quite awful", "it is a great film and the story", "fine"]
-    features = datasets.Dataset.from_dict(dict(tokenizer(texts), label=[0] * len(texts)))
-    args = run_glue.parse_args(["--model_type", "bert", "--model_name_or_path", "m", "--task_name", "SST-2",
-                                "--output_dir", "o", "--do_eval", "--per_gpu_eval_batch_size", "2"])
-    args.n_gpu, args.device, args.amp_dtype, args.is_main = 0, torch.device("cpu"), None, True
-    loader, order = run_glue.eval_loader(args, features, tokenizer)
+    features = datasets.Dataset.from_dict(dict(tokenizer(texts), label=[0] * len(texts),
+                                                index=[str(i) for i in range(len(texts))]))
+    eval_set = EvalSet.of(glue.TASKS["sst-2"], features, tokenizer.pad_token_id, batch_size=2)
+    loader = eval_set.loader
     widths = [b["input_ids"].shape[1] for b in loader]
     assert widths == sorted(widths, reverse=True) and sum(widths) * 2 < len(texts) * widths[0]
     rule = PatienceRule(1)
-    logits, exits, _ = run_glue.run_inference(args, model, loader, order, rule)
+    logits, exits, _ = run_inference(Runtime(torch.device("cpu"), 0), model, eval_set, rule)
     for i, text in enumerate(texts):
         one = model(**tokenizer(text, return_tensors="pt"), exit_rule=rule)
         torch.testing.assert_close(logits[i], one.logits[0], rtol=1e-4, atol=1e-5)

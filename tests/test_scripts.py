@@ -6,19 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from conftest import KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["finetune_bert.sh", "finetune_albert.sh", "patience_infer_bert.sh", "patience_infer_albert.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("args", [[], ["MRPC"]])
-def test_missing_positional_arguments_print_usage(script, args):
+@pytest.mark.parametrize("args", [[], ["MRPC"], ["MRPC", "--max_steps", "10"], ["MRPC", "0"], ["MRPC", "5x"]])
+def test_missing_or_bad_positional_arguments_print_usage(script, args):
     proc = subprocess.run(["bash", str(ROOT / script), *args], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("usage: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"usage: {script} TASK STEPS") and len(proc.stderr.strip().splitlines()) == 1
+    assert "STEPS: " in proc.stderr and "positive integer" in proc.stderr
 
 
-@pytest.mark.parametrize("model", ["bert", "albert"])
+@pytest.mark.parametrize("model", KINDS)
 def test_finetune_then_patience_infer_with_environment_overrides(model, world, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "GLUE_DIR": str(world / "glue"), "OUTPUT_DIR": str(out), "PYTHON": sys.executable,

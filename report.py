@@ -1,0 +1,130 @@
+"""Everything a run shows and writes of its results: the console lines, eval_results.txt/.json,
+pabee_results.json/.md, the trade-off plot, TensorBoard, and GLUE submission files."""
+
+import json
+import logging
+from pathlib import Path
+
+import glue
+from evaluation import ResultRow
+from pabee import patience_line
+from runtime import write_json
+
+logger = logging.getLogger("run_glue")
+
+
+def print_exit_lines(rows):
+    """The originals' `*** Patience = p ...` line for every exit setting."""
+    for r in rows:
+        if r.criterion != "layer":
+            print(patience_line(r.setting, r.to_json(), r.criterion), flush=True)
+
+
+def write_eval_results(output_dir, rows):
+    """eval_results.json (every exit setting), and the original's eval_results.txt (`key =
+    value`, keys suffixed by the exit setting), one per checkpoint and task; MNLI's mismatched
+    set goes to <output_dir>-MM as the original."""
+    settings = [r for r in rows if r.criterion != "layer"]
+    write_json(Path(output_dir) / "eval_results.json", [r.to_json() for r in settings])
+    for checkpoint, task in dict.fromkeys((r.checkpoint, r.task) for r in rows):
+        folder = Path(output_dir + ("-MM" if task == "mnli-mm" else ""))
+        folder = folder / checkpoint if checkpoint.startswith("checkpoint-") else folder
+        folder.mkdir(parents=True, exist_ok=True)
+        mine = [r for r in rows if (r.checkpoint, r.task) == (checkpoint, task)]
+        (folder / "eval_results.txt").write_text("\n".join(eval_results_lines(mine)) + "\n")
+
+
+def eval_results_lines(rows):
+    skip = {"checkpoint", "task", "criterion", "setting", "patience"}
+    return [f"{key}_{r.criterion}_{r.setting} = {value}"
+            for r in rows for key, value in sorted(r.to_json().items()) if key not in skip]
+
+
+def write_report(output_dir, rows, final_step):
+    """pabee_results.json / .md / pabee_tradeoff.png in output_dir, and the rows in
+    TensorBoard. Rows of earlier runs in the same output_dir are kept unless this run
+    measured the same (checkpoint, task, criterion, setting): evaluating one criterion per
+    run builds up the comparison."""
+    out = Path(output_dir)
+    saved = out / "pabee_results.json"
+    previous = [ResultRow.from_json(r) for r in json.loads(saved.read_text())] if saved.is_file() else []
+    rows = list({r.key: r for r in previous + rows}.values())
+    write_json(saved, [r.to_json() for r in rows])
+    (out / "pabee_results.md").write_text(markdown_table(rows))
+    plot_tradeoff(rows, out / "pabee_tradeoff.png")
+    log_rows_to_tensorboard(out / "runs", rows, final_step)
+
+
+def markdown_table(rows):
+    metrics = list(dict.fromkeys(k for r in rows for k in r.metrics))
+    timed = any(r.timed for r in rows)
+    header = ["checkpoint", "task", "criterion", "setting", *metrics, "mean exit layer", "speed-up"]
+    header += ["wall-clock speed-up"] if timed else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r.checkpoint, r.task, r.criterion, r.setting,
+                 *[f"{r.metrics[m]:.4f}" if m in r.metrics else "" for m in metrics],
+                 f"{r.mean_exit_layer:.2f}", f"{r.speed_up:.2f}x"]
+        cells += [f"{r.wallclock_speed_up:.2f}x" if r.timed else ""] if timed else []
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(rows, path):
+    """The task's main metric against speed-up: a line per criterion, a point per layer's own
+    head; one panel per task, for the final model (else the first checkpoint)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    checkpoint = "final" if any(r.checkpoint == "final" for r in rows) else rows[0].checkpoint
+    tasks = list(dict.fromkeys(r.task for r in rows if r.checkpoint == checkpoint))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.8), squeeze=False)
+    for ax, name in zip(axes[0], tasks):
+        metric = glue.TASKS[name].metric
+        mine = [r for r in rows if r.checkpoint == checkpoint and r.task == name]
+        for k, criterion in enumerate(dict.fromkeys(r.criterion for r in mine)):
+            points = sorted((r for r in mine if r.criterion == criterion), key=lambda r: r.speed_up)
+            x, y = [r.speed_up for r in points], [r.metrics[metric] for r in points]
+            if criterion == "layer":
+                ax.scatter(x, y, marker="x", color="grey", label="single layer (internal classifier)", zorder=3)
+                for r in points:
+                    ax.annotate(f"L{r.setting}", (r.speed_up, r.metrics[metric]), fontsize=7,
+                                textcoords="offset points", xytext=(3, -9), color="grey")
+            else:
+                ax.plot(x, y, marker="o", label=criterion, color=f"C{k}")
+                for r in points:
+                    ax.annotate(str(r.setting), (r.speed_up, r.metrics[metric]), fontsize=7, color=f"C{k}",
+                                textcoords="offset points", xytext=(3, 3 + 8 * k))  # criteria overlap
+        ax.set_xlabel("speed-up (layers: L / mean exit layer)")
+        ax.set_ylabel(f"dev {metric}")
+        ax.set_title(f"{name}: {metric} against speed-up ({checkpoint})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_rows_to_tensorboard(folder, rows, final_step):
+    """Each row's metrics and speed-up, tagged by task and exit setting, at its checkpoint's step."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for r in rows:
+            step = int(r.checkpoint.split("-")[1]) if r.checkpoint.startswith("checkpoint-") else final_step
+            for name, value in {**r.metrics, "speed_up": r.speed_up}.items():
+                writer.add_scalar(f"pabee/{r.task}/{r.criterion}={r.setting}/{name}", value, step)
+
+
+def write_submissions(output_dir, criterion, test_sets, predictions):
+    """GLUE submission files, one folder per exit setting, e.g. predictions/patience-3/RTE.tsv."""
+    for (setting, task_name), values in predictions.items():
+        test = next(t for t in test_sets if t.task.name == task_name)
+        folder = Path(output_dir) / "predictions" / f"{criterion}-{setting}"
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["index\tprediction"] + [f"{index}\t{glue.submission_value(test.task, p)}"
+                                         for index, p in zip(test.index, values)]
+        (folder / test.task.submission).write_text("\n".join(lines) + "\n")
+        logger.info("Wrote %s", folder / test.task.submission)
