@@ -5,11 +5,16 @@ adapter file (modeling_pabee_<name>.py: how it embeds, runs layer i and pools) p
 Model and tokenizer classes are imported on first use, transformers with them."""
 
 import importlib
+import logging
+import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import UsageError, first_line
+
+logger = logging.getLogger("run_glue")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,38 @@ def check_model_reference(name, flag):
         raise UsageError(f"--{flag} {name} is not a model folder: give an existing folder or a hub name")
 
 
+def check_hub_reachable(name, flag, cache_dir=None):
+    """A hub name that is neither a folder nor cached must be downloaded: say at once when that
+    cannot happen (HF_HUB_OFFLINE set, or the hub not answering within 3 s) instead of letting the
+    download retry for half a minute. Names the variable when a script's default put it there."""
+    if not name or Path(name).is_dir():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache_dir), str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set and it is not in the local cache"
+    elif not hub_answers(constants.ENDPOINT):
+        why = f"{constants.ENDPOINT} cannot be reached and it is not in the local cache"
+    else:
+        return
+    source = (" (the script's default: set MODEL_NAME_OR_PATH to a model folder)"
+              if flag == "model_name_or_path" and os.environ.get("PABEE_DEFAULT_MODEL") == name else "")
+    raise UsageError(f"--{flag} {name} must come from the hub, but {why}{source}: give a local model folder")
+
+
+def hub_answers(endpoint, timeout=3.0):
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_config(backbone, name, cache_dir=None, **overrides):
     from transformers import AutoConfig
 
@@ -62,15 +99,59 @@ def load_config(backbone, name, cache_dir=None, **overrides):
     return config
 
 
-def load_model(backbone, path, task, device, config_name="", cache_dir=None):
-    """The PABEE model for `task` from a plain backbone, a fine-tuned model or a checkpoint."""
+def load_model(backbone, path, task, device, config_name="", cache_dir=None, **settings):
+    """The PABEE model for `task` from a plain backbone, a fine-tuned model or a checkpoint, and
+    what loading found: {"missing_keys": parameters the checkpoint lacked (initialised fresh),
+    "unexpected_keys": its parameters the model has no place for}. `settings` go into the config
+    (exit_pooling, exit_training). transformers' load report is silenced: `log_new_parameters`
+    says it in one line, once the run's inputs are all checked."""
+    from transformers.utils import logging as hf_logging
+
     config = load_config(backbone, config_name or path, cache_dir, num_labels=task.num_labels,
                          finetuning_task=task.name)
+    for name, value in settings.items():  # from_pretrained would drop attributes the config class lacks
+        if value is not None:
+            setattr(config, name, value)
+    report = hf_logging.get_logger("transformers.modeling_utils")
+    report.addFilter(without_load_report)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load would stand before any error line
     try:
-        model = backbone.load_model_class().from_pretrained(path, config=config, cache_dir=cache_dir)
+        model, info = backbone.load_model_class().from_pretrained(path, config=config, cache_dir=cache_dir,
+                                                                  output_loading_info=True)
     except Exception as e:  # missing, truncated or foreign weights: the loaders raise many kinds
         raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
-    return model.to(device)
+    finally:
+        report.removeFilter(without_load_report)
+        if bar:
+            hf_logging.enable_progress_bar()
+    return model.to(device), {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys")}
+
+
+def without_load_report(record):
+    """A logging filter: drops transformers' LOAD REPORT table (log_new_parameters says it in a line)."""
+    return "LOAD REPORT" not in record.getMessage()
+
+
+def new_heads(missing):
+    """The heads (0-based layers) among the parameters a checkpoint lacked."""
+    return sorted({int(k.split(".")[1]) for k in missing if k.startswith("classifiers.")})
+
+
+def log_new_parameters(path, info):
+    """Quiet (info) when only classifier heads are new, as from a plain backbone; a warning when
+    anything else is missing or unexpected."""
+    missing, unexpected = info["missing_keys"], info["unexpected_keys"]
+    heads = new_heads(missing)
+    others = [k for k in missing if not k.startswith("classifiers.")]
+    if heads and not others and not unexpected:
+        logger.info("%s: %d classifier heads are new (layers %s), as expected when starting from a plain backbone",
+                    path, len(heads), ",".join(str(i + 1) for i in heads))
+    elif others or unexpected:
+        logger.warning("%s: loaded with %d parameters missing (initialised fresh: %s) and %d unexpected (ignored: %s); "
+                       "check that the checkpoint matches --model_type", path, len(missing),
+                       ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""), len(unexpected),
+                       ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
 
 
 def load_tokenizer(backbone, name, do_lower_case=False, cache_dir=None):

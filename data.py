@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import glue
 from runtime import UsageError, first_line
+
+logger = logging.getLogger("run_glue")
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,34 @@ class DataSource:
             raise UsageError(str(e)) from None
 
     def cache_path(self, task, tokenizer, split):
-        root = self.cache_dir or self.data_dir
-        if not root:
+        """Where the split's features are cached: in --cache_dir, else in the datasets cache
+        (HF_DATASETS_CACHE), never next to the data, which may be shared or read-only. None
+        (tokenize in memory) when that folder cannot be written, with one warning."""
+        root = Path(self.cache_dir) if self.cache_dir else default_cache_root()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=root).close()
+        except OSError as e:
+            logger.warning("cannot write the feature cache in %s (%s): tokenizing in memory this time",
+                           root, e.strerror or type(e).__name__)
             return None
-        return Path(root) / f"cached_{split}_{tokenizer_key(tokenizer)}_{self.max_seq_length}_{task.name}"
+        return root / (f"cached_{split}_{tokenizer_key(tokenizer)}_{self.max_seq_length}_{task.name}_"
+                       f"{self.source_key(task, split)}")
+
+    def source_key(self, task, split):
+        """Tells data files apart: the same task from another folder, or an edited file, is
+        another cache entry."""
+        if self.data_dir is None:
+            return f"hub-{task.hub_config}"
+        path = (Path(self.data_dir) / task.file_for(split)).resolve()
+        stat = path.stat()
+        return hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
+def default_cache_root():
+    import datasets
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "pabee-features"
 
 
 def hub_examples(task, split, cache_dir=None):
@@ -81,11 +108,11 @@ def prepare_data(source, wanted, tokenizer, runtime):
     fresh = {(t.name, s): source.read(t, s) for t, s in wanted
              if paths[t.name, s] is None or source.overwrite_cache or not paths[t.name, s].exists()}
     return {(t.name, s): load_features(t, s, tokenizer, source.max_seq_length, paths[t.name, s],
-                                       fresh.get((t.name, s)), runtime)
+                                       fresh.get((t.name, s)), runtime, source.overwrite_cache)
             for t, s in wanted}
 
 
-def load_features(task, split, tokenizer, max_seq_length, path, examples, runtime):
+def load_features(task, split, tokenizer, max_seq_length, path, examples, runtime, overwrite=False):
     """Tokenizes `examples` (None: the Arrow cache at `path` is current); rank 0 writes the
     cache, the other processes read it once it is there."""
     import datasets
@@ -94,13 +121,23 @@ def load_features(task, split, tokenizer, max_seq_length, path, examples, runtim
     if examples is not None and (runtime.is_main or path is None):
         features = tokenize(task, split, tokenizer, max_seq_length, examples)
         if path is not None:
-            tmp = path.with_name(path.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            features.save_to_disk(str(tmp))
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)
+            save_features(features, path, overwrite)
     runtime.barrier()
-    return datasets.load_from_disk(str(path)) if path is not None else features
+    return features if features is not None else datasets.load_from_disk(str(path))
+
+
+def save_features(features, path, overwrite):
+    """Written under a name of this process's own, then renamed into place: runs that tokenize
+    the same split at once never write into each other's files, and the first rename wins (the
+    others' copies are equal and dropped). --overwrite_cache replaces the entry."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    features.save_to_disk(str(tmp))
+    if overwrite:
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        tmp.rename(path)
+    except OSError:  # another run put its copy there first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tokenize(task, split, tokenizer, max_seq_length, examples):

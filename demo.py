@@ -63,15 +63,18 @@ def default_model_dir():
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_dir", default=None, help="A BERT folder (default: all-MiniLM-L6-v2 from its package).")
-    p.add_argument("--output_dir", default="demo_output")
+    p.add_argument("--output_dir", default="demo_output", help="Where the task, the run and the table go.")
     p.add_argument("--train_size", type=int, default=2000, help="Synthetic training examples.")
-    p.add_argument("--dev_size", type=int, default=500)
+    p.add_argument("--dev_size", type=int, default=500, help="Synthetic dev examples.")
     p.add_argument("--max_steps", type=int, default=250, help="Training steps of batch 32.")
-    p.add_argument("--learning_rate", type=float, default=3e-4)
-    p.add_argument("--patience", default="0,1,2,3,4,5")
-    p.add_argument("--eval_batch_size", type=int, default=32)
+    p.add_argument("--learning_rate", type=float, default=3e-4, help="AdamW's peak learning rate.")
+    p.add_argument("--patience", default="0,1,2,3,4,5", help="Patience values to compare.")
+    p.add_argument("--eval_batch_size", type=int, default=32, help="Evaluation batch (examples exit one by one).")
+    p.add_argument("--exit_pooling", choices=["first", "mean"], default="mean",
+                   help="What the heads read of each layer; MiniLM's first token says little below layer 4.")
     return p.parse_args(argv)
 
 
@@ -93,6 +96,7 @@ def main(argv=None):
         "--per_gpu_eval_batch_size", str(args.eval_batch_size), "--learning_rate", str(args.learning_rate),
         "--max_steps", str(args.max_steps), "--warmup_steps", str(args.max_steps // 10), "--logging_steps", "50",
         "--save_steps", str(args.max_steps), "--patience", args.patience, "--timed_inference", "--no_cuda",
+        "--exit_pooling", args.exit_pooling, "--head_bias_init", "label_prior",
     ])
     if code:
         return code

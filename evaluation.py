@@ -1,6 +1,7 @@
 """Running a model over a dev or test set and turning what it answers into result rows. Nothing
 here prints or writes: the report does."""
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -11,6 +12,10 @@ from tqdm import tqdm
 import glue
 from data import eval_loader, to_device
 from pabee import PatienceRule, exit_layers_from_logits, exit_stats, logits_at_exit
+
+
+TIMING = ("seconds", "full_depth_seconds", "wallclock_speed_up", "wallclock_min", "wallclock_max")
+UNSTEADY = 0.2  # timings whose ratios spread over more than this fraction of their median are flagged
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,11 @@ class ResultRow:
     speed_up: float  # L / mean exit layer
     original_speed_up: float  # the originals' "Speed Up", 1 - mean / L
     metrics: dict = field(default_factory=dict)
-    seconds: float | None = None  # with --timed_inference
+    seconds: float | None = None  # with --timed_inference: medians over the repetitions
     full_depth_seconds: float | None = None
-    wallclock_speed_up: float | None = None
+    wallclock_speed_up: float | None = None  # median of full depth / this setting, round by round
+    wallclock_min: float | None = None
+    wallclock_max: float | None = None
 
     @property
     def key(self):
@@ -44,7 +51,7 @@ class ResultRow:
         row = {k: v for k, v in asdict(self).items() if k != "metrics" and v is not None}
         head = {k: row.pop(k) for k in ("checkpoint", "task", "criterion", "setting")}
         patience = {"patience": self.setting} if self.criterion == "patience" else {}
-        timing = {k: row.pop(k) for k in ("seconds", "full_depth_seconds", "wallclock_speed_up") if k in row}
+        timing = {k: row.pop(k) for k in TIMING if k in row}
         return {**head, **patience, **row, **self.metrics, **timing}
 
     @classmethod
@@ -102,10 +109,10 @@ def for_inference(model, runtime):
     return torch.nn.DataParallel(model) if runtime.data_parallel else model
 
 
-def evaluate(runtime, plan, model, dev_sets, checkpoint, timed=False):
+def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
     """Rows for every exit setting of `plan` on every dev set, then one row per layer's own head.
-    By default one full-depth pass serves every setting; `timed` runs real early exit for each
-    setting and times it against full depth."""
+    One full-depth pass serves every setting; with `repeats` > 0 each setting also runs real
+    early exit and is timed against full depth (`time_settings`)."""
     wrapped = for_inference(model, runtime)
     num_layers = model.config.num_hidden_layers
     rows = []
@@ -117,29 +124,83 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, timed=False):
                              **exit_stats(exits, num_layers), metrics=metrics, **timing)
 
         all_logits, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
-        if timed and plan.settings:
-            full_depth = run_inference(runtime, wrapped, dev, PatienceRule(0))[2]
-            for setting in plan.settings:
-                logits, exits, seconds = run_inference(runtime, wrapped, dev, plan.rule(setting))
-                rows.append(row(plan.criterion, setting, logits, exits, seconds=seconds,
-                                full_depth_seconds=full_depth, wallclock_speed_up=full_depth / seconds))
-        else:
-            for setting in plan.settings:
-                exits = exit_layers_from_logits(all_logits, plan.rule(setting))
-                rows.append(row(plan.criterion, setting, logits_at_exit(all_logits, exits), exits))
+        answers = {}
+        for setting in plan.settings:
+            exits = exit_layers_from_logits(all_logits, plan.rule(setting))
+            answers[setting] = logits_at_exit(all_logits, exits), exits
+        timings = {}
+        if repeats and plan.settings:
+            timings, timed_answers = time_settings(runtime, wrapped, dev, plan, repeats)
+            answers.update(timed_answers)  # the same answers (tested); these come from real early exit
+        for setting in plan.settings:
+            rows.append(row(plan.criterion, setting, *answers[setting], **timings.get(setting, {})))
         for layer in range(1, num_layers + 1):
             rows.append(row("layer", layer, all_logits[:, layer - 1], torch.full((len(dev.labels),), layer)))
     return rows
 
 
+def time_settings(runtime, model, dev, plan, repeats):
+    """{setting: timing fields}, and {setting: (logits, exit layers)} of its real early exit.
+    After a warm-up pass, each round runs full depth and then every setting with real early exit;
+    a setting's speed-up is the median over rounds of that round's full-depth time over its own,
+    so that the machine's drift hits both alike. A setting that cannot exit early is full depth:
+    speed-up 1, not timed against itself."""
+    full_depth = PatienceRule(0)
+    run_inference(runtime, model, dev, full_depth)
+    rules = {s: plan.rule(s) for s in plan.settings}
+    full, seconds, answers = [], {s: [] for s in plan.settings}, {}
+    for _ in range(repeats):
+        full.append(run_inference(runtime, model, dev, full_depth)[2])
+        for setting, rule in rules.items():
+            elapsed = full[-1]
+            if rule.exits_early:
+                logits, exits, elapsed = run_inference(runtime, model, dev, rule)
+                answers[setting] = logits, exits
+            seconds[setting].append(elapsed)
+    timings = {}
+    for setting, times in seconds.items():
+        ratios = [f / t for f, t in zip(full, times)]
+        timings[setting] = {"seconds": statistics.median(times), "full_depth_seconds": statistics.median(full),
+                            "wallclock_speed_up": statistics.median(ratios), "wallclock_min": min(ratios),
+                            "wallclock_max": max(ratios)}
+    return timings, answers
+
+
+def unsteady(row):
+    """True when a timed row's speed-ups spread too far between repetitions to trust."""
+    return row.timed and (row.wallclock_max - row.wallclock_min) > UNSTEADY * row.wallclock_speed_up
+
+
+def full_depth_predictions(runtime, model, dev_sets):
+    """{task name: the last head's predictions}, in dataset order."""
+    wrapped = for_inference(model, runtime)
+    return {dev.task.name: predictions_of(dev.task, run_inference(runtime, wrapped, dev, PatienceRule(0))[0])
+            for dev in dev_sets}
+
+
 def full_depth_metrics(runtime, model, dev_sets):
     """{task name: metrics of the last head}, for evaluation during training."""
-    wrapped = for_inference(model, runtime)
-    metrics = {}
-    for dev in dev_sets:
-        logits = run_inference(runtime, wrapped, dev, PatienceRule(0))[0]
-        metrics[dev.task.name] = glue.compute_metrics(dev.task, predictions_of(dev.task, logits), dev.labels)
-    return metrics
+    predictions = full_depth_predictions(runtime, model, dev_sets)
+    return {dev.task.name: glue.compute_metrics(dev.task, predictions[dev.task.name], dev.labels) for dev in dev_sets}
+
+
+def collapse(task, predictions, labels):
+    """What shows that a model's answers ignore its input (one class for nearly every example;
+    regression: no correlation, or almost no spread), or None when they do not."""
+    predictions, labels = np.asarray(predictions, dtype=float), np.asarray(labels, dtype=float)
+    if not task.is_regression:
+        values, counts = np.unique(predictions, return_counts=True)
+        share, label_share = counts.max() / len(predictions), np.unique(labels, return_counts=True)[1].max() / len(labels)
+        if share >= 0.99 and label_share < 0.95:
+            return (f"it predicts class {task.labels[int(values[counts.argmax()])]} for {share:.1%} of the "
+                    f"{len(predictions)} dev examples (the most frequent label covers {label_share:.1%})")
+        return None
+    spread, label_spread = predictions.std(), labels.std()
+    pearson = glue.compute_metrics(task, predictions, labels)["pearson"] if spread > 0 else 0.0
+    if spread < 0.05 * label_spread or not pearson > 0.1:
+        return (f"dev Pearson {pearson:.3f}, predictions spread {spread:.4f} against the labels' "
+                f"{label_spread:.4f}")
+    return None
 
 
 def predict_test_sets(runtime, plan, model, test_sets):

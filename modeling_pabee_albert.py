@@ -28,5 +28,5 @@ class AlbertForSequenceClassificationWithPabee(PabeeMixin, AlbertPreTrainedModel
         group = int(i / (self.config.num_hidden_layers / self.config.num_hidden_groups))
         return self.albert.encoder.albert_layer_groups[group](hidden, mask)
 
-    def pool(self, first_token):
-        return self.albert.pooler_activation(self.albert.pooler(first_token))
+    def pool(self, summary):
+        return self.albert.pooler_activation(self.albert.pooler(summary))

@@ -25,5 +25,5 @@ class BertForSequenceClassificationWithPabee(PabeeMixin, BertPreTrainedModel):
     def run_layer(self, i, hidden, mask):
         return self.bert.encoder.layer[i](hidden, mask)
 
-    def pool(self, first_token):
-        return self.bert.pooler.activation(self.bert.pooler.dense(first_token))
+    def pool(self, summary):
+        return self.bert.pooler.activation(self.bert.pooler.dense(summary))

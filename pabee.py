@@ -25,6 +25,18 @@ class PabeeOutput(ModelOutput):
     all_layer_logits: torch.Tensor | None = None
 
 
+EXIT_TRAINING = ("pabee", "last")  # the weighted loss over every head; only the last head (vanilla)
+EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first token, or the masked mean
+
+
+def training_loss(all_layer_logits, labels, regime="pabee"):
+    """`pabee`: the paper's weighted loss. `last`: the last head's loss alone (vanilla fine-tuning),
+    so the internal heads get no gradient at all."""
+    if regime == "last":
+        return layer_loss(all_layer_logits[:, -1], labels)
+    return pabee_loss(all_layer_logits, labels)
+
+
 def pabee_loss(all_layer_logits, labels):
     """sum_i i * loss_i / sum_i i over layers i = 1..L; MSE on view(-1) when num_labels == 1."""
     weights = torch.arange(1, all_layer_logits.shape[1] + 1, device=all_layer_logits.device)
@@ -36,6 +48,12 @@ def layer_loss(logits, labels):
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
     return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def check_setting(name, value):
@@ -61,7 +79,7 @@ class PatienceRule:
     name = "patience"
     log_name = "Patience"  # the originals' console line
     setting_type = int
-    min_setting = 0
+    min_setting, max_setting = 0, None
     needs_probabilities = False
     example = "3,4,5"
 
@@ -108,7 +126,7 @@ class ThresholdRule:
     exits_early = True
     earliest_exit = 1
     setting_type = float
-    min_setting = 0
+    min_setting, max_setting = 0, None
     needs_probabilities = True
     example = "0.1,0.2,0.4"
 
@@ -143,6 +161,8 @@ class ConfidenceRule(ThresholdRule):
     """Shallow-Deep: exit once the top softmax probability reaches `threshold`."""
 
     name = log_name = "confidence"
+    max_setting = 1  # a probability
+    example = "0.8,0.9,0.95"
 
     def passes(self, logits):
         return F.softmax(logits, dim=-1).max(-1).values >= self.threshold
@@ -154,7 +174,7 @@ class FixedRule:
     exits_early = True
     name = log_name = "fixed"
     setting_type = int
-    min_setting = 1
+    min_setting, max_setting = 1, None  # at most the model's depth, checked once it is known
     needs_probabilities = False
     example = "2,4,6"
 
@@ -179,7 +199,7 @@ class FixedRule:
 
 # Each rule class declares what the driver needs to know of it: `name` (the --exit_criterion
 # value), `log_name` (in the console line), `setting_type` and `min_setting` (what its settings
-# are), `needs_probabilities` (refused on regression tasks), an `example` list of settings, and
+# are, `max_setting` None for no bound), `needs_probabilities` (refused on regression tasks), an `example` list of settings, and
 # `from_setting(setting, regression_threshold)` builds it.
 RULES = {rule.name: rule for rule in (PatienceRule, EntropyRule, ConfidenceRule, FixedRule)}
 
@@ -217,10 +237,14 @@ def select_rows(x, rows):
 
 class PabeeMixin:
     """Shared PABEE behaviour; the host class defines `embed`, `run_layer`, `pool` (the
-    backbone's pooler on first-token vectors) and `dropout` (before every head in training)."""
+    backbone's pooler on the vectors the heads read) and `dropout` (before every head in training).
+    The config says whether heads read the first token or the mean (`exit_pooling`) and which
+    loss trains them (`exit_training`)."""
 
     def init_pabee(self, config):
         config.patience = check_setting("patience", getattr(config, "patience", 0))
+        config.exit_pooling = check_choice("exit_pooling", getattr(config, "exit_pooling", "first"), EXIT_POOLING)
+        config.exit_training = check_choice("exit_training", getattr(config, "exit_training", "pabee"), EXIT_TRAINING)
         config.regression_threshold = check_setting(
             "regression_threshold", getattr(config, "regression_threshold", 0.0)
         )
@@ -236,9 +260,39 @@ class PabeeMixin:
     def exit_rule(self):
         return PatienceRule(self.config.patience, self.config.regression_threshold)
 
-    def classify(self, i, hidden):
-        """Head i on the first token of `hidden`."""
-        return self.heads([hidden[:, 0]], i)[0]
+    def init_head_bias(self, labels, layers):
+        """Starts the heads of `layers` (0-based) at the training labels' prior: the mean label for
+        regression, the log class frequencies (add-one) for classification. With zero biases (the
+        original) a regression head must reach the label mean through the shared pooler and the
+        backbone, since AdamW moves a bias by about the learning rate per step (see README)."""
+        labels = torch.as_tensor(labels)
+        if self.config.num_labels == 1:
+            prior = labels.double().mean().reshape(1)
+        else:
+            counts = torch.bincount(labels.long(), minlength=self.config.num_labels).double() + 1
+            prior = (counts / counts.sum()).log()
+        with torch.no_grad():
+            for i in layers:
+                self.classifiers[i].bias.copy_(prior.to(self.classifiers[i].bias))
+
+    def token_weights(self, attention_mask, hidden):
+        """None when heads read the first token; for mean pooling [batch, tokens, 1] weights that
+        average the unpadded tokens."""
+        if self.config.exit_pooling == "first":
+            return None
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return weights / weights.sum(1, keepdim=True)
+
+    @staticmethod
+    def summary(hidden, weights):
+        """What the pooler reads of one layer's states."""
+        return hidden[:, 0] if weights is None else (hidden * weights).sum(1)
+
+    def classify(self, i, hidden, weights=None):
+        """Head i on one layer's states."""
+        return self.heads([self.summary(hidden, weights)], i)[0]
 
     def head_input(self, pooled):
         return self.dropout(pooled) if self.training else pooled
@@ -255,27 +309,31 @@ class PabeeMixin:
         exit_rule=None,
         **kwargs,
     ):
-        """Training mode: every layer's head, loss = pabee_loss. Inference: each example
+        """Training mode: every layer's head, loss = training_loss. Inference: each example
         stops at its own exit layer under `exit_rule` (default: the config's patience);
         with output_all_layer_logits every example runs full depth and exits are read from
         the stacked logits. In inference the loss (if labels) is that of the exit logits."""
         hidden = self.embed(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        weights = self.token_weights(attention_mask, hidden)
         rule = exit_rule or self.exit_rule()
         all_layer_logits = None
         if self.training:
-            all_layer_logits = self.all_layer_logits(hidden, mask)
+            last_only = self.config.exit_training == "last"
+            all_layer_logits = self.all_layer_logits(hidden, mask, weights, last_only)
             logits = all_layer_logits[:, -1]
             exit_layers = torch.full((logits.shape[0],), len(self.classifiers), device=logits.device)
         elif output_all_layer_logits:
-            all_layer_logits = self.all_layer_logits(hidden, mask)
+            all_layer_logits = self.all_layer_logits(hidden, mask, weights)
             exit_layers = exit_layers_from_logits(all_layer_logits, rule)
             logits = logits_at_exit(all_layer_logits, exit_layers)
         else:
-            logits, exit_layers = self.early_exit(hidden, mask, rule)
+            logits, exit_layers = self.early_exit(hidden, mask, weights, rule)
         loss = None
-        if labels is not None:
-            loss = pabee_loss(all_layer_logits, labels) if self.training else layer_loss(logits, labels)
+        if labels is not None and self.training:
+            loss = training_loss(all_layer_logits, labels, self.config.exit_training)
+        elif labels is not None:
+            loss = layer_loss(logits, labels)
         return PabeeOutput(
             loss=loss,
             logits=logits,
@@ -283,22 +341,28 @@ class PabeeMixin:
             all_layer_logits=all_layer_logits if output_all_layer_logits else None,
         )
 
-    def all_layer_logits(self, hidden, mask):
-        """Every layer's logits, [batch, layers, labels]."""
-        first_tokens = []
+    def all_layer_logits(self, hidden, mask, weights=None, last_only=False):
+        """Every layer's logits, [batch, layers, labels]. last_only: the last head's alone, [batch,
+        1, labels] (vanilla training: the other heads stay out of the graph, not even a zero
+        gradient reaches them)."""
+        if last_only:
+            for i in range(len(self.classifiers)):
+                hidden = self.run_layer(i, hidden, mask)
+            return self.classify(len(self.classifiers) - 1, hidden, weights).unsqueeze(1)
+        summaries = []
         for i in range(len(self.classifiers)):
             hidden = self.run_layer(i, hidden, mask)
-            first_tokens.append(hidden[:, 0])
-        return torch.stack(self.heads(first_tokens), dim=1)
+            summaries.append(self.summary(hidden, weights))
+        return torch.stack(self.heads(summaries), dim=1)
 
-    def heads(self, first_tokens, first_layer=0):
-        """Logits of layers first_layer, first_layer + 1, ... from their first-token vectors.
-        The shared pooler runs once on all of them (one matrix product, forward and backward,
-        instead of one per layer, and one read of its weight)."""
-        pooled = self.head_input(self.pool(torch.stack(first_tokens, dim=1)))
-        return [self.classifiers[first_layer + j](pooled[:, j]) for j in range(len(first_tokens))]
+    def heads(self, summaries, first_layer=0):
+        """Logits of layers first_layer, first_layer + 1, ... from their summary vectors (first
+        token or mean). The shared pooler runs once on all of them (one matrix product, forward
+        and backward, instead of one per layer, and one read of its weight)."""
+        pooled = self.head_input(self.pool(torch.stack(summaries, dim=1)))
+        return [self.classifiers[first_layer + j](pooled[:, j]) for j in range(len(summaries))]
 
-    def early_exit(self, hidden, mask, rule):
+    def early_exit(self, hidden, mask, weights, rule):
         """Runs the layers on the rows still active: an example that exits leaves the batch, so
         later layers cost only what is left. Heads run only where they can matter: the rule
         says how many layers must pass before any active row could exit (patience p: p minus
@@ -314,11 +378,11 @@ class PabeeMixin:
         done = 0
         window = rule.earliest_exit if rule.exits_early else num_layers
         while done + window < num_layers:
-            first_tokens = []
+            summaries = []
             for i in range(done, done + window):
                 hidden = self.run_layer(i, hidden, mask)
-                first_tokens.append(hidden[:, 0])
-            for logits in self.heads(first_tokens, done):
+                summaries.append(self.summary(hidden, weights))
+            for logits in self.heads(summaries, done):
                 state = rule.step(logits, state)
             done += window
             waits = rule.waits(state).tolist()
@@ -331,12 +395,12 @@ class PabeeMixin:
                 if len(exits) == len(waits):
                     return logits_out, exit_layers
                 keep = torch.tensor([j for j, w in enumerate(waits) if w > 0], device=device)
-                rows, hidden, mask = rows[keep], hidden[keep], select_rows(mask, keep)
+                rows, hidden, mask, weights = rows[keep], hidden[keep], select_rows(mask, keep), select_rows(weights, keep)
                 state = tuple(s[keep] for s in state)
             window = min(w for w in waits if w > 0)
         for i in range(done, num_layers):
             hidden = self.run_layer(i, hidden, mask)
-        logits = self.classify(num_layers - 1, hidden)
+        logits = self.classify(num_layers - 1, hidden, weights)
         if logits_out is None:
             return logits, exit_layers
         logits_out[rows] = logits

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import glue
-from evaluation import ResultRow
+from evaluation import UNSTEADY, ResultRow, unsteady
 from pabee import patience_line
 from runtime import write_json
 
@@ -14,18 +14,34 @@ logger = logging.getLogger("run_glue")
 
 
 def print_exit_lines(rows):
-    """The originals' `*** Patience = p ...` line for every exit setting."""
-    for r in rows:
-        if r.criterion != "layer":
-            print(patience_line(r.setting, r.to_json(), r.criterion), flush=True)
+    """The originals' `*** Patience = p ...` line for every exit setting, under a line that says
+    which checkpoint and task the block is about."""
+    for checkpoint, task in dict.fromkeys((r.checkpoint, r.task) for r in rows if r.criterion != "layer"):
+        print(f"***** Eval results {checkpoint} ({task}) *****", flush=True)
+        block = [r for r in rows if (r.checkpoint, r.task) == (checkpoint, task) and r.criterion != "layer"]
+        for r in block:
+            wallclock = (f" wall-clock {r.wallclock_speed_up:.2f}x (min {r.wallclock_min:.2f}x, max "
+                         f"{r.wallclock_max:.2f}x)") if r.timed else ""
+            print(patience_line(r.setting, r.to_json(), r.criterion) + wallclock, flush=True)
+        if any(unsteady(r) for r in block):
+            logger.warning("wall-clock speed-ups of %s (%s) vary by more than %d%% between repetitions: the machine "
+                           "is busy or the set too small to time; read them as rough, or raise --timing_repeats",
+                           checkpoint, task, UNSTEADY * 100)
+
+
+def merged_with_saved(path, rows):
+    """The rows saved at `path` by earlier runs in the same output dir, then `rows`: a row this
+    run measured again (same checkpoint, task, criterion, setting) replaces the saved one."""
+    saved = [ResultRow.from_json(r) for r in json.loads(path.read_text())] if path.is_file() else []
+    return list({r.key: r for r in saved + rows}.values())
 
 
 def write_eval_results(output_dir, rows):
-    """eval_results.json (every exit setting), and the original's eval_results.txt (`key =
-    value`, keys suffixed by the exit setting), one per checkpoint and task; MNLI's mismatched
-    set goes to <output_dir>-MM as the original."""
-    settings = [r for r in rows if r.criterion != "layer"]
-    write_json(Path(output_dir) / "eval_results.json", [r.to_json() for r in settings])
+    """eval_results.json and the original's eval_results.txt (`key = value`, keys suffixed by the
+    exit setting; one per checkpoint and task, MNLI's mismatched set in <output_dir>-MM as the
+    original) hold the same rows: every exit setting measured in this output dir."""
+    rows = merged_with_saved(Path(output_dir) / "eval_results.json", [r for r in rows if r.criterion != "layer"])
+    write_json(Path(output_dir) / "eval_results.json", [r.to_json() for r in rows])
     for checkpoint, task in dict.fromkeys((r.checkpoint, r.task) for r in rows):
         folder = Path(output_dir + ("-MM" if task == "mnli-mm" else ""))
         folder = folder / checkpoint if checkpoint.startswith("checkpoint-") else folder
@@ -42,21 +58,20 @@ def eval_results_lines(rows):
 
 def write_report(output_dir, rows, final_step):
     """pabee_results.json / .md / pabee_tradeoff.png in output_dir, and the rows in
-    TensorBoard. Rows of earlier runs in the same output_dir are kept unless this run
-    measured the same (checkpoint, task, criterion, setting): evaluating one criterion per
-    run builds up the comparison."""
+    TensorBoard. Rows of earlier runs in the same output_dir are kept unless re-measured:
+    evaluating one criterion per run builds up the comparison."""
     out = Path(output_dir)
-    saved = out / "pabee_results.json"
-    previous = [ResultRow.from_json(r) for r in json.loads(saved.read_text())] if saved.is_file() else []
-    rows = list({r.key: r for r in previous + rows}.values())
-    write_json(saved, [r.to_json() for r in rows])
+    rows = merged_with_saved(out / "pabee_results.json", rows)
+    write_json(out / "pabee_results.json", [r.to_json() for r in rows])
     (out / "pabee_results.md").write_text(markdown_table(rows))
     plot_tradeoff(rows, out / "pabee_tradeoff.png")
     log_rows_to_tensorboard(out / "runs", rows, final_step)
 
 
 def markdown_table(rows):
-    metrics = list(dict.fromkeys(k for r in rows for k in r.metrics))
+    """The plotted (main) metric of each task leads, then the others."""
+    main = [glue.TASKS[r.task].metric for r in rows]
+    metrics = list(dict.fromkeys(main + [k for r in rows for k in r.metrics]))
     timed = any(r.timed for r in rows)
     header = ["checkpoint", "task", "criterion", "setting", *metrics, "mean exit layer", "speed-up"]
     header += ["wall-clock speed-up"] if timed else []
@@ -65,14 +80,16 @@ def markdown_table(rows):
         cells = [r.checkpoint, r.task, r.criterion, r.setting,
                  *[f"{r.metrics[m]:.4f}" if m in r.metrics else "" for m in metrics],
                  f"{r.mean_exit_layer:.2f}", f"{r.speed_up:.2f}x"]
-        cells += [f"{r.wallclock_speed_up:.2f}x" if r.timed else ""] if timed else []
+        cells += [f"{r.wallclock_speed_up:.2f}x ({r.wallclock_min:.2f}-{r.wallclock_max:.2f})" if r.timed else ""
+                  ] if timed else []
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_tradeoff(rows, path):
     """The task's main metric against speed-up: a line per criterion, a point per layer's own
-    head; one panel per task, for the final model (else the first checkpoint)."""
+    head, the full-depth value as a reference line; one panel per task, for the final model
+    (else the first checkpoint). Settings that land on the same point share one label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,24 +104,37 @@ def plot_tradeoff(rows, path):
         for k, criterion in enumerate(dict.fromkeys(r.criterion for r in mine)):
             points = sorted((r for r in mine if r.criterion == criterion), key=lambda r: r.speed_up)
             x, y = [r.speed_up for r in points], [r.metrics[metric] for r in points]
-            if criterion == "layer":
+            layer = criterion == "layer"
+            if layer:
                 ax.scatter(x, y, marker="x", color="grey", label="single layer (internal classifier)", zorder=3)
-                for r in points:
-                    ax.annotate(f"L{r.setting}", (r.speed_up, r.metrics[metric]), fontsize=7,
-                                textcoords="offset points", xytext=(3, -9), color="grey")
             else:
                 ax.plot(x, y, marker="o", label=criterion, color=f"C{k}")
-                for r in points:
-                    ax.annotate(str(r.setting), (r.speed_up, r.metrics[metric]), fontsize=7, color=f"C{k}",
-                                textcoords="offset points", xytext=(3, 3 + 8 * k))  # criteria overlap
+            for (px, py), settings in same_point_labels(points, metric).items():
+                ax.annotate(",".join(("L" if layer else "") + str(s) for s in settings), (px, py), fontsize=7,
+                            color="grey" if layer else f"C{k}", textcoords="offset points",
+                            xytext=(3, -9) if layer else (3, 3 + 8 * k))  # criteria apart
+        full = max((r for r in mine if r.criterion == "layer"), key=lambda r: r.setting, default=None)
+        values = [r.metrics[metric] for r in mine]
+        if full is not None:
+            ax.axhline(full.metrics[metric], color="black", linewidth=0.8, linestyle="--",
+                       label=f"full depth ({full.metrics[metric]:.4f})")
         ax.set_xlabel("speed-up (layers: L / mean exit layer)")
-        ax.set_ylabel(f"dev {metric}")
-        ax.set_title(f"{name}: {metric} against speed-up ({checkpoint})")
+        ax.set_ylabel(f"dev {metric} (the task's main metric)")
+        ax.set_title(f"{name} ({checkpoint}): dev {metric} against speed-up\n"
+                     f"{metric} spans {min(values):.4f}-{max(values):.4f} (mind the y-axis range)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def same_point_labels(points, metric):
+    """{(speed-up, metric): [settings]}: settings with the same result are labelled once."""
+    labels = {}
+    for r in points:
+        labels.setdefault((round(r.speed_up, 3), round(r.metrics[metric], 4)), []).append(r.setting)
+    return labels
 
 
 def log_rows_to_tensorboard(folder, rows, final_step):

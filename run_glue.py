@@ -9,15 +9,26 @@ The run reads top to bottom in `run`: flags -> checks -> data -> train -> evalua
 import argparse
 import json
 import logging
+import math
 import re
+import shlex
 import sys
 from pathlib import Path
 
 import glue
-from backbones import BACKBONES, check_model_reference, load_config, load_model, load_tokenizer
+from backbones import (
+    BACKBONES,
+    check_hub_reachable,
+    check_model_reference,
+    load_config,
+    load_model,
+    load_tokenizer,
+    log_new_parameters,
+    new_heads,
+)
 from data import DataSource, prepare_data
-from evaluation import EvalSet, evaluate, predict_test_sets
-from pabee import RULES
+from evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
+from pabee import EXIT_POOLING, EXIT_TRAINING, RULES
 from report import print_exit_lines, write_eval_results, write_report, write_submissions
 from runtime import ExitPlan, UsageError, set_seed, start_runtime, write_json
 from training import Interrupted, resume_folder, train, unwrap
@@ -33,41 +44,44 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = OneLineParser(prog="run_glue.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="run_glue.py", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = p.add_argument
     add("--data_dir", default=None, help="Folder with the task's TSV files; without it GLUE comes from the hub.")
-    add("--model_type", required=True, choices=list(BACKBONES))
+    add("--model_type", required=True, choices=list(BACKBONES), help="The backbone: " + ", ".join(BACKBONES) + ".")
     add("--model_name_or_path", required=True, help="Hub name, model folder, or a checkpoint-N folder to resume.")
     add("--task_name", required=True, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI.")
-    add("--output_dir", required=True)
+    add("--output_dir", required=True, help="Where the model, checkpoints, results and reports are written.")
     add("--patience", default="0", help="Comma list of patience values to evaluate, e.g. 3,4,5,6,7,8.")
     add("--regression_threshold", type=float, default=0.0, help="Regression exit: |change| < this counts as agreeing.")
-    add("--config_name", default="")
-    add("--tokenizer_name", default="")
-    add("--cache_dir", default="", help="Where hub downloads and the tokenized Arrow cache go.")
-    add("--max_seq_length", type=int, default=128)
-    add("--do_train", action="store_true")
-    add("--do_eval", action="store_true")
+    add("--config_name", default="", help="Config to use instead of the model's own (hub name or folder).")
+    add("--tokenizer_name", default="", help="Tokenizer to use instead of the model's own (hub name or folder).")
+    add("--cache_dir", default="", help="Where hub downloads and the tokenized Arrow cache go (default: the "
+        "datasets cache, HF_DATASETS_CACHE; never the data folder).")
+    add("--max_seq_length", type=int, default=128, help="Longest input in tokens; longer ones are truncated. "
+        "Clamped to the model's positions.")
+    add("--do_train", action="store_true", help="Fine-tune the model with PABEE (or --exit_training).")
+    add("--do_eval", action="store_true", help="Evaluate every exit setting on the dev set.")
     add("--do_predict", action="store_true", help="Write GLUE test-set submission files for each patience.")
-    add("--evaluate_during_training", action="store_true")
-    add("--do_lower_case", action="store_true")
-    add("--per_gpu_train_batch_size", type=int, default=8)
-    add("--per_gpu_eval_batch_size", type=int, default=8)
-    add("--gradient_accumulation_steps", type=int, default=1)
-    add("--learning_rate", type=float, default=5e-5)
-    add("--weight_decay", type=float, default=0.0)
-    add("--adam_epsilon", type=float, default=1e-8)
-    add("--max_grad_norm", type=float, default=1.0)
-    add("--num_train_epochs", type=float, default=3.0)
+    add("--evaluate_during_training", action="store_true", help="Full-depth dev metrics at every log.")
+    add("--do_lower_case", action="store_true", help="Lower-case the text (uncased models).")
+    add("--per_gpu_train_batch_size", type=int, default=8, help="Training batch per GPU (or CPU process).")
+    add("--per_gpu_eval_batch_size", type=int, default=8, help="Evaluation batch per GPU; examples exit one by one.")
+    add("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimizer step.")
+    add("--learning_rate", type=float, default=5e-5, help="AdamW's peak learning rate (small models: see README).")
+    add("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases and LayerNorm).")
+    add("--adam_epsilon", type=float, default=1e-8, help="AdamW's epsilon.")
+    add("--max_grad_norm", type=float, default=1.0, help="Gradients are clipped to this norm.")
+    add("--num_train_epochs", type=float, default=3.0, help="Epochs to train (whole epochs), unless --max_steps.")
     add("--max_steps", type=int, default=-1, help="If > 0: total optimizer steps, overriding num_train_epochs.")
-    add("--warmup_steps", type=int, default=0)
-    add("--logging_steps", type=int, default=500)
-    add("--save_steps", type=int, default=500)
-    add("--eval_all_checkpoints", action="store_true")
-    add("--no_cuda", action="store_true")
-    add("--overwrite_output_dir", action="store_true")
-    add("--overwrite_cache", action="store_true")
-    add("--seed", type=int, default=42)
+    add("--warmup_steps", type=int, default=0, help="Steps of linear warm-up before the linear decay.")
+    add("--logging_steps", type=int, default=500, help="Log the loss (and dev metrics) every this many steps.")
+    add("--save_steps", type=int, default=500, help="Save a resumable checkpoint-N every this many steps.")
+    add("--eval_all_checkpoints", action="store_true", help="Also evaluate every checkpoint-N in --output_dir.")
+    add("--no_cuda", action="store_true", help="Run on the CPU even when a GPU is there.")
+    add("--overwrite_output_dir", action="store_true", help="Train into an --output_dir that is not empty.")
+    add("--overwrite_cache", action="store_true", help="Tokenize again instead of reading the Arrow cache.")
+    add("--seed", type=int, default=42, help="Seed of every random generator (data order, dropout, new heads).")
     add("--fp16", action="store_true", help="Mixed precision (torch.amp, float16 with a GradScaler); CUDA only.")
     add("--bf16", action="store_true", help="Mixed precision in bfloat16; CUDA only.")
     add("--local_rank", type=int, default=-1, help="Set by the launcher; torchrun's LOCAL_RANK wins.")
@@ -75,9 +89,20 @@ def build_parser():
         help="patience (PABEE, settings from --patience), entropy (DeeBERT), confidence (Shallow-Deep), "
              "fixed (static exit layer); the last three take --exit_thresholds.")
     add("--exit_thresholds", default="", help="Comma list: entropy or confidence thresholds, or fixed exit layers.")
+    add("--exit_pooling", choices=EXIT_POOLING, default=None,
+        help="What each head's pooler reads of its layer: the first token (the paper) or the attention-masked "
+             "mean of the tokens. Saved in the model's config; default: the model's own setting, else first.")
+    add("--exit_training", choices=EXIT_TRAINING, default="pabee",
+        help="pabee: the weighted loss over every head (the paper); last: the last head alone (vanilla "
+             "fine-tuning, internal heads untouched).")
+    add("--head_bias_init", choices=["zero", "label_prior"], default="zero",
+        help="zero: new heads start with zero bias (the original); label_prior: at the training labels' mean "
+             "(regression) or log class frequencies. See README, 'Fine-tuning a real model'.")
     add("--timed_inference", action="store_true",
-        help="Run real early-exit inference for each setting and report the wall-clock speed-up over full depth "
-             "(default: one full-depth pass serves every setting, same answers, no timing).")
+        help="Also run real early-exit inference for each setting and report its wall-clock speed-up over full "
+             "depth: the median of --timing_repeats rounds, with min and max (default: one full-depth pass "
+             "serves every setting, same answers, no timing).")
+    add("--timing_repeats", type=int, default=3, help="Rounds of timing per setting with --timed_inference.")
     return p
 
 
@@ -85,9 +110,15 @@ def parse_settings(text, rule, flag):
     """A comma list of the criterion's settings, each of its type and at least its minimum."""
     pattern = r"\d+" if rule.setting_type is int else r"\d+(\.\d*)?|\.\d+"
     parts = [part.strip() for part in text.split(",")]
-    if not all(re.fullmatch(pattern, part) and rule.setting_type(part) >= rule.min_setting for part in parts):
+
+    def valid(part):
+        value = rule.setting_type(part)
+        return value >= rule.min_setting and (rule.max_setting is None or value <= rule.max_setting)
+
+    if not all(re.fullmatch(pattern, part) and valid(part) for part in parts):
         kind = "integers" if rule.setting_type is int else "numbers"
-        raise UsageError(f"bad {flag} '{text}': give a comma list of {kind} >= {rule.min_setting}, e.g. {rule.example}")
+        bounds = f">= {rule.min_setting}" if rule.max_setting is None else f"from {rule.min_setting} to {rule.max_setting}"
+        raise UsageError(f"bad {flag} '{text}': give a comma list of {kind} {bounds}, e.g. {rule.example}")
     return tuple(rule.setting_type(part) for part in parts)
 
 
@@ -115,15 +146,40 @@ def exit_plan(flags):
     return ExitPlan(task, eval_tasks, rule.name, settings, flags.regression_threshold)
 
 
+# Every numeric flag's valid range: (test, what to give). Out of range is a one-line error;
+# --max_seq_length is also clamped to what the model takes (check_model_limits).
+RANGES = {
+    "regression_threshold": (lambda v: v >= 0, "a number >= 0"),
+    "max_seq_length": (lambda v: v >= 1, "a length >= 1"),
+    "per_gpu_train_batch_size": (lambda v: v >= 1, "a batch size >= 1"),
+    "per_gpu_eval_batch_size": (lambda v: v >= 1, "a batch size >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "a number of batches >= 1"),
+    "learning_rate": (lambda v: v >= 0, "a rate >= 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "adam_epsilon": (lambda v: v > 0, "a number > 0"),
+    "max_grad_norm": (lambda v: v > 0, "a norm > 0"),
+    "num_train_epochs": (lambda v: v > 0, "a number of epochs > 0"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "-1 (train --num_train_epochs) or a number of steps >= 1"),
+    "warmup_steps": (lambda v: v >= 0, "a number of steps >= 0"),
+    "logging_steps": (lambda v: v >= 1, "a number of steps >= 1"),
+    "save_steps": (lambda v: v >= 1, "a number of steps >= 1"),
+    "seed": (lambda v: 0 <= v < 2**32, "a seed from 0 to 2**32 - 1"),
+    "local_rank": (lambda v: v >= -1, "-1 (no launcher) or a GPU index"),
+    "timing_repeats": (lambda v: v >= 1, "a number of rounds >= 1"),
+}
+
+
+def check_ranges(flags):
+    for flag, (valid, wanted) in RANGES.items():
+        value = getattr(flags, flag)
+        if not (math.isfinite(value) and valid(value)):
+            raise UsageError(f"--{flag} {value} is out of range: give {wanted}")
+
+
 def parse_args(argv):
     """The flags as parsed, after the checks that need no file."""
     flags = build_parser().parse_args(argv)
-    if flags.regression_threshold < 0:
-        raise UsageError(f"--regression_threshold {flags.regression_threshold} is negative: give a value >= 0")
-    for flag in ("per_gpu_train_batch_size", "per_gpu_eval_batch_size", "gradient_accumulation_steps",
-                 "max_seq_length", "logging_steps", "save_steps"):
-        if getattr(flags, flag) < 1:
-            raise UsageError(f"--{flag} must be >= 1, got {getattr(flags, flag)}")
+    check_ranges(flags)
     if flags.fp16 and flags.bf16:
         raise UsageError("--fp16 and --bf16 exclude each other: choose one")
     return flags
@@ -143,6 +199,23 @@ def check_paths(flags, plan):
                 raise UsageError(f"missing data file {path}: put the task's {split} file there or fix --data_dir")
     for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
         check_model_reference(getattr(flags, flag), flag)
+    if flags.do_train or not (Path(flags.output_dir) / "config.json").is_file():
+        for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
+            check_hub_reachable(getattr(flags, flag), flag, flags.cache_dir or None)
+
+
+def check_model_limits(flags, plan, configs, tokenizer):
+    """Settings the model cannot honour: fixed exit layers beyond its depth are an error; a
+    --max_seq_length beyond its positions (or its tokenizer's limit) is clamped, as transformers'
+    run_glue does. Returns the length used and, when clamped, the warning to give."""
+    depth = min(c.num_hidden_layers for c in configs)
+    if plan.criterion == "fixed" and max(plan.settings) > depth:
+        raise UsageError(f"--exit_thresholds {flags.exit_thresholds}: fixed exit layer {max(plan.settings)} is beyond "
+                         f"the model's {depth} layers: give layers from 1 to {depth}")
+    limit = min([c.max_position_embeddings for c in configs] + [tokenizer.model_max_length])
+    if flags.max_seq_length <= limit:
+        return flags.max_seq_length, None
+    return limit, f"--max_seq_length {flags.max_seq_length} is more than the model takes ({limit} positions): using {limit}"
 
 
 def splits_needed(flags, plan):
@@ -165,13 +238,16 @@ def models_to_evaluate(flags):
 
 def main(argv=None):
     try:
-        run(parse_args(argv))
+        flags = parse_args(argv)
+        run(flags)
     except UsageError as e:
         print(f"run_glue.py: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"run_glue.py: {e}; saved checkpoint-{e.step}: resume with --model_name_or_path "
-              f"<output_dir>/checkpoint-{e.step} --overwrite_output_dir", file=sys.stderr)
+        checkpoint = Path(flags.output_dir) / f"checkpoint-{e.step}"
+        print(f"run_glue.py: {e}; saved {checkpoint}: resume with the same flags and --model_name_or_path "
+              f"{shlex.quote(str(checkpoint))} --output_dir {shlex.quote(flags.output_dir)} --overwrite_output_dir",
+              file=sys.stderr)
         return 128 + e.signum
     return 0
 
@@ -185,18 +261,27 @@ def run(flags):
         raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     backbone = BACKBONES[flags.model_type]
     cache_dir = flags.cache_dir or None
-    models = [flags.model_name_or_path] if flags.do_train else [f for _, f in models_to_evaluate(flags)]
-    for name in [flags.config_name or flags.model_name_or_path] if flags.do_train else models:
-        load_config(backbone, name, cache_dir)
-    tokenizer = load_tokenizer(backbone, flags.tokenizer_name or models[0], flags.do_lower_case, cache_dir)
-    source = DataSource(flags.data_dir, cache_dir, flags.max_seq_length, flags.overwrite_cache)
-    data = prepare_data(source, splits_needed(flags, plan), tokenizer, runtime)  # bad data stops us here
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if runtime.is_main else logging.WARNING)
+    models = [flags.model_name_or_path] if flags.do_train else [f for _, f in models_to_evaluate(flags)]
+    configs = [load_config(backbone, name, cache_dir)
+               for name in ([flags.config_name or flags.model_name_or_path] if flags.do_train else models)]
+    tokenizer = load_tokenizer(backbone, flags.tokenizer_name or models[0], flags.do_lower_case, cache_dir)
+    max_seq_length, clamped = check_model_limits(flags, plan, configs, tokenizer)
+    model, loaded = load_model(backbone, models[0], plan.task, runtime.device, flags.config_name, cache_dir,
+                               exit_pooling=flags.exit_pooling,
+                               exit_training=flags.exit_training if flags.do_train else None)
+    source = DataSource(flags.data_dir, cache_dir, max_seq_length, flags.overwrite_cache)
+    data = prepare_data(source, splits_needed(flags, plan), tokenizer, runtime)  # bad data stops us here
+    # Every input is checked: what is worth saying about them comes now, not before an error line.
+    if clamped:
+        logger.warning(clamped)
+    log_new_parameters(models[0], loaded)
     logger.info("device %s, %d GPUs, distributed %s, amp %s", runtime.device, runtime.n_gpu, runtime.distributed,
                 runtime.amp_dtype)
     if flags.do_train:
-        model = load_model(backbone, flags.model_name_or_path, plan.task, runtime.device, flags.config_name, cache_dir)
+        if flags.head_bias_init == "label_prior":
+            model.init_head_bias(data[plan.task.name, "train"]["label"], new_heads(loaded["missing_keys"]))
         out = Path(flags.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         if runtime.is_main:
@@ -209,29 +294,46 @@ def run(flags):
             tokenizer.save_pretrained(out)
             write_json(out / "trainer_state.json", {"global_step": steps})
             logger.info("Trained %d steps; model saved to %s", steps, out)
+            warn_if_collapsed(runtime, model, eval_sets(flags, plan, runtime, data, "dev", tokenizer))
         runtime.barrier()
     if (flags.do_eval or flags.do_predict) and runtime.is_main:
-        evaluate_and_report(flags, plan, runtime, backbone, data)
+        evaluate_and_report(flags, plan, runtime, backbone, data, final_model=model)
     runtime.shut_down()
+
+
+def warn_if_collapsed(runtime, model, dev_sets):
+    """One warning line per dev set on which the trained model's full-depth answers ignore the input."""
+    predictions = full_depth_predictions(runtime, model, dev_sets)
+    for dev in dev_sets:
+        sign = collapse(dev.task, predictions[dev.task.name], dev.labels)
+        if sign:
+            logger.warning("fine-tuning collapsed on %s: %s. Try --head_bias_init label_prior, --exit_pooling mean, "
+                           "a lower --learning_rate or more --warmup_steps (README: 'Fine-tuning a real model')",
+                           dev.task.folder, sign)
 
 
 def eval_sets(flags, plan, runtime, data, split, tokenizer):
     batch_size = flags.per_gpu_eval_batch_size * max(1, runtime.n_gpu)
-    return [EvalSet.of(t, data[t.name, split], tokenizer.pad_token_id, batch_size) for t in plan.eval_tasks]
+    return [EvalSet.of(t, data[t.name, split], tokenizer.pad_token_id, batch_size)
+            for t in plan.eval_tasks if (t.name, split) in data]
 
 
-def evaluate_and_report(flags, plan, runtime, backbone, data):
+def evaluate_and_report(flags, plan, runtime, backbone, data, final_model):
     """Every model to evaluate on the dev sets (rows, console lines, reports), and the final
-    model's test-set submission files."""
+    model's test-set submission files. The final model is the one trained or loaded already."""
     Path(flags.output_dir).mkdir(parents=True, exist_ok=True)
     rows = []
     for name, folder in models_to_evaluate(flags):
-        model = load_model(backbone, folder, plan.task, runtime.device, flags.config_name, flags.cache_dir or None)
+        model = final_model
+        if name != "final":
+            model, loaded = load_model(backbone, folder, plan.task, runtime.device, flags.config_name,
+                                       flags.cache_dir or None, exit_pooling=flags.exit_pooling)
+            log_new_parameters(folder, loaded)
         tokenizer = load_tokenizer(backbone, flags.tokenizer_name or folder, flags.do_lower_case,
                                    flags.cache_dir or None)
         if flags.do_eval:
             new = evaluate(runtime, plan, model, eval_sets(flags, plan, runtime, data, "dev", tokenizer), name,
-                           flags.timed_inference)
+                           flags.timing_repeats if flags.timed_inference else 0)
             print_exit_lines(new)
             rows += new
         if flags.do_predict and name == "final":

@@ -46,9 +46,9 @@ def train(flags, runtime, model, tokenizer, features, dev_sets=(), resume_from=N
     optimizer = make_optimizer(model, flags.learning_rate, flags.weight_decay, flags.adam_epsilon)
     scheduler = get_linear_schedule_with_warmup(optimizer, flags.warmup_steps, total_steps)
     scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 else None
-    global_step = 0
+    global_step, loss_since_log = 0, 0.0
     if resume_from is not None:
-        global_step = load_training_state(resume_from, runtime, optimizer, scheduler, scaler)
+        global_step, loss_since_log = load_training_state(resume_from, runtime, optimizer, scheduler, scaler)
         logger.info("Resuming from %s at step %d", resume_from, global_step)
 
     if runtime.data_parallel:
@@ -61,7 +61,6 @@ def train(flags, runtime, model, tokenizer, features, dev_sets=(), resume_from=N
     logger.info("Training: %d examples, %d epochs, %d steps, batch %d x %d processes x %d accumulation",
                 len(features), epochs, total_steps, batch_size, runtime.world_size, accumulation)
     with StopOnSignal() as stop:
-        running_loss, logged_loss = 0.0, 0.0
         model.zero_grad()
         for epoch in range(global_step // steps_per_epoch, epochs):
             sampler.set_epoch(epoch)
@@ -70,21 +69,22 @@ def train(flags, runtime, model, tokenizer, features, dev_sets=(), resume_from=N
             bar = tqdm(islice(loader, skip, end), desc=f"Epoch {epoch + 1}/{epochs}", initial=skip, total=end,
                        disable=not runtime.is_main)
             for step, batch in enumerate(bar, start=skip):
-                running_loss += backward(runtime, model, batch, scaler, accumulation)
+                loss_since_log += backward(runtime, model, batch, scaler, accumulation)
                 if (step + 1) % accumulation:
                     continue
                 optimizer_step(model, optimizer, scheduler, scaler, flags.max_grad_norm)
                 global_step += 1
                 if global_step % flags.logging_steps == 0:
-                    logs = {"loss": mean_over_processes(runtime, running_loss - logged_loss) / flags.logging_steps,
+                    logs = {"loss": mean_over_processes(runtime, loss_since_log) / flags.logging_steps,
                             "learning_rate": scheduler.get_last_lr()[0], "step": global_step}
-                    logged_loss = running_loss
+                    loss_since_log = 0.0
                     if dev_sets and not runtime.distributed:
                         logs.update(eval_logs(runtime, unwrap(model), dev_sets))
                     log_training(logs, writer)
                 stopping = stop.requested(runtime)
                 if global_step % flags.save_steps == 0 or stopping:
-                    save_checkpoint(flags, runtime, unwrap(model), tokenizer, optimizer, scheduler, scaler, global_step)
+                    save_checkpoint(flags, runtime, unwrap(model), tokenizer, optimizer, scheduler, scaler, global_step,
+                                    mean_over_processes(runtime, loss_since_log))
                 if stopping:
                     raise Interrupted(stop.signal, global_step)
                 if global_step >= total_steps:
@@ -198,9 +198,11 @@ def unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def save_checkpoint(flags, runtime, model, tokenizer, optimizer, scheduler, scaler, step):
+def save_checkpoint(flags, runtime, model, tokenizer, optimizer, scheduler, scaler, step, loss_since_log):
     """Written to a temporary folder then renamed, so a crash never leaves a checkpoint-N
-    that looks complete. Every process adds its own RNG state."""
+    that looks complete. Every process adds its own RNG state. `loss_since_log` (the loss summed
+    since the last log, averaged over processes) lets a resumed run log what an uninterrupted
+    one would."""
     final = Path(flags.output_dir) / f"checkpoint-{step}"
     tmp = Path(flags.output_dir) / f".checkpoint-{step}.tmp"
     if runtime.is_main:
@@ -212,7 +214,7 @@ def save_checkpoint(flags, runtime, model, tokenizer, optimizer, scheduler, scal
         if scaler:
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
         write_json(tmp / "training_args.json", vars(flags))
-        write_json(tmp / "trainer_state.json", {"global_step": step})
+        write_json(tmp / "trainer_state.json", {"global_step": step, "loss_since_log": loss_since_log})
     runtime.barrier()
     save_rng_state(tmp, runtime.rank)
     runtime.barrier()
@@ -251,7 +253,8 @@ def load_training_state(folder, runtime, optimizer, scheduler, scaler):
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    return json.loads((folder / "trainer_state.json").read_text())["global_step"]
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return state["global_step"], state.get("loss_since_log", 0.0)
 
 
 def resume_folder(model_name_or_path):

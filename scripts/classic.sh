@@ -19,7 +19,7 @@ classic_setup() {  # usage check, then the environment's defaults
 
 finetune() {
   classic_setup "save/logging" "$(basename "$0")" "$@"; shift 2
-  MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-$DEFAULT_MODEL}
+  if [ -z "${MODEL_NAME_OR_PATH:-}" ]; then MODEL_NAME_OR_PATH=$DEFAULT_MODEL; export PABEE_DEFAULT_MODEL=$DEFAULT_MODEL; fi
   exec "$PYTHON" "$HERE/run_glue.py" \
     --model_type "$MODEL_TYPE" \
     --model_name_or_path "$MODEL_NAME_OR_PATH" \
@@ -37,6 +37,7 @@ finetune() {
     --num_train_epochs 5 \
     --output_dir "$OUTPUT_DIR" \
     --evaluate_during_training \
+    --head_bias_init label_prior \
     "$@"
 }
 

@@ -1,10 +1,16 @@
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Feature caches of the tests (and of the processes they start) stay out of the user's cache.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="pabee-tests-datasets-")
+# No test reaches the network: hub names are answered from the cache or refused at once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 from transformers import AlbertConfig, BertConfig  # noqa: E402
 

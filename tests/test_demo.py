@@ -44,3 +44,11 @@ def test_demo_pipeline_at_reduced_size_offline(tmp_path):
     assert float(rows[0][1]) > 0.6, rows  # learns the synthetic task; chance is about 0.5
     saved = (out / "demo_results.md").read_text()
     assert "synthetic data, not GLUE" in saved and "\n".join(table) in saved
+
+
+def test_demo_help_describes_itself_in_whole_sentences():
+    proc = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    description = " ".join(proc.stdout.split("\n\n")[1].split())
+    assert description.startswith("The demo: fine-tune a real pretrained BERT") and description.endswith(".")
+    assert all(f"--{name}" in proc.stdout for name in ("model_dir", "exit_pooling", "patience"))

@@ -203,9 +203,9 @@ def original_exit_at_batch_size_1(model, ids, mask, patience, threshold):
     return i, logits
 
 
-def configure(kind, num_labels, attn):
+def configure(kind, num_labels, attn, pooling="first"):
     extra = {"num_hidden_groups": 2, "inner_group_num": 2} if kind == "albert" else {}
-    model = make(kind, num_labels=num_labels, layers=5, **extra)
+    model = make(kind, num_labels=num_labels, layers=5, exit_pooling=pooling, **extra)
     model.set_attn_implementation(attn)
     for head in model.classifiers:  # spread the heads' opinions so exits vary
         torch.nn.init.normal_(head.weight, std=2.0)
@@ -214,9 +214,9 @@ def configure(kind, num_labels, attn):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_labels", [3, 1])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_batch_exit_equals_one_example_at_a_time(kind, num_labels, attn):
-    model = configure(kind, num_labels, attn)
+@pytest.mark.parametrize("attn,pooling", [("sdpa", "first"), ("eager", "first"), ("sdpa", "mean")])
+def test_batch_exit_equals_one_example_at_a_time(kind, num_labels, attn, pooling):
+    model = configure(kind, num_labels, attn, pooling)
     ids, mask = varied_batch(64, seed=3)
     threshold = 0.5
     spread = set()

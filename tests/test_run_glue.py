@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 import glue
 import run_glue
 from conftest import KINDS
+from glue_fixtures import write_task
 from evaluation import EvalSet, run_inference
 from runtime import Runtime
 
@@ -64,12 +65,21 @@ def test_end_to_end_learns_and_writes_everything(model, world, tmp_path, capsys)
         assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
 
 
-def test_resume_from_checkpoint_reaches_the_same_weights(world, tmp_path):
+def logged(stdout):
+    return {log["step"]: log for log in (json.loads(line) for line in stdout.splitlines() if line.startswith("{"))}
+
+
+def test_resume_from_checkpoint_reaches_the_same_weights_and_logs(world, tmp_path, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert run(TRAIN, full, world=world) == 0
+    uninterrupted = logged(capsys.readouterr().out)
     resumed_args = ["--model_type", "bert", "--model_name_or_path", str(full / "checkpoint-25"), "--task_name",
                     "SST-2", "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(part), *TRAIN]
     assert run_glue.main(resumed_args) == 0
+    resumed = logged(capsys.readouterr().out)
+    assert sorted(resumed) == [30, 40, 50, 60, 70]
+    for step, log in resumed.items():  # step 30 averages steps 21-30, five of them before the checkpoint
+        assert log == uninterrupted[step], step
     assert not (part / "checkpoint-25").exists() and (part / "checkpoint-50").exists()
     a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
     assert a.keys() == b.keys()
@@ -86,9 +96,25 @@ def test_eval_only_uses_output_dir_and_all_checkpoints(world, tmp_path):
             "--eval_all_checkpoints", "--patience", "2,3", "--do_lower_case"]
     assert run_glue.main(argv) == 0
     rows = results(out)
-    assert [(r["checkpoint"], r["patience"]) for r in rows] == [
+    assert [(r["checkpoint"], r["patience"]) for r in rows] == [("final", 0)] + [
         (c, p) for c in ("final", "checkpoint-25", "checkpoint-50", "checkpoint-75") for p in (2, 3)]
     assert (out / "checkpoint-25" / "eval_results.txt").is_file()
+
+
+def test_eval_results_json_and_txt_keep_earlier_rows_and_hold_the_same_rows(world, tmp_path):
+    """Training evaluates patience 0; a later evaluation of 0 and 2 re-measures 0 and adds 2."""
+    out = tmp_path / "out"
+    assert run(TRAIN[:-8] + ["--max_steps", "4"], out, world=world) == 0
+    first = results(out)
+    assert run_glue.main(["--model_type", "bert", "--model_name_or_path", str(out), "--task_name", "SST-2",
+                          "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(out), "--do_eval",
+                          "--patience", "2", "--do_lower_case"]) == 0
+    rows = results(out)
+    assert [r["patience"] for r in rows] == [0, 2] and rows[0] == first[0]
+    txt = dict(line.split(" = ") for line in (out / "eval_results.txt").read_text().splitlines())
+    from_json = {f"{k}_patience_{r['setting']}": str(v) for r in rows for k, v in r.items()
+                 if k not in ("checkpoint", "task", "criterion", "setting", "patience")}
+    assert txt == from_json
 
 
 def test_regression_task_end_to_end(world, tmp_path):
@@ -182,7 +208,7 @@ BAD = {  # case: (overrides or a function making them, words the error must cont
     "bad patience empty": ({"--patience": "3,,4"}, "bad --patience '3,,4'"),
     "bad patience word": ({"--patience": "x"}, "bad --patience 'x'"),
     "bad patience negative": ({"--patience": "-1"}, "bad --patience '-1'"),
-    "negative threshold": ({"--regression_threshold": "-0.1"}, "--regression_threshold -0.1 is negative"),
+    "negative threshold": ({"--regression_threshold": "-0.1"}, "--regression_threshold -0.1 is out of range"),
     "missing data dir": ({"--data_dir": "/nonexistent/glue"}, "--data_dir /nonexistent/glue is not a folder"),
     "missing split file": (lambda w, t: bad_data(w, t, lambda n, x: None if n == "dev.tsv" else x),
                            "missing data file"),
@@ -213,8 +239,8 @@ BAD = {  # case: (overrides or a function making them, words the error must cont
         '{"model_type": "gpt2", "n_layer": 2}')), "holds a 'gpt2' model but --model_type is bert"),
     "model folder without tokenizer": (lambda w, t: bad_model(w, t, lambda f: [
         (f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")]), "no tokenizer files in"),
-    "zero max_seq_length": ({"--max_seq_length": "0"}, "--max_seq_length must be >= 1, got 0"),
-    "zero batch size": ({"--per_gpu_train_batch_size": "0"}, "--per_gpu_train_batch_size must be >= 1"),
+    "zero max_seq_length": ({"--max_seq_length": "0"}, "--max_seq_length 0 is out of range: give a length >= 1"),
+    "zero batch size": ({"--per_gpu_train_batch_size": "0"}, "--per_gpu_train_batch_size 0 is out of range"),
     "fp16 and bf16": ({"--fp16": None, "--bf16": None}, "--fp16 and --bf16 exclude each other"),
     "bad exit thresholds": ({"--exit_criterion": "entropy", "--exit_thresholds": "a,b"}, "bad --exit_thresholds 'a,b'"),
     "nothing to do": ({"--do_eval": False}, "nothing to do: pass --do_train, --do_eval and/or --do_predict"),
@@ -307,3 +333,135 @@ def test_without_data_dir_offline_hub_gives_one_line(world, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("run_glue.py: error: cannot load GLUE RTE from the hub")
     assert lines[0].endswith("pass --data_dir <folder with its TSV files>")
+
+
+def test_load_says_in_one_line_which_heads_are_new(world, tmp_path, caplog):
+    """From a plain backbone the L heads are new (expected: an info line, no load report); a
+    checkpoint that lacks more than heads, or holds foreign keys, gets one warning line."""
+    import logging
+
+    from backbones import BACKBONES, load_model, log_new_parameters
+
+    with caplog.at_level(logging.INFO):
+        model, info = load_model(BACKBONES["bert"], str(world / "bert"), glue.TASKS["sst-2"], "cpu")
+        log_new_parameters(str(world / "bert"), info)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("4 classifier heads are new (layers 1,2,3,4)" in m for m in messages)
+    assert not any("LOAD REPORT" in m or "MISSING" in m for m in messages)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert info["missing_keys"] == sorted(f"classifiers.{i}.{p}" for i in range(4) for p in ("weight", "bias"))
+    weights = load_file(world / "bert" / "model.safetensors")
+    del weights["pooler.dense.bias"]
+    weights["extra.weight"] = torch.zeros(2)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    from safetensors.torch import save_file
+
+    save_file(weights, odd / "model.safetensors")
+    (odd / "config.json").write_bytes((world / "bert" / "config.json").read_bytes())
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        log_new_parameters(str(odd), load_model(BACKBONES["bert"], str(odd), glue.TASKS["sst-2"], "cpu")[1])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "bert.pooler.dense.bias" in warnings[0] and "extra.weight" in warnings[0]
+    assert "\n" not in warnings[0]
+
+
+OUT_OF_RANGE = {  # one value per numeric flag that no run can honour
+    "regression_threshold": "-1", "max_seq_length": "0", "per_gpu_train_batch_size": "0",
+    "per_gpu_eval_batch_size": "-3", "gradient_accumulation_steps": "0", "learning_rate": "nan",
+    "weight_decay": "-0.1", "adam_epsilon": "0", "max_grad_norm": "0", "num_train_epochs": "-2",
+    "max_steps": "0", "warmup_steps": "-1", "logging_steps": "0", "save_steps": "0", "seed": "-1",
+    "local_rank": "-2", "timing_repeats": "0",
+}
+
+
+def test_every_numeric_flag_has_a_range_and_a_bad_value_here():
+    numeric = {a.dest for a in run_glue.build_parser()._actions if a.type in (int, float)}
+    assert numeric == set(run_glue.RANGES) == set(OUT_OF_RANGE)
+
+
+@pytest.mark.parametrize("flag", sorted(OUT_OF_RANGE) + ["inf epochs", "negative rate"])
+def test_numeric_flag_out_of_range_one_line_exit_2_nothing_written(flag, world, tmp_path, capsys):
+    extra = {"inf epochs": ("num_train_epochs", "inf"), "negative rate": ("learning_rate", "-2e-5")}
+    name, value = extra[flag] if flag in extra else (flag, OUT_OF_RANGE[flag])
+    out = tmp_path / "out"
+    code = call(["--model_type", "bert", "--model_name_or_path", str(world / "bert"), "--task_name", "SST-2",
+                 "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(out), "--do_train", "--do_eval",
+                 f"--{name}={value}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"--{name} " in err and "is out of range: give " in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--exit_criterion", "fixed", "--exit_thresholds", "2,9"], "fixed exit layer 9 is beyond the model's 4 layers"),
+    (["--exit_criterion", "confidence", "--exit_thresholds", "0.9,1.5"], "give a comma list of numbers from 0 to 1"),
+])
+def test_exit_settings_beyond_the_model_or_a_probability(argv, message, world, tmp_path, capsys):
+    code = call(["--model_type", "bert", "--model_name_or_path", str(world / "bert"), "--task_name", "SST-2",
+                 "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(tmp_path / "out"), "--do_eval", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_max_seq_length_beyond_the_model_is_clamped_with_one_warning(world, tmp_path, caplog):
+    import logging
+
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="run_glue"):
+        assert run(TRAIN[:-8] + ["--max_steps", "2", "--max_seq_length", "500", "--cache_dir", str(tmp_path / "c")],
+                   out, world=world) == 0
+    warnings = [r.getMessage() for r in caplog.records if "--max_seq_length" in r.getMessage()]
+    assert warnings == ["--max_seq_length 500 is more than the model takes (64 positions): using 64"]
+    assert [p.name.split("_")[3] for p in (tmp_path / "c").iterdir()] == ["64", "64"]
+
+
+def test_feature_cache_goes_to_the_datasets_cache_never_the_data_folder(world, tmp_path):
+    import os
+
+    data = world / "glue" / "SST-2"
+    before = snapshot(data)
+    assert run(TRAIN[:-8] + ["--max_steps", "2"], tmp_path / "out", world=world) == 0
+    assert snapshot(data) == before
+    cached = [p.name for p in Path(os.environ["HF_DATASETS_CACHE"], "pabee-features").iterdir()]
+    assert any(n.startswith("cached_train_") and "_sst-2_" in n for n in cached)
+
+
+def test_unwritable_cache_dir_falls_back_with_one_warning(world, tmp_path, caplog):
+    import logging
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="run_glue"):
+        assert run(TRAIN[:-8] + ["--max_steps", "2", "--cache_dir", str(blocker / "cache")], tmp_path / "out",
+                   world=world) == 0
+    warnings = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]
+    assert warnings and all(w.startswith(f"cannot write the feature cache in {blocker / 'cache'}") for w in warnings)
+    assert results(tmp_path / "out")[0]["n"] == 60
+
+
+def test_two_processes_tokenizing_the_same_task_at_once(world, tmp_path):
+    """Two real runs share a cold --cache_dir: both finish with the same answers, one cache
+    entry per split is left, and no temporary folder."""
+    data = tmp_path / "SST-2"
+    write_task(tmp_path, "SST-2", n_train=20, n_dev=3000, n_test=5, seed=4)
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "run_glue.py"), "--model_type", "bert",
+                               "--model_name_or_path", str(world / "bert"), "--task_name", "SST-2", "--data_dir",
+                               str(data), "--output_dir", str(tmp_path / f"out{i}"), "--do_eval", "--cache_dir",
+                               str(cache), "--do_lower_case", "--per_gpu_eval_batch_size", "64"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    assert results(tmp_path / "out0") == results(tmp_path / "out1")
+    assert [p.name.split("_")[1] for p in cache.iterdir()] == ["dev"]
+
+
+def test_every_flag_has_a_one_line_description_and_shows_its_default():
+    parser = run_glue.build_parser()
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert all(a.help and "\n" not in a.help for a in flags), [a.dest for a in flags if not a.help]
+    text = parser.format_help()
+    assert "(default: 128)" in text and "(default: 5e-05)" in text and "(default: patience)" in text

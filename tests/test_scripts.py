@@ -39,6 +39,30 @@ def test_finetune_then_patience_infer_with_environment_overrides(model, world, t
                             "--per_gpu_eval_batch_size", "4"], capture_output=True, text=True, env=env)
     assert infer.returncode == 0, infer.stderr[-2000:]
     rows = json.loads((out / "eval_results.json").read_text())
-    assert [(r["checkpoint"], r["patience"]) for r in rows] == [
+    assert [(r["checkpoint"], r["patience"]) for r in rows] == [("final", 0)] + [  # fine-tuning's row is kept
         (c, p) for c in ("final", "checkpoint-3", "checkpoint-6") for p in (1, 2)]
     assert "*** Patience = 2 Avg. Inference Layers = " in infer.stdout
+    blocks = [l for l in infer.stdout.splitlines() if l.startswith("***")]
+    assert [b for b in blocks if b.startswith("***** ")] == [
+        f"***** Eval results {c} (sst-2) *****" for c in ("final", "checkpoint-3", "checkpoint-6")]
+    assert all(blocks[i].startswith("***** ") for i in (0, 3, 6)), "a header before each block of two lines"
+
+
+def test_hub_default_offline_fails_at_once_and_names_the_variable(world, tmp_path):
+    env = {**os.environ, "GLUE_DIR": str(world / "glue"), "OUTPUT_DIR": str(tmp_path / "run"),
+           "PYTHON": sys.executable, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("MODEL_NAME_OR_PATH", None)
+    proc = subprocess.run(["bash", str(ROOT / "finetune_bert.sh"), "SST-2", "5"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "run_glue.py: error: --model_name_or_path bert-base-uncased must come from the hub, but HF_HUB_OFFLINE is "
+        "set and it is not in the local cache (the script's default: set MODEL_NAME_OR_PATH to a model folder): "
+        "give a local model folder"]
+    assert not (tmp_path / "run").exists()
+    named = subprocess.run([sys.executable, str(ROOT / "run_glue.py"), "--model_type", "bert", "--model_name_or_path",
+                            "bert-base-uncased", "--task_name", "SST-2", "--data_dir", str(world / "glue" / "SST-2"),
+                            "--output_dir", str(tmp_path / "run"), "--do_train"], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert named.returncode == 2 and "MODEL_NAME_OR_PATH" not in named.stderr
+    assert "HF_HUB_OFFLINE is set" in named.stderr and len(named.stderr.strip().splitlines()) == 1
