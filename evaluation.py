@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 import glue
 from data import eval_loader, to_device
-from pabee import PatienceRule, exit_layers_from_logits, exit_stats, logits_at_exit
+from exit_rules import PatienceRule
+from pabee import exit_layers_from_logits, exit_stats, logits_at_exit
 
 
 TIMING = ("seconds", "full_depth_seconds", "wallclock_speed_up", "wallclock_min", "wallclock_max")

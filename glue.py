@@ -4,10 +4,6 @@ submission file it produces. Reading keeps the original processors' quirks (see 
 import csv
 from dataclasses import dataclass
 
-import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import f1_score, matthews_corrcoef
-
 
 class DataError(Exception):
     """Bad data: the message names the file, the line and the fix."""
@@ -141,6 +137,10 @@ def parse_label(task, value, path, line_number):
 
 def compute_metrics(task, predictions, labels):
     """predictions: class indices, or scores for regression."""
+    import numpy as np  # the scientific stack loads when metrics are computed, not with the task table
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if task.name == "cola":
         return {"mcc": float(matthews_corrcoef(labels, predictions))}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import glue
 from evaluation import UNSTEADY, ResultRow, unsteady
-from pabee import patience_line
+from exit_rules import patience_line
 from runtime import write_json
 
 logger = logging.getLogger("run_glue")

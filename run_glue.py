@@ -4,6 +4,8 @@ The flags are those of the original PABEE run_glue.py; `python run_glue.py --hel
 Bad input stops with one line on stderr and exit code 2, before anything is written.
 
 The run reads top to bottom in `run`: flags -> checks -> data -> train -> evaluate -> report.
+The modules that load torch and transformers are imported once the flags are parsed, so that
+--help and flag errors answer at once.
 """
 
 import argparse
@@ -26,12 +28,8 @@ from backbones import (
     log_new_parameters,
     new_heads,
 )
-from data import DataSource, prepare_data
-from evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
-from pabee import EXIT_POOLING, EXIT_TRAINING, RULES
-from report import print_exit_lines, write_eval_results, write_report, write_submissions
+from exit_rules import EXIT_POOLING, EXIT_TRAINING, RULES
 from runtime import ExitPlan, UsageError, set_seed, start_runtime, write_json
-from training import Interrupted, resume_folder, train, unwrap
 
 logger = logging.getLogger("run_glue")
 
@@ -239,10 +237,15 @@ def models_to_evaluate(flags):
 def main(argv=None):
     try:
         flags = parse_args(argv)
-        run(flags)
+        plan = exit_plan(flags)
     except UsageError as e:
-        print(f"run_glue.py: error: {e}", file=sys.stderr)
-        return 2
+        return usage_error(e)
+    from training import Interrupted
+
+    try:
+        run(flags, plan)
+    except UsageError as e:
+        return usage_error(e)
     except Interrupted as e:
         checkpoint = Path(flags.output_dir) / f"checkpoint-{e.step}"
         print(f"run_glue.py: {e}; saved {checkpoint}: resume with the same flags and --model_name_or_path "
@@ -252,8 +255,14 @@ def main(argv=None):
     return 0
 
 
-def run(flags):
-    plan = exit_plan(flags)
+def usage_error(error):
+    print(f"run_glue.py: error: {error}", file=sys.stderr)
+    return 2
+
+
+def run(flags, plan):
+    from data import DataSource, prepare_data
+
     check_paths(flags, plan)
     runtime = start_runtime(flags.no_cuda, flags.fp16, flags.bf16, flags.local_rank)
     set_seed(flags.seed)
@@ -280,29 +289,38 @@ def run(flags):
     logger.info("device %s, %d GPUs, distributed %s, amp %s", runtime.device, runtime.n_gpu, runtime.distributed,
                 runtime.amp_dtype)
     if flags.do_train:
-        if flags.head_bias_init == "label_prior":
-            model.init_head_bias(data[plan.task.name, "train"]["label"], new_heads(loaded["missing_keys"]))
-        out = Path(flags.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if runtime.is_main:
-            write_json(out / "training_args.json", vars(flags))
-        dev_sets = eval_sets(flags, plan, runtime, data, "dev", tokenizer) if flags.evaluate_during_training else ()
-        steps = train(flags, runtime, model, tokenizer, data[plan.task.name, "train"], dev_sets,
-                      resume_folder(flags.model_name_or_path))
-        if runtime.is_main:
-            unwrap(model).save_pretrained(out)
-            tokenizer.save_pretrained(out)
-            write_json(out / "trainer_state.json", {"global_step": steps})
-            logger.info("Trained %d steps; model saved to %s", steps, out)
-            warn_if_collapsed(runtime, model, eval_sets(flags, plan, runtime, data, "dev", tokenizer))
-        runtime.barrier()
+        fine_tune(flags, plan, runtime, model, new_heads(loaded["missing_keys"]), tokenizer, data)
     if (flags.do_eval or flags.do_predict) and runtime.is_main:
         evaluate_and_report(flags, plan, runtime, backbone, data, final_model=model)
     runtime.shut_down()
 
 
+def fine_tune(flags, plan, runtime, model, heads_new, tokenizer, data):
+    """Trains `model` in place and saves it in --output_dir, then warns if it collapsed."""
+    from training import resume_folder, train, unwrap
+
+    if flags.head_bias_init == "label_prior":
+        model.init_head_bias(data[plan.task.name, "train"]["label"], heads_new)
+    out = Path(flags.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if runtime.is_main:
+        write_json(out / "training_args.json", vars(flags))
+    dev_sets = eval_sets(flags, plan, runtime, data, "dev", tokenizer) if flags.evaluate_during_training else ()
+    steps = train(flags, runtime, model, tokenizer, data[plan.task.name, "train"], dev_sets,
+                  resume_folder(flags.model_name_or_path))
+    if runtime.is_main:
+        unwrap(model).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        write_json(out / "trainer_state.json", {"global_step": steps})
+        logger.info("Trained %d steps; model saved to %s", steps, out)
+        warn_if_collapsed(runtime, model, eval_sets(flags, plan, runtime, data, "dev", tokenizer))
+    runtime.barrier()
+
+
 def warn_if_collapsed(runtime, model, dev_sets):
     """One warning line per dev set on which the trained model's full-depth answers ignore the input."""
+    from evaluation import collapse, full_depth_predictions
+
     predictions = full_depth_predictions(runtime, model, dev_sets)
     for dev in dev_sets:
         sign = collapse(dev.task, predictions[dev.task.name], dev.labels)
@@ -313,6 +331,8 @@ def warn_if_collapsed(runtime, model, dev_sets):
 
 
 def eval_sets(flags, plan, runtime, data, split, tokenizer):
+    from evaluation import EvalSet
+
     batch_size = flags.per_gpu_eval_batch_size * max(1, runtime.n_gpu)
     return [EvalSet.of(t, data[t.name, split], tokenizer.pad_token_id, batch_size)
             for t in plan.eval_tasks if (t.name, split) in data]
@@ -321,6 +341,9 @@ def eval_sets(flags, plan, runtime, data, split, tokenizer):
 def evaluate_and_report(flags, plan, runtime, backbone, data, final_model):
     """Every model to evaluate on the dev sets (rows, console lines, reports), and the final
     model's test-set submission files. The final model is the one trained or loaded already."""
+    from evaluation import evaluate, predict_test_sets
+    from report import print_exit_lines, write_eval_results, write_report, write_submissions
+
     Path(flags.output_dir).mkdir(parents=True, exist_ok=True)
     rows = []
     for name, folder in models_to_evaluate(flags):

@@ -1,6 +1,10 @@
 """What a run is, decided once from the flags and never changed after: where it runs (`Runtime`:
 device, processes, precision) and what it evaluates (`ExitPlan`: tasks, exit criterion and its
-settings). Every other module takes these instead of the parsed flags."""
+settings). Every other module takes these instead of the parsed flags.
+
+torch is imported where a runtime starts, not here: flag checks and --help stay instant."""
+
+from __future__ import annotations
 
 import json
 import os
@@ -8,10 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from pabee import make_rule
+from exit_rules import make_rule
 
 
 class UsageError(Exception):
@@ -28,12 +29,12 @@ def write_json(path, value):
 
 @dataclass(frozen=True)
 class Runtime:
-    device: torch.device
+    device: "torch.device"
     n_gpu: int  # GPUs this process drives (DataParallel when > 1 without torchrun)
     rank: int = 0
     world_size: int = 1
     local_rank: int = -1  # -1: not launched by torchrun
-    amp_dtype: torch.dtype | None = None
+    amp_dtype: "torch.dtype | None" = None
 
     @property
     def distributed(self):
@@ -49,19 +50,27 @@ class Runtime:
 
     def barrier(self):
         if self.distributed:
+            import torch
+
             torch.distributed.barrier()
 
     def synchronize(self):
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.synchronize(self.device)
 
     def shut_down(self):
         if self.distributed:
+            import torch
+
             torch.distributed.destroy_process_group()
 
 
 def start_runtime(no_cuda=False, fp16=False, bf16=False, local_rank=-1):
     """Joins torchrun's process group when launched by it (LOCAL_RANK wins over --local_rank)."""
+    import torch
+
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank))
     if (fp16 or bf16) and (no_cuda or not torch.cuda.is_available()):
         flag = "--fp16" if fp16 else "--bf16"
@@ -79,6 +88,9 @@ def start_runtime(no_cuda=False, fp16=False, bf16=False, local_rank=-1):
 
 
 def set_seed(seed):
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -38,7 +38,8 @@ from transformers.masking_utils import create_bidirectional_mask  # noqa: E402
 import demo  # noqa: E402
 import glue  # noqa: E402
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
-from pabee import PatienceRule, exit_layers_from_logits, logits_at_exit  # noqa: E402
+from exit_rules import PatienceRule  # noqa: E402
+from pabee import exit_layers_from_logits, logits_at_exit  # noqa: E402
 
 SST2_DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
 PATIENCE = 2

@@ -6,14 +6,8 @@ import torch
 from torch.nn import functional as F
 
 import run_glue
-from pabee import (
-    ConfidenceRule,
-    EntropyRule,
-    FixedRule,
-    PatienceRule,
-    exit_layers_from_logits,
-    logits_at_exit,
-)
+from exit_rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
+from pabee import exit_layers_from_logits, logits_at_exit
 from conftest import KINDS, varied_batch
 from test_modeling import configure
 
@@ -165,3 +159,16 @@ def test_timings_whose_rounds_disagree_are_flagged():
 
     assert not unsteady(timed(1.9, 2.0, 2.1)) and unsteady(timed(1.2, 2.0, 2.1))
     assert not unsteady(ResultRow("final", "sst-2", "patience", 2, 10, 3.0, 2.0, 0.5, {"acc": 1.0}))
+
+
+def test_plot_labels_coinciding_settings_once_and_tables_lead_with_the_plotted_metric():
+    from evaluation import ResultRow
+    from report import markdown_table, same_point_labels
+
+    def row(setting, f1, speed_up):
+        return ResultRow("final", "mrpc", "patience", setting, 4, 6 / speed_up, speed_up, 1 - 1 / speed_up,
+                         {"acc": 0.5, "f1": f1, "acc_and_f1": 0.6})
+
+    rows = [row(0, 0.85, 1.0), row(5, 0.85, 1.0), row(3, 0.853, 1.4)]
+    assert same_point_labels(rows, "f1") == {(1.0, 0.85): [0, 5], (1.4, 0.853): [3]}
+    assert markdown_table(rows).splitlines()[0].startswith("| checkpoint | task | criterion | setting | f1 | acc |")

@@ -12,7 +12,8 @@ import run_glue
 from conftest import KINDS, varied_batch
 from evaluation import collapse
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-from pabee import PatienceRule, layer_loss, pabee_loss, training_loss
+from exit_rules import PatienceRule
+from pabee import layer_loss, pabee_loss, training_loss
 from test_modeling import make
 
 TRAIN = ["--do_train", "--do_lower_case", "--per_gpu_train_batch_size", "16", "--per_gpu_eval_batch_size", "16",

@@ -13,7 +13,8 @@ from transformers import (
 from conftest import KINDS, tiny_albert_config, tiny_bert_config, varied_batch
 from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-from pabee import EntropyRule, FixedRule, PabeeOutput, PatienceRule, exit_stats, patience_line
+from exit_rules import EntropyRule, FixedRule, PatienceRule, patience_line
+from pabee import PabeeOutput, exit_stats
 
 BACKBONES = {
     "bert": (BertForSequenceClassificationWithPabee, BertModel, BertForSequenceClassification, tiny_bert_config),

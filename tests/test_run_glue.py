@@ -303,7 +303,7 @@ def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
     import datasets
 
     from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-    from pabee import PatienceRule
+    from exit_rules import PatienceRule
     from transformers import BertTokenizer
 
     tokenizer = BertTokenizer.from_pretrained(world / "bert")
@@ -465,3 +465,15 @@ def test_every_flag_has_a_one_line_description_and_shows_its_default():
     assert all(a.help and "\n" not in a.help for a in flags), [a.dest for a in flags if not a.help]
     text = parser.format_help()
     assert "(default: 128)" in text and "(default: 5e-05)" in text and "(default: patience)" in text
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--model_type", "bert", "--model_name_or_path", "m", "--task_name",
+                                              "SST-2", "--output_dir", "o", "--do_eval", "--patience", "x"]])
+def test_help_and_flag_errors_load_nothing_heavy(argv):
+    """--help and flag errors answer before torch, transformers or the scientific stack load."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "run_glue.py"), *argv],
+                          capture_output=True, text=True)
+    assert proc.returncode in (0, 2)
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not imported & {"torch", "transformers", "numpy", "scipy", "sklearn", "datasets"}, imported

@@ -66,3 +66,9 @@ def test_hub_default_offline_fails_at_once_and_names_the_variable(world, tmp_pat
                            env=env, timeout=120)
     assert named.returncode == 2 and "MODEL_NAME_OR_PATH" not in named.stderr
     assert "HF_HUB_OFFLINE is set" in named.stderr and len(named.stderr.strip().splitlines()) == 1
+
+
+def test_script_and_demo_outputs_are_ignored_by_git():
+    proc = subprocess.run(["git", "check-ignore", "output/bert/MRPC/x", "demo_output/x"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.stdout.split() == ["output/bert/MRPC/x", "demo_output/x"]
