@@ -195,10 +195,10 @@ def check_paths(flags, plan):
             path = Path(flags.data_dir) / task.file_for(split)
             if not path.is_file():
                 raise UsageError(f"missing data file {path}: put the task's {split} file there or fix --data_dir")
+    loads_models = flags.do_train or not (Path(flags.output_dir) / "config.json").is_file()
     for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
         check_model_reference(getattr(flags, flag), flag)
-    if flags.do_train or not (Path(flags.output_dir) / "config.json").is_file():
-        for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
+        if loads_models:
             check_hub_reachable(getattr(flags, flag), flag, flags.cache_dir or None)
 
 
@@ -305,15 +305,15 @@ def fine_tune(flags, plan, runtime, model, heads_new, tokenizer, data):
     out.mkdir(parents=True, exist_ok=True)
     if runtime.is_main:
         write_json(out / "training_args.json", vars(flags))
-    dev_sets = eval_sets(flags, plan, runtime, data, "dev", tokenizer) if flags.evaluate_during_training else ()
-    steps = train(flags, runtime, model, tokenizer, data[plan.task.name, "train"], dev_sets,
-                  resume_folder(flags.model_name_or_path))
+    dev_sets = eval_sets(flags, plan, runtime, data, "dev", tokenizer)  # empty when no dev split was asked for
+    steps = train(flags, runtime, model, tokenizer, data[plan.task.name, "train"],
+                  dev_sets if flags.evaluate_during_training else (), resume_folder(flags.model_name_or_path))
     if runtime.is_main:
         unwrap(model).save_pretrained(out)
         tokenizer.save_pretrained(out)
         write_json(out / "trainer_state.json", {"global_step": steps})
         logger.info("Trained %d steps; model saved to %s", steps, out)
-        warn_if_collapsed(runtime, model, eval_sets(flags, plan, runtime, data, "dev", tokenizer))
+        warn_if_collapsed(runtime, model, dev_sets)
     runtime.barrier()
 
 
