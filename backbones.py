@@ -23,8 +23,9 @@ class Backbone:
     adapter: str  # module holding the PABEE model class
     model_class: str
     tokenizer_class: str  # in transformers
-    default_checkpoint: str  # what the classic scripts fine-tune
+    default_checkpoint: str  # what the classic scripts and the README name
     tokenizer_files: tuple  # a folder without any of these holds no tokenizer
+    head: str  # what every layer's head reads, for the README's table
 
     def load_model_class(self):
         return getattr(importlib.import_module(self.adapter), self.model_class)
@@ -33,13 +34,30 @@ class Backbone:
         return getattr(importlib.import_module("transformers"), self.tokenizer_class)
 
 
+WORDPIECE = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 BACKBONES = {
     b.name: b
     for b in [
         Backbone("bert", "modeling_pabee_bert", "BertForSequenceClassificationWithPabee", "BertTokenizer",
-                 "bert-base-uncased", ("tokenizer.json", "tokenizer_config.json", "vocab.txt")),
+                 "bert-base-uncased", WORDPIECE, "[CLS] -> BERT pooler (dense, tanh) -> linear"),
         Backbone("albert", "modeling_pabee_albert", "AlbertForSequenceClassificationWithPabee", "AlbertTokenizer",
-                 "albert-base-v2", ("tokenizer.json", "tokenizer_config.json", "spiece.model")),
+                 "albert-base-v2", ("tokenizer.json", "tokenizer_config.json", "spiece.model"),
+                 "[CLS] -> ALBERT pooler (dense, tanh) -> linear"),
+        Backbone("roberta", "modeling_pabee_roberta", "RobertaForSequenceClassificationWithPabee", "RobertaTokenizer",
+                 "FacebookAI/roberta-base", ("tokenizer.json", "tokenizer_config.json", "vocab.json"),
+                 "<s> -> dense, tanh -> out_proj (RobertaClassificationHead)"),
+        Backbone("distilbert", "modeling_pabee_distilbert", "DistilBertForSequenceClassificationWithPabee",
+                 "DistilBertTokenizer", "distilbert/distilbert-base-uncased", WORDPIECE,
+                 "[CLS] -> pre_classifier, ReLU -> classifier"),
+        Backbone("electra", "modeling_pabee_electra", "ElectraForSequenceClassificationWithPabee", "ElectraTokenizer",
+                 "google/electra-base-discriminator", WORDPIECE,
+                 "[CLS] -> dense, GELU -> out_proj (ElectraClassificationHead)"),
+        Backbone("deberta-v2", "modeling_pabee_deberta_v2", "DebertaV2ForSequenceClassificationWithPabee",
+                 "DebertaV2Tokenizer", "microsoft/deberta-v3-base", ("tokenizer.json", "tokenizer_config.json", "spm.model"),
+                 "[CLS] -> ContextPooler (dense, activation) -> classifier"),
+        Backbone("modernbert", "modeling_pabee_modernbert", "ModernBertForSequenceClassificationWithPabee",
+                 "PreTrainedTokenizerFast", "answerdotai/ModernBERT-base", ("tokenizer.json",),
+                 "final norm -> [CLS] or mean (classifier_pooling) -> dense, activation, norm -> classifier"),
     ]
 }
 
@@ -102,7 +120,9 @@ def load_config(backbone, name, cache_dir=None, **overrides):
 def load_model(backbone, path, task, device, config_name="", cache_dir=None, **settings):
     """The PABEE model for `task` from a plain backbone, a fine-tuned model or a checkpoint, and
     what loading found: {"missing_keys": parameters the checkpoint lacked (initialised fresh),
-    "unexpected_keys": its parameters the model has no place for}. `settings` go into the config
+    "unexpected_keys": its parameters the model has no place for, "new_heads": the layers (0-based)
+    whose head was among the missing, "new_head_parameters": the missing that belong to heads or
+    what feeds them}. `settings` go into the config
     (exit_pooling, exit_training). transformers' load report is silenced: `log_new_parameters`
     says it in one line, once the run's inputs are all checked."""
     from transformers.utils import logging as hf_logging
@@ -125,7 +145,10 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
         report.removeFilter(without_load_report)
         if bar:
             hf_logging.enable_progress_bar()
-    return model.to(device), {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys")}
+    missing = sorted(info["missing_keys"])
+    return model.to(device), {"missing_keys": missing, "unexpected_keys": sorted(info["unexpected_keys"]),
+                              "new_heads": model.new_heads(missing),
+                              "new_head_parameters": [k for k in missing if k.startswith(model.head_parameters)]}
 
 
 def without_load_report(record):
@@ -133,17 +156,11 @@ def without_load_report(record):
     return "LOAD REPORT" not in record.getMessage()
 
 
-def new_heads(missing):
-    """The heads (0-based layers) among the parameters a checkpoint lacked."""
-    return sorted({int(k.split(".")[1]) for k in missing if k.startswith("classifiers.")})
-
-
 def log_new_parameters(path, info):
     """Quiet (info) when only classifier heads are new, as from a plain backbone; a warning when
     anything else is missing or unexpected."""
-    missing, unexpected = info["missing_keys"], info["unexpected_keys"]
-    heads = new_heads(missing)
-    others = [k for k in missing if not k.startswith("classifiers.")]
+    missing, unexpected, heads = info["missing_keys"], info["unexpected_keys"], info["new_heads"]
+    others = [k for k in missing if k not in info["new_head_parameters"]]
     if heads and not others and not unexpected:
         logger.info("%s: %d classifier heads are new (layers %s), as expected when starting from a plain backbone",
                     path, len(heads), ",".join(str(i + 1) for i in heads))

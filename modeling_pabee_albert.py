@@ -17,16 +17,16 @@ class AlbertForSequenceClassificationWithPabee(PabeeMixin, AlbertPreTrainedModel
         self.init_pabee(config)
         self.post_init()
 
-    def embed(self, input_ids, token_type_ids, position_ids, inputs_embeds):
+    def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         embedded = self.albert.embeddings(
             input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
         )
         return self.albert.encoder.embedding_hidden_mapping_in(embedded)
 
-    def run_layer(self, i, hidden, mask):
+    def run_layer(self, i, hidden, inputs):
         """Layer i runs the group that AlbertTransformer gives it (all its inner layers)."""
         group = int(i / (self.config.num_hidden_layers / self.config.num_hidden_groups))
-        return self.albert.encoder.albert_layer_groups[group](hidden, mask)
+        return self.albert.encoder.albert_layer_groups[group](hidden, inputs["mask"])
 
     def pool(self, summary):
         return self.albert.pooler_activation(self.albert.pooler(summary))

@@ -17,13 +17,13 @@ class BertForSequenceClassificationWithPabee(PabeeMixin, BertPreTrainedModel):
         self.init_pabee(config)
         self.post_init()
 
-    def embed(self, input_ids, token_type_ids, position_ids, inputs_embeds):
+    def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         return self.bert.embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
         )
 
-    def run_layer(self, i, hidden, mask):
-        return self.bert.encoder.layer[i](hidden, mask)
+    def run_layer(self, i, hidden, inputs):
+        return self.bert.encoder.layer[i](hidden, inputs["mask"])
 
     def pool(self, summary):
         return self.bert.pooler.activation(self.bert.pooler.dense(summary))

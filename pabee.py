@@ -1,11 +1,13 @@
 """What PABEE adds to a backbone: per-layer heads, the weighted loss, the exit loop, statistics.
 
 Each modeling file subclasses its backbone's PreTrainedModel together with `PabeeMixin` and
-says only how the backbone embeds inputs (`embed`), runs layer i (`run_layer`) and pools
-(`pool`). Everything else, training and inference, lives here once for both backbones.
+says only how the backbone embeds inputs (`embed`), what its layers read besides the hidden
+states (`layer_inputs`, when more than the attention mask), runs layer i (`run_layer`) and
+turns a layer's summary vector into the head input (`pool`). Everything else, training and
+inference, lives here once for every backbone.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -70,27 +72,73 @@ def logits_at_exit(all_layer_logits, exit_layers):
 
 
 def select_rows(x, rows):
-    """Keeps the batch rows `rows` of a tensor whose first dimension is the batch (the
-    attention mask is None when nothing is padded)."""
+    """Keeps the batch rows `rows` of a tensor whose first dimension is the batch, or of each
+    tensor in a tuple (the attention mask is None when nothing is padded)."""
+    if isinstance(x, tuple):
+        return tuple(select_rows(t, rows) for t in x)
     return None if x is None else x.index_select(0, rows)
 
 
-class PabeeMixin:
-    """Shared PABEE behaviour; the host class defines `embed`, `run_layer`, `pool` (the
-    backbone's pooler on the vectors the heads read) and `dropout` (before every head in training).
-    The config says whether heads read the first token or the mean (`exit_pooling`) and which
-    loss trains them (`exit_training`)."""
+@dataclass
+class LayerInputs:
+    """What the layers read besides the hidden states, built once per forward. `rows` are batch
+    first (attention masks, rotary tables) and lose the rows of exited examples together with the
+    hidden states; `shared` hold the same for every example (relative-position tables)."""
 
-    def init_pabee(self, config):
+    rows: dict
+    shared: dict = field(default_factory=dict)
+
+    def __getitem__(self, name):
+        return self.rows[name] if name in self.rows else self.shared[name]
+
+    def keep(self, index):
+        return LayerInputs({k: select_rows(v, index) for k, v in self.rows.items()}, self.shared)
+
+
+class PabeeMixin:
+    """Shared PABEE behaviour. The host class defines `embed`, `run_layer`, `pool` (what turns
+    the summary vector of a layer into the head input, shared by every layer) and `dropout`
+    (before every head in training); it may redefine `layer_inputs`, `head_states` and
+    `default_exit_pooling`. The config says whether heads read the first token or the mean
+    (`exit_pooling`) and which loss trains them (`exit_training`)."""
+
+    # Parameter-name prefixes of the exit heads and what feeds them: new when loading a plain backbone.
+    head_parameters = ("classifiers.",)
+
+    def init_pabee(self, config, final_head=None):
+        """Heads for every layer in `classifiers`, or for every layer but the last when the backbone
+        keeps its own classifier (`final_head`, named as in transformers' XForSequenceClassification,
+        so that such a checkpoint loads with only the internal heads new, and a PABEE checkpoint
+        loads there as its full-depth model)."""
         config.patience = check_setting("patience", getattr(config, "patience", 0))
-        config.exit_pooling = check_choice("exit_pooling", getattr(config, "exit_pooling", "first"), EXIT_POOLING)
+        pooling = getattr(config, "exit_pooling", None) or self.default_exit_pooling(config)
+        config.exit_pooling = check_choice("exit_pooling", pooling, EXIT_POOLING)
         config.exit_training = check_choice("exit_training", getattr(config, "exit_training", "pabee"), EXIT_TRAINING)
         config.regression_threshold = check_setting(
             "regression_threshold", getattr(config, "regression_threshold", 0.0)
         )
-        self.classifiers = nn.ModuleList(
-            [nn.Linear(config.hidden_size, config.num_labels) for _ in range(config.num_hidden_layers)]
-        )
+        own = config.num_hidden_layers - (final_head is not None)
+        width = final_head.in_features if final_head is not None else config.hidden_size
+        self.classifiers = nn.ModuleList([nn.Linear(width, config.num_labels) for _ in range(own)])
+
+    @staticmethod
+    def default_exit_pooling(config):
+        return "first"
+
+    def exit_head(self, i):
+        """The linear head of layer i (0-based)."""
+        return self.classifiers[i] if i < len(self.classifiers) else self.final_head()
+
+    def new_heads(self, missing):
+        """The layers (0-based) whose head is among the parameter names `missing`."""
+        last = set(self.exit_head(self.num_layers - 1).parameters())
+        last_names = {name for name, p in self.named_parameters() if p in last}
+        layers = {int(k.split(".")[1]) for k in missing if k.startswith("classifiers.")}
+        return sorted(layers | ({self.num_layers - 1} if last_names & set(missing) else set()))
+
+    @property
+    def num_layers(self):
+        return self.config.num_hidden_layers
 
     def set_patience(self, patience, regression_threshold=None):
         self.config.patience = check_setting("patience", patience)
@@ -113,7 +161,12 @@ class PabeeMixin:
             prior = (counts / counts.sum()).log()
         with torch.no_grad():
             for i in layers:
-                self.classifiers[i].bias.copy_(prior.to(self.classifiers[i].bias))
+                self.exit_head(i).bias.copy_(prior.to(self.exit_head(i).bias))
+
+    def layer_inputs(self, hidden, attention_mask, position_ids):
+        """What every layer reads besides the hidden states: here the attention mask alone."""
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        return LayerInputs({"mask": mask})
 
     def token_weights(self, attention_mask, hidden):
         """None when heads read the first token; for mean pooling [batch, tokens, 1] weights that
@@ -125,10 +178,15 @@ class PabeeMixin:
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return weights / weights.sum(1, keepdim=True)
 
-    @staticmethod
-    def summary(hidden, weights):
-        """What the pooler reads of one layer's states."""
-        return hidden[:, 0] if weights is None else (hidden * weights).sum(1)
+    def head_states(self, hidden):
+        """What the heads read of a layer's token states (ModernBERT normalises them first)."""
+        return hidden
+
+    def summary(self, hidden, weights):
+        """What the pooler reads of one layer's states: the first token, or the weighted mean."""
+        if weights is None:
+            return self.head_states(hidden[:, 0])
+        return (self.head_states(hidden) * weights).sum(1)
 
     def classify(self, i, hidden, weights=None):
         """Head i on one layer's states."""
@@ -153,22 +211,22 @@ class PabeeMixin:
         stops at its own exit layer under `exit_rule` (default: the config's patience);
         with output_all_layer_logits every example runs full depth and exits are read from
         the stacked logits. In inference the loss (if labels) is that of the exit logits."""
-        hidden = self.embed(input_ids, token_type_ids, position_ids, inputs_embeds)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        hidden = self.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        inputs = self.layer_inputs(hidden, attention_mask, position_ids)
         weights = self.token_weights(attention_mask, hidden)
         rule = exit_rule or self.exit_rule()
         all_layer_logits = None
         if self.training:
             last_only = self.config.exit_training == "last"
-            all_layer_logits = self.all_layer_logits(hidden, mask, weights, last_only)
+            all_layer_logits = self.all_layer_logits(hidden, inputs, weights, last_only)
             logits = all_layer_logits[:, -1]
-            exit_layers = torch.full((logits.shape[0],), len(self.classifiers), device=logits.device)
+            exit_layers = torch.full((logits.shape[0],), self.num_layers, device=logits.device)
         elif output_all_layer_logits:
-            all_layer_logits = self.all_layer_logits(hidden, mask, weights)
+            all_layer_logits = self.all_layer_logits(hidden, inputs, weights)
             exit_layers = exit_layers_from_logits(all_layer_logits, rule)
             logits = logits_at_exit(all_layer_logits, exit_layers)
         else:
-            logits, exit_layers = self.early_exit(hidden, mask, weights, rule)
+            logits, exit_layers = self.early_exit(hidden, inputs, weights, rule)
         loss = None
         if labels is not None and self.training:
             loss = training_loss(all_layer_logits, labels, self.config.exit_training)
@@ -181,17 +239,17 @@ class PabeeMixin:
             all_layer_logits=all_layer_logits if output_all_layer_logits else None,
         )
 
-    def all_layer_logits(self, hidden, mask, weights=None, last_only=False):
+    def all_layer_logits(self, hidden, inputs, weights=None, last_only=False):
         """Every layer's logits, [batch, layers, labels]. last_only: the last head's alone, [batch,
         1, labels] (vanilla training: the other heads stay out of the graph, not even a zero
         gradient reaches them)."""
         if last_only:
-            for i in range(len(self.classifiers)):
-                hidden = self.run_layer(i, hidden, mask)
-            return self.classify(len(self.classifiers) - 1, hidden, weights).unsqueeze(1)
+            for i in range(self.num_layers):
+                hidden = self.run_layer(i, hidden, inputs)
+            return self.classify(self.num_layers - 1, hidden, weights).unsqueeze(1)
         summaries = []
-        for i in range(len(self.classifiers)):
-            hidden = self.run_layer(i, hidden, mask)
+        for i in range(self.num_layers):
+            hidden = self.run_layer(i, hidden, inputs)
             summaries.append(self.summary(hidden, weights))
         return torch.stack(self.heads(summaries), dim=1)
 
@@ -200,16 +258,16 @@ class PabeeMixin:
         token or mean). The shared pooler runs once on all of them (one matrix product, forward
         and backward, instead of one per layer, and one read of its weight)."""
         pooled = self.head_input(self.pool(torch.stack(summaries, dim=1)))
-        return [self.classifiers[first_layer + j](pooled[:, j]) for j in range(len(summaries))]
+        return [self.exit_head(first_layer + j)(pooled[:, j]) for j in range(len(summaries))]
 
-    def early_exit(self, hidden, mask, weights, rule):
+    def early_exit(self, hidden, inputs, weights, rule):
         """Runs the layers on the rows still active: an example that exits leaves the batch, so
         later layers cost only what is left. Heads run only where they can matter: the rule
         says how many layers must pass before any active row could exit (patience p: p minus
         the highest agreement count), those layers run back to back, then their heads together
         update the rule. The host waits for the device once per such window, to learn which
         rows exit and how long the next window is; never when the rule cannot exit early."""
-        num_layers = len(self.classifiers)
+        num_layers = self.num_layers
         batch_size, device = hidden.shape[0], hidden.device
         rows = torch.arange(batch_size, device=device)
         exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
@@ -220,7 +278,7 @@ class PabeeMixin:
         while done + window < num_layers:
             summaries = []
             for i in range(done, done + window):
-                hidden = self.run_layer(i, hidden, mask)
+                hidden = self.run_layer(i, hidden, inputs)
                 summaries.append(self.summary(hidden, weights))
             for logits in self.heads(summaries, done):
                 state = rule.step(logits, state)
@@ -235,11 +293,11 @@ class PabeeMixin:
                 if len(exits) == len(waits):
                     return logits_out, exit_layers
                 keep = torch.tensor([j for j, w in enumerate(waits) if w > 0], device=device)
-                rows, hidden, mask, weights = rows[keep], hidden[keep], select_rows(mask, keep), select_rows(weights, keep)
+                rows, hidden, inputs, weights = rows[keep], hidden[keep], inputs.keep(keep), select_rows(weights, keep)
                 state = tuple(s[keep] for s in state)
             window = min(w for w in waits if w > 0)
         for i in range(done, num_layers):
-            hidden = self.run_layer(i, hidden, mask)
+            hidden = self.run_layer(i, hidden, inputs)
         logits = self.classify(num_layers - 1, hidden, weights)
         if logits_out is None:
             return logits, exit_layers

@@ -26,7 +26,6 @@ from backbones import (
     load_model,
     load_tokenizer,
     log_new_parameters,
-    new_heads,
 )
 from exit_rules import EXIT_POOLING, EXIT_TRAINING, RULES
 from runtime import ExitPlan, UsageError, set_seed, start_runtime, write_json
@@ -289,7 +288,7 @@ def run(flags, plan):
     logger.info("device %s, %d GPUs, distributed %s, amp %s", runtime.device, runtime.n_gpu, runtime.distributed,
                 runtime.amp_dtype)
     if flags.do_train:
-        fine_tune(flags, plan, runtime, model, new_heads(loaded["missing_keys"]), tokenizer, data)
+        fine_tune(flags, plan, runtime, model, loaded["new_heads"], tokenizer, data)
     if (flags.do_eval or flags.do_predict) and runtime.is_main:
         evaluate_and_report(flags, plan, runtime, backbone, data, final_model=model)
     runtime.shut_down()

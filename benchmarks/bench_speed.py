@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer  # noqa: E402
-from transformers.masking_utils import create_bidirectional_mask  # noqa: E402
 
 import demo  # noqa: E402
 import glue  # noqa: E402
@@ -107,11 +106,11 @@ def between_examples(values, fraction):
 
 
 def pooled_projections(model, batch, direction):
-    hidden = model.embed(batch["input_ids"], batch.get("token_type_ids"), None, None)
-    mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=batch["attention_mask"])
+    hidden = model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), None, None)
+    inputs = model.layer_inputs(hidden, batch["attention_mask"], None)
     out = []
     for i in range(model.config.num_hidden_layers):
-        hidden = model.run_layer(i, hidden, mask)
+        hidden = model.run_layer(i, hidden, inputs)
         out.append(model.pool(hidden[:, 0]) @ direction)
     return torch.stack(out, dim=1)
 
@@ -172,11 +171,11 @@ def classic(model, batches, patience):
     predictions, exits = [], []
     with torch.inference_mode():
         for b in batches:
-            hidden = model.embed(b["input_ids"], None, None, None)
-            mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=b["attention_mask"])
+            hidden = model.embed(b["input_ids"], b["attention_mask"], None, None, None)
+            inputs = model.layer_inputs(hidden, b["attention_mask"], None)
             counter, previous = 0, None
             for i in range(model.config.num_hidden_layers):
-                hidden = model.run_layer(i, hidden, mask)
+                hidden = model.run_layer(i, hidden, inputs)
                 logits = model.classify(i, hidden)
                 if previous is not None and torch.all(logits.argmax(1).eq(previous.argmax(1))):
                     counter += 1

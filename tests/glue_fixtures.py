@@ -7,9 +7,10 @@ from glue.py's table, so that the readers are checked against an independent des
 import random
 from pathlib import Path
 
+import transformers
 from transformers import AlbertTokenizer, BertModel, BertTokenizer
 
-from conftest import tiny_albert_config, tiny_bert_config
+from conftest import TINY_CONFIGS, TRANSFORMERS_CLASSES, tiny_albert_config, tiny_bert_config
 
 FILLER = ["the", "a", "movie", "film", "was", "is", "very", "quite", "story", "plot", "and", "it"]
 KEYWORDS = ["awful", "great", "fine"]  # the word that gives the label away, by label index
@@ -107,25 +108,82 @@ def tiny_bert_folder(folder, layers=4):
     return Path(folder)
 
 
-def tiny_albert_folder(folder, layers=4):
+def corpus(folder):
+    rng = random.Random(0)
+    path = Path(folder) / "corpus.txt"
+    path.write_text("\n".join(sentence(rng, k) for k in KEYWORDS * 100) + "\n")
+    return path
+
+
+def sentencepiece_model(folder, prefix):
+    """A word-level SentencePiece model of the fixture sentences, as ALBERT and DeBERTa-v2 read."""
     import sentencepiece as spm
 
+    text = corpus(folder)
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(Path(folder) / prefix), vocab_size=64, model_type="word",
+        hard_vocab_limit=False, pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>",
+        bos_piece="[CLS]", eos_piece="[SEP]", user_defined_symbols=["[MASK]"], minloglevel=2,
+    )
+    text.unlink()
+    (Path(folder) / f"{prefix}.vocab").unlink()
+
+
+def tiny_albert_folder(folder, layers=4):
     from transformers import AlbertModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(0)
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(sentence(rng, k) for k in KEYWORDS * 100) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=64, model_type="word", hard_vocab_limit=False,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>", bos_piece="[CLS]",
-        eos_piece="[SEP]", user_defined_symbols=["[MASK]"], minloglevel=2,
-    )
-    corpus.unlink()
+    sentencepiece_model(folder, "spiece")
     tokenizer = AlbertTokenizer.from_pretrained(folder)
-    (folder / "spiece.vocab").unlink()
     tokenizer.save_pretrained(folder)
     AlbertModel(tiny_albert_config(layers=layers, vocab_size=64, num_hidden_groups=2, inner_group_num=1,
                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    return folder
+
+
+def roberta_tokenizer(folder):
+    """A byte-level BPE learnt from the fixture sentences, special tokens where roberta-base has them."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    text = corpus(folder)
+    bpe.train([str(text)], vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+              show_progress=False)
+    text.unlink()
+    bpe.save_model(str(folder))
+    return transformers.RobertaTokenizer(vocab=str(Path(folder) / "vocab.json"), merges=str(Path(folder) / "merges.txt"))
+
+
+def wordpiece_tokenizer(tokenizer_class):
+    return tokenizer_class(vocab={w: i for i, w in enumerate(SPECIAL + FILLER + KEYWORDS)}, do_lower_case=True)
+
+
+def tokenizer_for(kind, folder):
+    """A tokenizer of the class the backbone table names, saved in `folder`."""
+    if kind == "roberta":
+        tokenizer = roberta_tokenizer(folder)
+    elif kind == "deberta-v2":
+        sentencepiece_model(folder, "spm")
+        tokenizer = transformers.DebertaV2Tokenizer.from_pretrained(folder, pad_token="<pad>", unk_token="<unk>")
+    elif kind == "modernbert":
+        words = wordpiece_tokenizer(BertTokenizer)
+        tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=words.backend_tokenizer, **{
+            f"{name}_token": getattr(words, f"{name}_token") for name in ("unk", "sep", "pad", "cls", "mask")})
+    else:
+        tokenizer = wordpiece_tokenizer(getattr(transformers, {"distilbert": "DistilBertTokenizer",
+                                                               "electra": "ElectraTokenizer"}[kind]))
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_folder(kind, folder, layers=4):
+    """A plain pretrained-style folder (transformers' XModel + tokenizer) for any backbone."""
+    if kind in ("bert", "albert"):
+        return (tiny_bert_folder if kind == "bert" else tiny_albert_folder)(folder, layers)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer_for(kind, folder)
+    config = TINY_CONFIGS[kind](layers=layers, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    getattr(transformers, TRANSFORMERS_CLASSES[kind][0])(config).save_pretrained(folder)
     return folder

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KINDS
+from conftest import CLASSIC
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["finetune_bert.sh", "finetune_albert.sh", "patience_infer_bert.sh", "patience_infer_albert.sh"]
@@ -21,7 +21,7 @@ def test_missing_or_bad_positional_arguments_print_usage(script, args):
     assert "STEPS: " in proc.stderr and "positive integer" in proc.stderr
 
 
-@pytest.mark.parametrize("model", KINDS)
+@pytest.mark.parametrize("model", CLASSIC)
 def test_finetune_then_patience_infer_with_environment_overrides(model, world, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "GLUE_DIR": str(world / "glue"), "OUTPUT_DIR": str(out), "PYTHON": sys.executable,
