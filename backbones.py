@@ -127,8 +127,10 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
     says it in one line, once the run's inputs are all checked."""
     from transformers.utils import logging as hf_logging
 
+    names = {"id2label": dict(enumerate(task.labels)), "label2id": {n: i for i, n in enumerate(task.labels)}} \
+        if task.labels else {}
     config = load_config(backbone, config_name or path, cache_dir, num_labels=task.num_labels,
-                         finetuning_task=task.name)
+                         finetuning_task=task.name, **names)
     for name, value in settings.items():  # from_pretrained would drop attributes the config class lacks
         if value is not None:
             setattr(config, name, value)

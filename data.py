@@ -1,5 +1,5 @@
-"""Examples in, batches out: reading a task's split (GLUE TSV files or the hub), tokenizing into an
-Arrow cache, and the batches of training and evaluation."""
+"""Examples in, batches out: reading a task's split (GLUE TSV files or the hub; own data comes read
+by own_data), tokenizing into an Arrow cache, and the batches of training and evaluation."""
 
 import hashlib
 import json
@@ -27,8 +27,11 @@ class DataSource:
     cache_dir: str | None
     max_seq_length: int
     overwrite_cache: bool = False
+    own: object = None  # own_data.OwnData: examples of own files or a hub dataset, read already
 
     def read(self, task, split):
+        if self.own is not None:
+            return self.own.examples[split]
         if self.data_dir is None:
             return hub_examples(task, split, self.cache_dir)
         try:
@@ -54,6 +57,8 @@ class DataSource:
     def source_key(self, task, split):
         """Tells data files apart: the same task from another folder, or an edited file, is
         another cache entry."""
+        if self.own is not None:
+            return f"own-{self.own.key}"
         if self.data_dir is None:
             return f"hub-{task.hub_config}"
         path = (Path(self.data_dir) / task.file_for(split)).resolve()

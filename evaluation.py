@@ -39,6 +39,11 @@ class ResultRow:
     wallclock_speed_up: float | None = None  # median of full depth / this setting, round by round
     wallclock_min: float | None = None
     wallclock_max: float | None = None
+    main_metric: str | None = None  # the task's metric for tables and plots (rows of older runs lack it)
+
+    @property
+    def main(self):
+        return self.main_metric or glue.TASKS[self.task].metric
 
     @property
     def key(self):
@@ -122,7 +127,8 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
         def row(criterion, setting, logits, exits, **timing):
             metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, logits), dev.labels)
             return ResultRow(checkpoint, dev.task.name, criterion, setting, len(dev.labels),
-                             **exit_stats(exits, num_layers), metrics=metrics, **timing)
+                             **exit_stats(exits, num_layers), metrics=metrics, main_metric=dev.task.metric,
+                             **timing)
 
         all_logits, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
         answers = {}

@@ -27,6 +27,7 @@ class Task:
     hub_dev_split: str = "validation"
     hub_test_split: str = "test"
     metric: str = "acc"  # the main metric, for tables and plots
+    scores: str = "glue"  # which metrics: the GLUE task's own, or "classification" / "regression" (own data)
 
     @property
     def is_regression(self):
@@ -142,6 +143,18 @@ def compute_metrics(task, predictions, labels):
     from sklearn.metrics import f1_score, matthews_corrcoef
 
     predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task.scores == "regression":
+        pearson, spearman = float(pearsonr(predictions, labels)[0]), float(spearmanr(predictions, labels)[0])
+        return {"pearson": pearson, "spearmanr": spearman, "mse": float(((predictions - labels) ** 2).mean())}
+    if task.scores == "classification":
+        every = list(range(task.num_labels))
+        scores = {"acc": float((predictions == labels).mean()),
+                  "macro_f1": float(f1_score(labels, predictions, labels=every, average="macro", zero_division=0))}
+        if task.num_labels == 2:  # the second of the sorted label names is the positive class
+            scores["f1"] = float(f1_score(labels, predictions, zero_division=0))
+            scores["mcc"] = float(matthews_corrcoef(labels, predictions))
+        per_label = f1_score(labels, predictions, labels=every, average=None, zero_division=0)
+        return {**scores, **{f"f1[{name}]": float(v) for name, v in zip(task.labels, per_label)}}
     if task.name == "cola":
         return {"mcc": float(matthews_corrcoef(labels, predictions))}
     if task.name == "sts-b":

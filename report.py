@@ -69,9 +69,10 @@ def write_report(output_dir, rows, final_step):
 
 
 def markdown_table(rows):
-    """The plotted (main) metric of each task leads, then the others."""
-    main = [glue.TASKS[r.task].metric for r in rows]
-    metrics = list(dict.fromkeys(main + [k for r in rows for k in r.metrics]))
+    """The plotted (main) metric of each task leads, then the others; per-label F1 (f1[name]) stays
+    in the JSON rows."""
+    main = [r.main for r in rows]
+    metrics = list(dict.fromkeys(main + [k for r in rows for k in r.metrics if "[" not in k]))
     timed = any(r.timed for r in rows)
     header = ["checkpoint", "task", "criterion", "setting", *metrics, "mean exit layer", "speed-up"]
     header += ["wall-clock speed-up"] if timed else []
@@ -99,8 +100,8 @@ def plot_tradeoff(rows, path):
     tasks = list(dict.fromkeys(r.task for r in rows if r.checkpoint == checkpoint))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.8), squeeze=False)
     for ax, name in zip(axes[0], tasks):
-        metric = glue.TASKS[name].metric
         mine = [r for r in rows if r.checkpoint == checkpoint and r.task == name]
+        metric = mine[0].main
         for k, criterion in enumerate(dict.fromkeys(r.criterion for r in mine)):
             points = sorted((r for r in mine if r.criterion == criterion), key=lambda r: r.speed_up)
             x, y = [r.speed_up for r in points], [r.metrics[metric] for r in points]

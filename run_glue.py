@@ -1,4 +1,4 @@
-"""Fine-tune BERT/ALBERT with PABEE on a GLUE task and evaluate it at several patience values.
+"""Fine-tune a backbone with PABEE on a GLUE task or own data and evaluate it at several patience values.
 
 The flags are those of the original PABEE run_glue.py; `python run_glue.py --help` lists them.
 Bad input stops with one line on stderr and exit code 2, before anything is written.
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import glue
+import own_data
 from backbones import (
     BACKBONES,
     check_hub_reachable,
@@ -47,7 +48,8 @@ def build_parser():
     add("--data_dir", default=None, help="Folder with the task's TSV files; without it GLUE comes from the hub.")
     add("--model_type", required=True, choices=list(BACKBONES), help="The backbone: " + ", ".join(BACKBONES) + ".")
     add("--model_name_or_path", required=True, help="Hub name, model folder, or a checkpoint-N folder to resume.")
-    add("--task_name", required=True, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI.")
+    add("--task_name", default=None, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI. With own "
+        "data files a free name for rows and files (default: the training file's name).")
     add("--output_dir", required=True, help="Where the model, checkpoints, results and reports are written.")
     add("--patience", default="0", help="Comma list of patience values to evaluate, e.g. 3,4,5,6,7,8.")
     add("--regression_threshold", type=float, default=0.0, help="Regression exit: |change| < this counts as agreeing.")
@@ -100,6 +102,22 @@ def build_parser():
              "depth: the median of --timing_repeats rounds, with min and max (default: one full-depth pass "
              "serves every setting, same answers, no timing).")
     add("--timing_repeats", type=int, default=3, help="Rounds of timing per setting with --timed_inference.")
+    own = p.add_argument_group("own data (instead of GLUE)")
+    add = own.add_argument
+    add("--train_file", default=None, help="Training examples: .csv, .tsv, .json (a list of objects) or .jsonl.")
+    add("--validation_file", default=None, help="Dev examples (same columns), for --do_eval and training-time evaluation.")
+    add("--test_file", default=None, help="Examples to predict with --do_predict (labels not needed).")
+    add("--text_columns", default=None, help="The text column, or two comma-separated for pairs (default: the usual "
+        "names: sentence1+sentence2, question1+question2, premise+hypothesis, question+sentence, sentence, text).")
+    add("--label_column", default=None, help="The label column (default: label, labels or score).")
+    add("--dataset_name", default=None, help="A hub dataset (through datasets) instead of files.")
+    add("--dataset_config_name", default=None, help="The hub dataset's configuration.")
+    add("--validation_split_percentage", type=float, default=0.0,
+        help="Without validation data: this percentage of the training rows (seeded by --seed) becomes the dev set.")
+    add("--task_type", choices=["classification", "regression"], default=None,
+        help="Default: regression when the training labels are floats, else classification over their sorted names.")
+    add("--metric_for_table", default=None, help="The main metric of tables and plots: acc (default), macro_f1, and "
+        "for two labels f1 or mcc; regression: pearson (default), spearmanr or mse.")
     return p
 
 
@@ -119,13 +137,17 @@ def parse_settings(text, rule, flag):
     return tuple(rule.setting_type(part) for part in parts)
 
 
-def exit_plan(flags):
+def exit_plan(flags, task=None):
     """The task(s) and exit settings the flags ask for. Patience settings come from --patience,
-    the other criteria's from --exit_thresholds."""
-    try:
-        task = glue.find_task(flags.task_name)
-    except glue.DataError as e:
-        raise UsageError(str(e)) from None
+    the other criteria's from --exit_thresholds. The task of own data is known once its files
+    are read: until then (`task` None with data files) the plan has none."""
+    if task is None and not own_data.wanted(flags):
+        if not flags.task_name:
+            raise UsageError("no task: pass --task_name with a GLUE task, or --train_file / --dataset_name with own data")
+        try:
+            task = glue.find_task(flags.task_name)
+        except glue.DataError as e:
+            raise UsageError(str(e)) from None
     rule = RULES[flags.exit_criterion]
     patience = parse_settings(flags.patience, RULES["patience"], "--patience")
     if flags.exit_criterion == "patience":
@@ -133,13 +155,16 @@ def exit_plan(flags):
             raise UsageError("--exit_thresholds is for the baseline criteria: give patience values with --patience")
         settings = patience
     else:
-        if rule.needs_probabilities and task.is_regression:
+        if rule.needs_probabilities and task is not None and task.is_regression:
             raise UsageError(f"--exit_criterion {rule.name} needs class probabilities and "
                              f"{task.folder} is a regression task: use patience or fixed")
         if not flags.exit_thresholds:
             raise UsageError(f"--exit_criterion {rule.name} needs --exit_thresholds, e.g. {rule.example}")
         settings = parse_settings(flags.exit_thresholds, rule, "--exit_thresholds")
-    eval_tasks = tuple(glue.TASKS[name] for name in glue.EVAL_TASKS.get(task.name, (task.name,)))
+    if task is None or task.scores != "glue":
+        eval_tasks = () if task is None else (task,)
+    else:
+        eval_tasks = tuple(glue.TASKS[name] for name in glue.EVAL_TASKS.get(task.name, (task.name,)))
     return ExitPlan(task, eval_tasks, rule.name, settings, flags.regression_threshold)
 
 
@@ -163,6 +188,7 @@ RANGES = {
     "seed": (lambda v: 0 <= v < 2**32, "a seed from 0 to 2**32 - 1"),
     "local_rank": (lambda v: v >= -1, "-1 (no launcher) or a GPU index"),
     "timing_repeats": (lambda v: v >= 1, "a number of rounds >= 1"),
+    "validation_split_percentage": (lambda v: 0 <= v < 100, "a percentage from 0 (none) to below 100"),
 }
 
 
@@ -187,7 +213,9 @@ def check_paths(flags, plan):
     out = Path(flags.output_dir)
     if flags.do_train and out.is_dir() and any(out.iterdir()) and not flags.overwrite_output_dir:
         raise UsageError(f"output directory {out} exists and is not empty: pass --overwrite_output_dir or another --output_dir")
-    if flags.data_dir is not None:
+    if own_data.wanted(flags):
+        check_own_data_flags(flags)
+    elif flags.data_dir is not None:
         if not Path(flags.data_dir).is_dir():
             raise UsageError(f"--data_dir {flags.data_dir} is not a folder: point it at the task's folder of TSV files")
         for task, split in splits_needed(flags, plan):
@@ -199,6 +227,21 @@ def check_paths(flags, plan):
         check_model_reference(getattr(flags, flag), flag)
         if loads_models:
             check_hub_reachable(getattr(flags, flag), flag, flags.cache_dir or None)
+
+
+def check_own_data_flags(flags):
+    if flags.data_dir is not None:
+        raise UsageError("--data_dir is for GLUE tasks: drop it, or drop --train_file / --dataset_name")
+    if flags.dataset_name and any(getattr(flags, f) for f in own_data.SPLIT_FLAGS.values()):
+        raise UsageError("--dataset_name and data files exclude each other: give one of them")
+    if flags.do_train and not (flags.train_file or flags.dataset_name):
+        raise UsageError("--do_train needs training data: pass --train_file")
+    for flag in own_data.SPLIT_FLAGS.values():
+        if getattr(flags, flag):
+            try:
+                own_data.check_file(getattr(flags, flag), flag)
+            except glue.DataError as e:
+                raise UsageError(str(e)) from None
 
 
 def check_model_limits(flags, plan, configs, tokenizer):
@@ -215,7 +258,15 @@ def check_model_limits(flags, plan, configs, tokenizer):
     return limit, f"--max_seq_length {flags.max_seq_length} is more than the model takes ({limit} positions): using {limit}"
 
 
-def splits_needed(flags, plan):
+def splits_needed(flags, plan, present=None):
+    """(task, split) pairs the run reads. `present`: the splits own data has, to say what is missing."""
+    if present is not None:
+        for split, needed, fix in (("dev", flags.do_eval or flags.evaluate_during_training,
+                                    "pass --validation_file or --validation_split_percentage"),
+                                   ("test", flags.do_predict, "pass --test_file")):
+            if needed and split not in present:
+                raise UsageError(f"no {'validation' if split == 'dev' else 'test'} data for "
+                                 f"{'--do_eval' if split == 'dev' else '--do_predict'}: {fix}")
     wanted = [(plan.task, "train")] if flags.do_train else []
     wanted += [(t, "dev") for t in plan.eval_tasks if flags.do_eval or flags.evaluate_during_training]
     return wanted + [(t, "test") for t in plan.eval_tasks if flags.do_predict]
@@ -274,13 +325,18 @@ def run(flags, plan):
     models = [flags.model_name_or_path] if flags.do_train else [f for _, f in models_to_evaluate(flags)]
     configs = [load_config(backbone, name, cache_dir)
                for name in ([flags.config_name or flags.model_name_or_path] if flags.do_train else models)]
+    own = None
+    if plan.task is None:  # own data: the task is what its files say
+        own = read_own_data(flags, configs[0])
+        plan = exit_plan(flags, own.task)
     tokenizer = load_tokenizer(backbone, flags.tokenizer_name or models[0], flags.do_lower_case, cache_dir)
     max_seq_length, clamped = check_model_limits(flags, plan, configs, tokenizer)
     model, loaded = load_model(backbone, models[0], plan.task, runtime.device, flags.config_name, cache_dir,
                                exit_pooling=flags.exit_pooling,
                                exit_training=flags.exit_training if flags.do_train else None)
-    source = DataSource(flags.data_dir, cache_dir, max_seq_length, flags.overwrite_cache)
-    data = prepare_data(source, splits_needed(flags, plan), tokenizer, runtime)  # bad data stops us here
+    source = DataSource(flags.data_dir, cache_dir, max_seq_length, flags.overwrite_cache, own)
+    wanted = splits_needed(flags, plan, own.examples if own else None)
+    data = prepare_data(source, wanted, tokenizer, runtime)  # bad data stops us here
     # Every input is checked: what is worth saying about them comes now, not before an error line.
     if clamped:
         logger.warning(clamped)
@@ -292,6 +348,13 @@ def run(flags, plan):
     if (flags.do_eval or flags.do_predict) and runtime.is_main:
         evaluate_and_report(flags, plan, runtime, backbone, data, final_model=model)
     runtime.shut_down()
+
+
+def read_own_data(flags, config):
+    try:
+        return own_data.load(flags, config)
+    except glue.DataError as e:
+        raise UsageError(str(e)) from None
 
 
 def fine_tune(flags, plan, runtime, model, heads_new, tokenizer, data):
