@@ -245,8 +245,8 @@ def load(flags, config=None):
         if split != "test":
             check_columns(table, sources[split], [label], "fix --label_column")
     rows = {split: list(range(len(table))) for split, table in tables.items()}
+    kind, names = task_labels(flags, tables, sources, rows, label, config)  # from the whole training file
     tables, sources, rows = carve_validation(flags, tables, sources, rows)
-    kind, names = task_labels(flags, tables, sources, rows, label, config)
     examples = {split: examples_of(table, rows[split], sources[split], split, texts, label, kind, names)
                 for split, table in tables.items()}
     task = make_task(flags, kind, names, texts)
@@ -277,17 +277,18 @@ def carve_validation(flags, tables, sources, rows):
     if "train" not in tables:
         raise DataError("--validation_split_percentage carves from the training data: pass --train_file")
     train = tables["train"]
-    rows = list(range(len(train)))
-    random.Random(flags.seed).shuffle(rows)
-    k = round(len(rows) * flags.validation_split_percentage / 100)
-    if not 0 < k < len(rows):
-        raise DataError(f"--validation_split_percentage {flags.validation_split_percentage} of {len(rows)} rows "
+    order = list(range(len(train)))
+    random.Random(flags.seed).shuffle(order)
+    k = round(len(order) * flags.validation_split_percentage / 100)
+    if not 0 < k < len(order):
+        raise DataError(f"--validation_split_percentage {flags.validation_split_percentage:g} of {len(order)} rows "
                         "leaves no training or no validation example: give a percentage that leaves both")
-    dev, keep = sorted(rows[:k]), sorted(rows[k:])
-    logger.info("validation: %d of the %d rows of %s (%g%%, seed %d); %d left for training", len(dev), len(rows),
+    dev, keep = sorted(order[:k]), sorted(order[k:])
+    logger.info("validation: %d of the %d rows of %s (%g%%, seed %d); %d left for training", len(dev), len(order),
                 sources["train"], flags.validation_split_percentage, flags.seed, len(keep))
     carved = {**tables, "train": train.select(keep), "dev": train.select(dev)}
-    return carved, {**sources, "dev": sources["train"]}, {**rows, "train": keep, "dev": dev}
+    positions = {"train": [rows["train"][i] for i in keep], "dev": [rows["train"][i] for i in dev]}
+    return carved, {**sources, "dev": sources["train"]}, {**rows, **positions}
 
 
 def task_labels(flags, tables, sources, rows, label, config):

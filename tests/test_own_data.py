@@ -1,0 +1,301 @@
+"""Own data: CSV, TSV, JSON and JSONL files (or a hub dataset), column guessing, label names kept
+from training to predict.py, regression from float labels, a seeded validation split, predict.py
+equal to run_glue's predictions and answering a stream, and hostile files refused in one line."""
+
+import csv
+import json
+import logging
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import run_glue
+from glue_fixtures import FILLER
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = {"neg": "awful", "pos": "great", "mid": "fine"}  # the word that gives the label away
+TRAIN = ["--do_train", "--do_eval", "--learning_rate", "3e-3", "--num_train_epochs", "8",
+         "--per_gpu_train_batch_size", "16", "--per_gpu_eval_batch_size", "16", "--logging_steps", "1000",
+         "--save_steps", "1000", "--seed", "3", "--patience", "0,1,2"]
+
+
+def sentence(rng, word):
+    words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
+    words.insert(rng.randint(0, len(words)), word)
+    return " ".join(words)
+
+
+def records(n, seed=0, regression=False):
+    """{text, label} rows: a label name (or, for regression, the count of 'great' plus noise)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        if regression:
+            k = rng.randint(0, 3)
+            text = " ".join([sentence(rng, "great")] * k) if k else sentence(rng, "awful")
+            rows.append({"text": text, "label": round(k + rng.random() * 0.3, 3)})
+        else:
+            label = rng.choice(sorted(WORDS))
+            rows.append({"text": sentence(rng, WORDS[label]), "label": label})
+    return rows
+
+
+def write(path, rows, columns=None):
+    """rows (dicts) in the format the suffix says."""
+    path = Path(path)
+    columns = columns or list(rows[0])
+    if path.suffix in (".csv", ".tsv"):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            out.writerow(columns)
+            out.writerows([[r[c] for c in columns] for r in rows])
+    elif path.suffix == ".json":
+        path.write_text(json.dumps([{c: r[c] for c in columns} for r in rows]), encoding="utf-8")
+    else:
+        path.write_text("".join(json.dumps({c: r[c] for c in columns}) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run(world, out, *args):
+    return run_glue.main(["--model_type", "bert", "--model_name_or_path", str(world / "bert"),
+                          "--output_dir", str(out), *args])
+
+
+def rows_of(out):
+    return json.loads((Path(out) / "eval_results.json").read_text())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl"])
+def test_each_format_trains_keeps_label_names_and_predicts_them(suffix, world, tmp_path):
+    train = write(tmp_path / f"reviews{suffix}", records(300))
+    dev = write(tmp_path / f"dev{suffix}", records(60, seed=1))
+    test = write(tmp_path / f"test{suffix}", records(20, seed=2), columns=["text"])
+    out = tmp_path / "out"
+    assert run(world, out, "--train_file", str(train), "--validation_file", str(dev), "--test_file", str(test),
+               "--do_predict", *TRAIN) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "mid", "1": "neg", "2": "pos"}
+    rows = rows_of(out)
+    assert [(r["task"], r["patience"]) for r in rows] == [("reviews", p) for p in (0, 1, 2)]
+    assert rows[0]["acc"] >= 0.8, rows[0]
+    assert {"acc", "macro_f1", "f1[mid]", "f1[neg]", "f1[pos]"} <= set(rows[0]) and "mcc" not in rows[0]
+    lines = (out / "predictions" / "patience-0" / "reviews.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 21
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"mid", "neg", "pos"}
+
+
+def test_columns_are_guessed_or_named(world, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="run_glue")
+    rng = random.Random(4)
+    pairs = [{"question": sentence(rng, "what"), "sentence": sentence(rng, WORDS[lab]), "label": lab}
+             for lab in (rng.choice(sorted(WORDS)) for _ in range(200))]
+    train = write(tmp_path / "pairs.csv", pairs)
+    assert run(world, tmp_path / "a", "--train_file", str(train), "--validation_split_percentage", "20",
+               "--do_train", "--do_eval", "--max_steps", "3") == 0
+    assert "texts from 'question' + 'sentence', labels from 'label' (guessed" in caplog.text
+    odd = write(tmp_path / "odd.jsonl", [{"body": r["sentence"], "target": r["label"], "label": "x"} for r in pairs])
+    caplog.clear()
+    assert run(world, tmp_path / "b", "--train_file", str(odd), "--validation_split_percentage", "20",
+               "--text_columns", "body", "--label_column", "target", "--do_train", "--do_eval", "--max_steps", "3") == 0
+    assert "texts from 'body', labels from 'target'" in caplog.text and "(guessed" not in caplog.text
+    assert len(json.loads((tmp_path / "b" / "config.json").read_text())["id2label"]) == 3
+
+
+def test_float_labels_make_a_regression_task(world, tmp_path):
+    train = write(tmp_path / "scores.csv", records(300, regression=True))
+    dev = write(tmp_path / "dev.csv", records(60, seed=1, regression=True))
+    out = tmp_path / "out"
+    assert run(world, out, "--train_file", str(train), "--validation_file", str(dev), *TRAIN,
+               "--head_bias_init", "label_prior", "--regression_threshold", "0.2") == 0
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(out).num_labels == 1
+    row = rows_of(out)[0]
+    assert {"pearson", "spearmanr", "mse"} <= set(row) and row["main_metric"] == "pearson"
+    assert row["pearson"] > 0.5, row
+    assert run(world, tmp_path / "c", "--train_file", str(train), "--do_train", "--max_steps", "2",
+               "--task_type", "classification") == 0
+    assert AutoConfig.from_pretrained(tmp_path / "c").num_labels > 10  # each score a class
+
+
+def carved_dev(tmp_path, seed):
+    from own_data import load
+
+    train = write(tmp_path / "all.csv", [{"text": f"{r['text']} {i}", "label": r["label"]}
+                                         for i, r in enumerate(records(100))])
+    flags = run_glue.build_parser().parse_args(["--model_type", "bert", "--model_name_or_path", "m", "--output_dir",
+                                                 "o", "--train_file", str(train), "--validation_split_percentage",
+                                                 "25", "--seed", str(seed)])
+    data = load(flags)
+    return data.examples["dev"], data.examples["train"]
+
+
+def test_validation_split_is_seeded_and_disjoint(tmp_path):
+    dev_a, train_a = carved_dev(tmp_path, 1)
+    dev_b, _ = carved_dev(tmp_path, 1)
+    dev_c, _ = carved_dev(tmp_path, 2)
+    assert dev_a == dev_b and dev_a != dev_c
+    assert len(dev_a["text_a"]) == 25 and len(train_a["text_a"]) == 75
+    assert not set(dev_a["text_a"]) & set(train_a["text_a"])
+    assert sorted(map(int, dev_a["index"] + train_a["index"])) == list(range(100))
+
+
+def test_eval_only_takes_label_names_from_the_model(world, tmp_path):
+    train = write(tmp_path / "t.csv", records(300))
+    dev = write(tmp_path / "d.csv", records(60, seed=1))
+    out = tmp_path / "out"
+    assert run(world, out, "--train_file", str(train), "--validation_file", str(dev), *TRAIN) == 0
+    again = tmp_path / "again"
+    assert run_glue.main(["--model_type", "bert", "--model_name_or_path", str(out), "--output_dir", str(again),
+                          "--validation_file", str(dev), "--do_eval", "--patience", "0"]) == 0
+    assert rows_of(again)[0]["acc"] == rows_of(out)[0]["acc"]
+
+
+def predict(*args, stdin=None):
+    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *args], input=stdin, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("own")
+    train = write(folder / "reviews.csv", records(300))
+    dev = write(folder / "dev.csv", records(60, seed=1))
+    test = write(folder / "new.jsonl", records(40, seed=5), columns=["text"])
+    out = folder / "out"
+    assert run(world, out, "--train_file", str(train), "--validation_file", str(dev), "--test_file", str(test),
+               "--do_predict", *TRAIN) == 0
+    return out, test
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2])
+def test_predict_equals_run_glue_predictions(trained, patience):
+    out, test = trained
+    proc = predict("--model_dir", str(out), "--input", str(test), "--patience", str(patience), "--batch_size", "7")
+    assert proc.returncode == 0, proc.stderr
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    expected = [line.split("\t")[1] for line in
+                (out / "predictions" / f"patience-{patience}" / "reviews.tsv").read_text().splitlines()[1:]]
+    assert [a["label"] for a in answers] == expected
+    texts = [json.loads(line)["text"] for line in test.read_text().splitlines()]
+    assert [a["text"] for a in answers] == texts
+    assert all(0 < a["probability"] <= 1 and 1 <= a["exit_layer"] <= 4 for a in answers)
+    closing = proc.stderr.strip().splitlines()[-1]
+    assert closing.startswith("predict.py: 40 examples in ") and "mean exit layer" in closing and "speed-up" in closing
+
+
+def test_predict_plain_text_and_tsv_output(trained):
+    out, _ = trained
+    proc = predict("--model_dir", str(out), "--output_format", "tsv", "--patience", "1",
+                   stdin="the plot was great\nquite awful film\tand a story\n")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "text\ttext_b\tlabel\tprobability\texit_layer" and len(lines) == 3
+    assert lines[1].split("\t")[:3] == ["the plot was great", "", "pos"]
+    assert lines[2].split("\t")[:3] == ["quite awful film", "and a story", "neg"]
+
+
+def test_predict_answers_a_stream_before_it_ends(trained):
+    out, _ = trained
+    proc = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), "--model_dir", str(out), "--batch_size", "8",
+                             "--pause", "0.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        proc.stdin.write("a great movie\n")
+        proc.stdin.flush()
+        first = proc.stdout.readline()  # the input is still open: the answer came from the pause
+        assert json.loads(first)["label"] == "pos"
+        proc.stdin.write("an awful plot\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["label"] == "neg"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_metric_for_table_leads_the_table(world, tmp_path):
+    train = write(tmp_path / "t.csv", records(200))
+    out = tmp_path / "out"
+    assert run(world, out, "--train_file", str(train), "--validation_split_percentage", "20", "--do_train",
+               "--do_eval", "--max_steps", "3", "--metric_for_table", "macro_f1") == 0
+    header = (out / "pabee_results.md").read_text().splitlines()[0]
+    assert header.startswith("| checkpoint | task | criterion | setting | macro_f1 | acc |") and "f1[" not in header
+    assert run(world, tmp_path / "bad", "--train_file", str(train), "--validation_split_percentage", "20",
+               "--do_train", "--metric_for_table", "pearson") == 2
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+def hostile(tmp_path):
+    good = records(30)
+    cases = {
+        "missing column": (write(tmp_path / "m.csv", good), ["--text_columns", "review"], "has no column 'review'"),
+        "empty file": ((tmp_path / "e.csv"), [], "is empty"),
+        "header only": ((tmp_path / "h.csv"), [], "only a header"),
+        "unseen label": (write(tmp_path / "u.csv", good), ["--validation_file", str(tmp_path / "u_dev.csv")],
+                         "u_dev.csv:4: label 'joy' was never seen in training"),
+        "mixed label types": ((tmp_path / "x.jsonl"), [], "x.jsonl:2: label 'five' is not of the type"),
+        "malformed json line": ((tmp_path / "j.jsonl"), [], "j.jsonl:3: not valid JSON"),
+        "not utf-8": ((tmp_path / "n.csv"), [], "n.csv:3: byte 0xe9 is not UTF-8"),
+        "empty text": ((tmp_path / "t.csv"), [], "t.csv:3: text column 'text' is empty"),
+        "directory": ((tmp_path / "folder.csv"), [], "is a folder"),
+        "unknown format": ((tmp_path / "data.xml"), [], "unknown format '.xml'"),
+    }
+    (tmp_path / "e.csv").write_text("")
+    (tmp_path / "h.csv").write_text("text,label\n")
+    dev = records(5, seed=9)
+    dev[2]["label"] = "joy"
+    write(tmp_path / "u_dev.csv", dev)
+    (tmp_path / "x.jsonl").write_text('{"text": "a b", "label": 3}\n{"text": "c d", "label": "five"}\n')
+    (tmp_path / "j.jsonl").write_text('{"text": "a", "label": "p"}\n{"text": "b", "label": "q"}\n{"text": "c",\n')
+    (tmp_path / "n.csv").write_bytes(b"text,label\nfine film,pos\ncaf\xe9 film,neg\n")
+    (tmp_path / "t.csv").write_text("text,label\na film,pos\n,neg\n")
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "data.xml").write_text("<x/>")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty file", "header only", "unseen label", "mixed label types",
+                                  "malformed json line", "not utf-8", "empty text", "directory", "unknown format"])
+def test_hostile_files_one_line_exit_2_nothing_written(case, world, tmp_path, capsys):
+    path, extra, message = hostile(tmp_path)[case]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    out = tmp_path / "out"
+    code = run(world, out, "--train_file", str(path), "--do_train", "--do_eval", "--validation_split_percentage",
+               "0" if "--validation_file" in extra else "50", *extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_bad_combinations_and_offline_hub_are_one_line(world, tmp_path, capsys):
+    train = write(tmp_path / "t.csv", records(20))
+    cases = [
+        (["--train_file", str(train), "--data_dir", str(tmp_path)], "--data_dir is for GLUE tasks"),
+        (["--train_file", str(train), "--do_eval"], "no validation data for --do_eval"),
+        (["--dataset_name", "someone/reviews"], "pass --train_file"),
+        (["--validation_file", str(train)], "--do_train needs training data"),
+    ]
+    for args, message in cases:
+        code = run(world, tmp_path / "out", *args, "--do_train")
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, (args, err)
+        assert not (tmp_path / "out").exists()
+
+
+def test_predict_refuses_bad_input_in_one_line(trained, tmp_path):
+    out, _ = trained
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    (tmp_path / "good.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    for args, message in [(["--input", str(tmp_path / "bad.jsonl")], "bad.jsonl:2: not valid JSON"),
+                          (["--input", str(tmp_path)], "is not a file"),
+                          (["--input", str(tmp_path / "good.jsonl"), "--text_columns", "body"], "no column 'body'")]:
+        proc = predict("--model_dir", str(out), *args)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    proc = predict("--model_dir", str(tmp_path))
+    assert proc.returncode == 2 and "holds no config.json" in proc.stderr
