@@ -125,6 +125,7 @@ def world(tmp_path_factory):
     from glue_fixtures import tiny_folder, write_task
 
     root = tmp_path_factory.mktemp("world")
+    torch.manual_seed(0)  # the same random backbones whichever test asks first
     for kind in KINDS:
         tiny_folder(kind, root / kind)
     for folder in ("SST-2", "STS-B", "MNLI", "RTE"):

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = {"neg": "awful", "pos": "great", "mid": "fine"}  # the word that gives the label away
 TRAIN = ["--do_train", "--do_eval", "--learning_rate", "3e-3", "--num_train_epochs", "8",
          "--per_gpu_train_batch_size", "16", "--per_gpu_eval_batch_size", "16", "--logging_steps", "1000",
-         "--save_steps", "1000", "--seed", "3", "--patience", "0,1,2"]
+         "--save_steps", "1000", "--seed", "3", "--patience", "0,1,2", "--exit_pooling", "mean"]
+# Mean pooling: the label word sits anywhere, and a tiny random model's first token learns it
+# for some initialisations only (first-token runs reach 0.68 or 1.0 by the backbone's seed).
 
 
 def sentence(rng, word):
