@@ -93,7 +93,7 @@ def test_modernbert_pools_as_its_config_says_unless_told():
 
 TRAIN = ["--do_train", "--do_eval", "--max_seq_length", "64", "--per_gpu_train_batch_size", "16",
          "--per_gpu_eval_batch_size", "16", "--learning_rate", "3e-3", "--num_train_epochs", "2",
-         "--logging_steps", "10", "--save_steps", "25", "--seed", "7", "--patience", "0,1,2"]
+         "--logging_steps", "10", "--save_steps", "25", "--seed", "7", "--patience", "0,1,2", "--exit_pooling", "mean"]
 
 
 def run(world, kind, model, output_dir, *extra):

@@ -301,3 +301,16 @@ def test_predict_refuses_bad_input_in_one_line(trained, tmp_path):
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     proc = predict("--model_dir", str(tmp_path))
     assert proc.returncode == 2 and "holds no config.json" in proc.stderr
+
+
+def test_dataset_name_reads_splits_through_datasets(world, tmp_path):
+    """--dataset_name takes what datasets.load_dataset takes: here a local folder of CSV splits
+    (no network), whose validation split becomes the dev set."""
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    write(folder / "train.csv", records(300))
+    write(folder / "validation.csv", records(60, seed=1))
+    out = tmp_path / "out"
+    assert run(world, out, "--dataset_name", str(folder), *TRAIN) == 0
+    rows = rows_of(out)
+    assert rows[0]["task"] == "reviews" and rows[0]["n"] == 60 and rows[0]["acc"] >= 0.8
