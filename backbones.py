@@ -122,7 +122,7 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
     what loading found: {"missing_keys": parameters the checkpoint lacked (initialised fresh),
     "unexpected_keys": its parameters the model has no place for, "new_heads": the layers (0-based)
     whose head was among the missing, "new_head_parameters": the missing that belong to heads or
-    what feeds them}. `settings` go into the config
+    what feeds them, "dropped_keys": parameters of layers beyond a `num_hidden_layers` setting}. `settings` go into the config
     (exit_pooling, exit_training). transformers' load report is silenced: `log_new_parameters`
     says it in one line, once the run's inputs are all checked."""
     from transformers.utils import logging as hf_logging
@@ -148,9 +148,18 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
         if bar:
             hf_logging.enable_progress_bar()
     missing = sorted(info["missing_keys"])
-    return model.to(device), {"missing_keys": missing, "unexpected_keys": sorted(info["unexpected_keys"]),
+    depth = settings.get("num_hidden_layers")
+    dropped = sorted(k for k in info["unexpected_keys"] if depth and layer_index(k) is not None and layer_index(k) >= depth)
+    return model.to(device), {"missing_keys": missing, "unexpected_keys": sorted(set(info["unexpected_keys"]) - set(dropped)),
+                              "dropped_keys": dropped,
                               "new_heads": model.new_heads(missing),
                               "new_head_parameters": [k for k in missing if k.startswith(model.head_parameters)]}
+
+
+def layer_index(key):
+    """The layer a parameter name belongs to (encoder.layer.3..., layers.3...), else None."""
+    found = re.search(r"(?:^|\.)(?:layer|layers)\.(\d+)\.", key)
+    return int(found.group(1)) if found else None
 
 
 def without_load_report(record):
@@ -162,6 +171,9 @@ def log_new_parameters(path, info):
     """Quiet (info) when only classifier heads are new, as from a plain backbone; a warning when
     anything else is missing or unexpected."""
     missing, unexpected, heads = info["missing_keys"], info["unexpected_keys"], info["new_heads"]
+    if info.get("dropped_keys"):
+        logger.info("%s: the %d parameters of layers %d and up are left out (--num_hidden_layers)", path,
+                    len(info["dropped_keys"]), min(layer_index(k) for k in info["dropped_keys"]) + 1)
     others = [k for k in missing if k not in info["new_head_parameters"]]
     if heads and not others and not unexpected:
         logger.info("%s: %d classifier heads are new (layers %s), as expected when starting from a plain backbone",

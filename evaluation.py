@@ -40,6 +40,7 @@ class ResultRow:
     wallclock_min: float | None = None
     wallclock_max: float | None = None
     main_metric: str | None = None  # the task's metric for tables and plots (rows of older runs lack it)
+    training: str | None = None  # how the model was fine-tuned (its config's exit_training)
 
     @property
     def main(self):
@@ -128,7 +129,7 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
             metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, logits), dev.labels)
             return ResultRow(checkpoint, dev.task.name, criterion, setting, len(dev.labels),
                              **exit_stats(exits, num_layers), metrics=metrics, main_metric=dev.task.metric,
-                             **timing)
+                             training=getattr(model.config, "exit_training", None), **timing)
 
         all_logits, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
         answers = {}

@@ -5,7 +5,11 @@ This module imports no torch (the rules only call methods of the tensors they ar
 run_glue.py can list the choices and check flags before anything heavy is loaded.
 """
 
-EXIT_TRAINING = ("pabee", "last")  # the weighted loss over every head; only the last head (vanilla)
+# How a model is fine-tuned: the loss of each stage. pabee: the weighted loss over every head; last:
+# the last head alone (vanilla); internal: stage 2 of DeeBERT, each internal head's own loss on a
+# frozen model; distill: stage 2 of FastBERT, internal heads towards the last layer's predictions.
+STAGES = {"pabee": ("pabee",), "last": ("last",), "two_stage": ("last", "internal"), "self_distill": ("last", "distill")}
+EXIT_TRAINING = tuple(STAGES)
 EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first token, or the masked mean
 
 

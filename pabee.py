@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
-from exit_rules import EXIT_POOLING, EXIT_TRAINING, PatienceRule, check_choice, check_setting
+from exit_rules import EXIT_POOLING, EXIT_TRAINING, STAGES, PatienceRule, check_choice, check_setting
 
 
 @dataclass
@@ -29,12 +29,28 @@ class PabeeOutput(ModelOutput):
     all_layer_logits: torch.Tensor | None = None
 
 
-def training_loss(all_layer_logits, labels, regime="pabee"):
-    """`pabee`: the paper's weighted loss. `last`: the last head's loss alone (vanilla fine-tuning),
-    so the internal heads get no gradient at all."""
+def training_loss(all_layer_logits, labels, regime="pabee", temperature=1.0):
+    """The loss of one training stage (exit_rules.STAGES). `pabee`: the paper's weighted loss.
+    `last`: the last head's loss alone (vanilla), so the internal heads get no gradient.
+    `internal`: the sum of the internal heads' own losses (DeeBERT's second stage). `distill`:
+    the sum over internal heads of the KL divergence from the last layer's softmax at
+    `temperature`, times temperature squared (regression: MSE to the last layer's value;
+    FastBERT's self-distillation). In both second stages the last layer is the fixed target."""
     if regime == "last":
         return layer_loss(all_layer_logits[:, -1], labels)
+    if regime == "internal":
+        return sum(layer_loss(logits, labels) for logits in all_layer_logits[:, :-1].unbind(1))
+    if regime == "distill":
+        teacher = all_layer_logits[:, -1].detach()
+        return sum(distill_loss(logits, teacher, temperature) for logits in all_layer_logits[:, :-1].unbind(1))
     return pabee_loss(all_layer_logits, labels)
+
+
+def distill_loss(student, teacher, temperature):
+    if student.shape[-1] == 1:
+        return F.mse_loss(student.view(-1), teacher.view(-1))
+    return F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                    log_target=True, reduction="batchmean") * temperature ** 2
 
 
 def pabee_loss(all_layer_logits, labels):
@@ -117,6 +133,9 @@ class PabeeMixin:
         config.regression_threshold = check_setting(
             "regression_threshold", getattr(config, "regression_threshold", 0.0)
         )
+        config.distill_temperature = getattr(config, "distill_temperature", 1.0)
+        if not config.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {config.distill_temperature}")
         own = config.num_hidden_layers - (final_head is not None)
         width = final_head.in_features if final_head is not None else config.hidden_size
         self.classifiers = nn.ModuleList([nn.Linear(width, config.num_labels) for _ in range(own)])
@@ -128,6 +147,10 @@ class PabeeMixin:
     def exit_head(self, i):
         """The linear head of layer i (0-based)."""
         return self.classifiers[i] if i < len(self.classifiers) else self.final_head()
+
+    def internal_head_parameters(self):
+        """What a second training stage trains: the heads of every layer but the last."""
+        return [p for i in range(self.num_layers - 1) for p in self.exit_head(i).parameters()]
 
     def new_heads(self, missing):
         """The layers (0-based) whose head is among the parameter names `missing`."""
@@ -205,20 +228,22 @@ class PabeeMixin:
         labels=None,
         output_all_layer_logits=False,
         exit_rule=None,
+        training_regime=None,
         **kwargs,
     ):
-        """Training mode: every layer's head, loss = training_loss. Inference: each example
-        stops at its own exit layer under `exit_rule` (default: the config's patience);
-        with output_all_layer_logits every example runs full depth and exits are read from
-        the stacked logits. In inference the loss (if labels) is that of the exit logits."""
+        """Training mode: every layer's head, loss = training_loss of `training_regime` (default:
+        the first stage of the config's exit_training). Inference: each example stops at its own
+        exit layer under `exit_rule` (default: the config's patience); with output_all_layer_logits
+        every example runs full depth and exits are read from the stacked logits. In inference the
+        loss (if labels) is that of the exit logits."""
         hidden = self.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         inputs = self.layer_inputs(hidden, attention_mask, position_ids)
         weights = self.token_weights(attention_mask, hidden)
         rule = exit_rule or self.exit_rule()
         all_layer_logits = None
+        regime = training_regime or STAGES[self.config.exit_training][0]
         if self.training:
-            last_only = self.config.exit_training == "last"
-            all_layer_logits = self.all_layer_logits(hidden, inputs, weights, last_only)
+            all_layer_logits = self.all_layer_logits(hidden, inputs, weights, last_only=regime == "last")
             logits = all_layer_logits[:, -1]
             exit_layers = torch.full((logits.shape[0],), self.num_layers, device=logits.device)
         elif output_all_layer_logits:
@@ -229,7 +254,7 @@ class PabeeMixin:
             logits, exit_layers = self.early_exit(hidden, inputs, weights, rule)
         loss = None
         if labels is not None and self.training:
-            loss = training_loss(all_layer_logits, labels, self.config.exit_training)
+            loss = training_loss(all_layer_logits, labels, regime, self.config.distill_temperature)
         elif labels is not None:
             loss = layer_loss(logits, labels)
         return PabeeOutput(

@@ -93,7 +93,15 @@ def build_parser():
              "mean of the tokens. Saved in the model's config; default: the model's own setting, else first.")
     add("--exit_training", choices=EXIT_TRAINING, default="pabee",
         help="pabee: the weighted loss over every head (the paper); last: the last head alone (vanilla "
-             "fine-tuning, internal heads untouched).")
+             "fine-tuning, internal heads untouched); two_stage (DeeBERT): last, then the internal heads on their "
+             "own losses with everything else frozen; self_distill (FastBERT): last, then the internal heads "
+             "towards the last layer's predictions with everything else frozen.")
+    add("--second_stage_steps", type=int, default=0,
+        help="Steps of the second stage of two_stage / self_distill (0: as many as the first).")
+    add("--distill_temperature", type=float, default=1.0, help="Softmax temperature of self_distill's targets.")
+    add("--num_hidden_layers", type=int, default=0,
+        help="Fine-tune only the first k layers of the backbone (0: all); with --exit_training last, the "
+             "paper's k-layer baseline rows.")
     add("--head_bias_init", choices=["zero", "label_prior"], default="zero",
         help="zero: new heads start with zero bias (the original); label_prior: at the training labels' mean "
              "(regression) or log class frequencies. See README, 'Fine-tuning a real model'.")
@@ -189,6 +197,9 @@ RANGES = {
     "local_rank": (lambda v: v >= -1, "-1 (no launcher) or a GPU index"),
     "timing_repeats": (lambda v: v >= 1, "a number of rounds >= 1"),
     "validation_split_percentage": (lambda v: 0 <= v < 100, "a percentage from 0 (none) to below 100"),
+    "second_stage_steps": (lambda v: v >= 0, "0 (as many as the first stage) or a number of steps"),
+    "distill_temperature": (lambda v: v > 0, "a temperature > 0"),
+    "num_hidden_layers": (lambda v: v >= 0, "0 (every layer) or a number of layers >= 1"),
 }
 
 
@@ -249,6 +260,11 @@ def check_model_limits(flags, plan, configs, tokenizer):
     --max_seq_length beyond its positions (or its tokenizer's limit) is clamped, as transformers'
     run_glue does. Returns the length used and, when clamped, the warning to give."""
     depth = min(c.num_hidden_layers for c in configs)
+    if flags.do_train and flags.num_hidden_layers:
+        if flags.num_hidden_layers > depth:
+            raise UsageError(f"--num_hidden_layers {flags.num_hidden_layers} is more than the model's {depth} layers: "
+                             f"give 1 to {depth}")
+        depth = flags.num_hidden_layers
     if plan.criterion == "fixed" and max(plan.settings) > depth:
         raise UsageError(f"--exit_thresholds {flags.exit_thresholds}: fixed exit layer {max(plan.settings)} is beyond "
                          f"the model's {depth} layers: give layers from 1 to {depth}")
@@ -331,9 +347,10 @@ def run(flags, plan):
         plan = exit_plan(flags, own.task)
     tokenizer = load_tokenizer(backbone, flags.tokenizer_name or models[0], flags.do_lower_case, cache_dir)
     max_seq_length, clamped = check_model_limits(flags, plan, configs, tokenizer)
+    training = {"exit_training": flags.exit_training, "distill_temperature": flags.distill_temperature,
+                "num_hidden_layers": flags.num_hidden_layers or None} if flags.do_train else {}
     model, loaded = load_model(backbone, models[0], plan.task, runtime.device, flags.config_name, cache_dir,
-                               exit_pooling=flags.exit_pooling,
-                               exit_training=flags.exit_training if flags.do_train else None)
+                               exit_pooling=flags.exit_pooling, **training)
     source = DataSource(flags.data_dir, cache_dir, max_seq_length, flags.overwrite_cache, own)
     wanted = splits_needed(flags, plan, own.examples if own else None)
     data = prepare_data(source, wanted, tokenizer, runtime)  # bad data stops us here

@@ -314,3 +314,17 @@ def test_dataset_name_reads_splits_through_datasets(world, tmp_path):
     assert run(world, out, "--dataset_name", str(folder), *TRAIN) == 0
     rows = rows_of(out)
     assert rows[0]["task"] == "reviews" and rows[0]["n"] == 60 and rows[0]["acc"] >= 0.8
+
+
+def test_own_data_resumes_bitwise_from_a_checkpoint(world, tmp_path):
+    from safetensors.torch import load_file
+
+    train = write(tmp_path / "t.jsonl", records(200))
+    common = ["--train_file", str(train), "--validation_split_percentage", "20", "--do_train", "--max_steps", "12",
+              "--save_steps", "5", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3", "--seed", "5",
+              "--exit_pooling", "mean"]
+    assert run(world, tmp_path / "full", *common) == 0
+    assert run_glue.main(["--model_type", "bert", "--model_name_or_path", str(tmp_path / "full" / "checkpoint-5"),
+                          "--output_dir", str(tmp_path / "part"), *common]) == 0
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -372,7 +372,8 @@ OUT_OF_RANGE = {  # one value per numeric flag that no run can honour
     "per_gpu_eval_batch_size": "-3", "gradient_accumulation_steps": "0", "learning_rate": "nan",
     "weight_decay": "-0.1", "adam_epsilon": "0", "max_grad_norm": "0", "num_train_epochs": "-2",
     "max_steps": "0", "warmup_steps": "-1", "logging_steps": "0", "save_steps": "0", "seed": "-1",
-    "local_rank": "-2", "timing_repeats": "0", "validation_split_percentage": "100",
+    "local_rank": "-2", "timing_repeats": "0", "validation_split_percentage": "100", "second_stage_steps": "-1",
+    "distill_temperature": "0", "num_hidden_layers": "-1",
 }
 
 
