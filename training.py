@@ -48,14 +48,15 @@ def train(flags, runtime, model, tokenizer, features, dev_sets=(), resume_from=N
     done = 0
     for number, (regime, length) in enumerate(zip(regimes, lengths), start=1):
         stage = Stage(number if len(regimes) > 1 else None, regime, done, done + length)
-        if resume is None or resume["global_step"] < stage.end:
-            here = resume if resume is not None and resume["global_step"] > stage.start else None
-            if resume is not None and here is None:
-                restore_rng(resume_from, runtime)  # the checkpoint closed the stage before this one
-            done = run_stage(flags, runtime, model, tokenizer, stage, loader, sampler, steps_per_epoch,
-                             dev_sets, writer, resume_from if here else None)
-        else:
-            done = stage.end
+        if resume is not None and resume["global_step"] >= stage.end:
+            done = stage.end  # finished before the checkpoint
+            continue
+        if resume is not None and resume["global_step"] == stage.start:
+            restore_rng(resume_from, runtime)  # the checkpoint closed the stage before this one
+        inside = resume is not None and resume["global_step"] > stage.start
+        done = run_stage(flags, runtime, model, tokenizer, stage, loader, sampler, steps_per_epoch,
+                         dev_sets, writer, resume_from if inside else None)
+        resume = None
     if writer:
         writer.close()
     return done

@@ -86,10 +86,21 @@ def test_self_distill_second_stage_loss_falls(world, tmp_path, capsys):
     assert json.loads((tmp_path / "sd" / "config.json").read_text())["distill_temperature"] == 2.0
 
 
+def with_dropout(world, folder):
+    """The tiny BERT with dropout on, so that a resume restoring the wrong random state shows."""
+    folder.mkdir()
+    for path in (world / "bert").iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 @pytest.mark.parametrize("regime,checkpoint", [("two_stage", 25), ("self_distill", 20), ("two_stage", 10)])
 def test_resume_lands_in_the_right_stage(regime, checkpoint, world, tmp_path, capsys):
     saving = ["--exit_training", regime, "--second_stage_steps", "12", "--save_steps", "5"]
-    assert run(world, tmp_path / "full", *saving) == 0
+    assert run(world, tmp_path / "full", *saving, model=with_dropout(world, tmp_path / "dropout")) == 0
     uninterrupted = {log["step"]: log for log in logged(capsys.readouterr().out)}
     folder = tmp_path / "full" / f"checkpoint-{checkpoint}"
     assert json.loads((folder / "trainer_state.json").read_text())["stage"] == (2 if checkpoint > 20 else 1)

@@ -1,0 +1,189 @@
+"""The paper's table from results rows (as run_glue writes them in pabee_results.json): which exit
+setting stands for each method, the reference numbers, and the table as markdown, JSON and LaTeX.
+
+A method is a training regime plus the exit setting it is shown at. PABEE's patience is chosen
+on dev: the fastest patience whose dev metric stays within `tolerance` of full depth. Baselines
+are shown at the setting whose dev speed-up is closest to PABEE's on the same task, as the paper
+compares methods at similar speed-ups. With several seeds every number is the median, with the
+min-max beside it; settings are chosen on the medians.
+"""
+
+import statistics
+
+# The paper's eight GLUE tasks and the metrics of their columns (the first one is averaged).
+PAPER_TASKS = ["CoLA", "MNLI", "MRPC", "QNLI", "QQP", "RTE", "SST-2", "STS-B"]
+COLUMNS = {"cola": ["mcc"], "mrpc": ["f1", "acc"], "qqp": ["f1", "acc"], "sts-b": ["pearson", "spearmanr"]}
+
+
+def columns_of(task):
+    return COLUMNS.get(task, ["acc"])
+
+
+# method: (training regime, criterion, how its setting is chosen, the model it needs)
+METHODS = {
+    "Vanilla": ("last", "patience", "full depth", "vanilla"),
+    "k-layer": ("last", "patience", "full depth of the first k layers", "k-layer"),
+    "PABEE": ("pabee", "patience", "fastest patience within the tolerance of full depth on dev", "pabee"),
+    "DeeBERT (entropy)": ("two_stage", "entropy", "speed-up closest to PABEE's", "two_stage"),
+    "Shallow-Deep (confidence)": ("self_distill", "confidence", "speed-up closest to PABEE's", "self_distill"),
+    "PABEE model + entropy": ("pabee", "entropy", "speed-up closest to PABEE's", "pabee"),
+    "PABEE model + confidence": ("pabee", "confidence", "speed-up closest to PABEE's", "pabee"),
+    "PABEE model + fixed layer": ("pabee", "fixed", "speed-up closest to PABEE's", "pabee"),
+}
+MODELS = {"vanilla": "last", "k-layer": "last", "pabee": "pabee", "two_stage": "two_stage",
+          "self_distill": "self_distill"}
+
+# Dev-set numbers published in the paper (Table 1), for the checkpoints it used.
+REFERENCE = {
+    "albert-base-v2": {
+        "paper: ALBERT-base": {"cola": 58.9, "mnli": 84.6, "mrpc": 89.5, "qnli": 91.7, "qqp": 89.6, "rte": 78.6,
+                               "sst-2": 92.8, "sts-b": 89.5},
+        "paper: ALBERT-base + PABEE (1.57x)": {"cola": 61.2, "mnli": 85.1, "mrpc": 90.0, "qnli": 91.8, "qqp": 89.6,
+                                               "rte": 80.1, "sst-2": 93.0, "sts-b": 90.1},
+    },
+    "bert-base-uncased": {
+        "paper: BERT-base": {"mnli": 84.5, "sst-2": 92.1, "sts-b": 88.9},
+        "paper: BERT-base + PABEE (1.62x)": {"mnli": 83.6, "sst-2": 92.0, "sts-b": 88.7},
+    },
+}
+REFERENCE_ROW = {"paper: ALBERT-base": "Vanilla", "paper: ALBERT-base + PABEE (1.57x)": "PABEE",
+                 "paper: BERT-base": "Vanilla", "paper: BERT-base + PABEE (1.62x)": "PABEE"}
+
+
+def rows_at(seed_rows, criterion, setting):
+    """The row of (criterion, setting) from each seed's rows (final checkpoint, first task)."""
+    found = []
+    for rows in seed_rows:
+        match = [r for r in rows if r["criterion"] == criterion and r["setting"] == setting]
+        if match:
+            found.append(match[0])
+    return found
+
+
+def settings_of(seed_rows, criterion):
+    return sorted({r["setting"] for rows in seed_rows for r in rows if r["criterion"] == criterion})
+
+
+def median_of(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def choose_patience(seed_rows, metric, tolerance):
+    """The fastest patience whose median dev metric is within `tolerance` of full depth's."""
+    full = median_of(rows_at(seed_rows, "patience", 0), metric)
+    good = [p for p in settings_of(seed_rows, "patience")
+            if len(rows_at(seed_rows, "patience", p)) == len(seed_rows)
+            and median_of(rows_at(seed_rows, "patience", p), metric) >= full - tolerance]
+    return max(good, key=lambda p: (median_of(rows_at(seed_rows, "patience", p), "speed_up"), -p))
+
+
+def closest_speed_up(seed_rows, criterion, metric, target):
+    """The setting whose median speed-up is closest to `target` (ties: the better metric)."""
+    settings = [s for s in settings_of(seed_rows, criterion) if len(rows_at(seed_rows, criterion, s)) == len(seed_rows)]
+    if not settings:
+        return None
+    return min(settings, key=lambda s: (round(abs(median_of(rows_at(seed_rows, criterion, s), "speed_up") - target), 9),
+                                        -median_of(rows_at(seed_rows, criterion, s), metric)))
+
+
+def cell(seed_rows, task, criterion, setting):
+    rows = rows_at(seed_rows, criterion, setting)
+    values = {m: [r[m] for r in rows] for m in columns_of(task)}
+    return {"criterion": criterion, "setting": setting, "seeds": len(rows),
+            "values": {m: {"median": statistics.median(v), "min": min(v), "max": max(v)} for m, v in values.items()},
+            "speed_up": {"median": median_of(rows, "speed_up"), "min": min(r["speed_up"] for r in rows),
+                         "max": max(r["speed_up"] for r in rows)}}
+
+
+def build_table(results, tasks, tolerance, model_name=""):
+    """results: {(method model, task): [rows of each seed]} (final checkpoint rows of the task).
+    Returns the table as a JSON-ready dict."""
+    cells, chosen = {}, {}
+    for task in tasks:
+        metric = columns_of(task)[0]
+        pabee = results.get(("pabee", task))
+        target = None
+        if pabee:
+            patience = choose_patience(pabee, metric, tolerance)
+            target = median_of(rows_at(pabee, "patience", patience), "speed_up")
+            chosen[task] = {"patience": patience, "speed_up": target}
+        for method, (_, criterion, _, model) in METHODS.items():
+            seed_rows = results.get((model, task))
+            if not seed_rows:
+                continue
+            if criterion == "patience" and method == "PABEE":
+                setting = chosen[task]["patience"]
+            elif criterion == "patience":
+                setting = 0
+            elif target is None or task == "sts-b" and criterion in ("entropy", "confidence"):
+                continue  # no PABEE speed-up to match, or no class probabilities
+            else:
+                setting = closest_speed_up(seed_rows, criterion, metric, target)
+                if setting is None:
+                    continue
+            cells[f"{method}|{task}"] = cell(seed_rows, task, criterion, setting)
+    methods = [m for m in METHODS if any(f"{m}|{t}" in cells for t in tasks)]
+    averages = {m: statistics.mean(cells[f"{m}|{t}"]["values"][columns_of(t)[0]]["median"] for t in tasks)
+                for m in methods if all(f"{m}|{t}" in cells for t in tasks)}
+    return {"tasks": tasks, "methods": methods, "cells": cells, "average": averages, "pabee_choice": chosen,
+            "tolerance": tolerance, "how_chosen": {m: METHODS[m][2] for m in methods},
+            "reference": REFERENCE.get(model_name, {})}
+
+
+def fmt(stat, scale=100.0):
+    text = f"{stat['median'] * scale:.1f}"
+    return text if stat["min"] == stat["max"] else f"{text} ({stat['min'] * scale:.1f}-{stat['max'] * scale:.1f})"
+
+
+def cell_text(cell_):
+    values = "/".join(fmt(v) for v in cell_["values"].values())
+    return f"{values} @{cell_['speed_up']['median']:.2f}x"
+
+
+def header(tasks):
+    return [f"{t.upper()} ({'/'.join(columns_of(t))})" for t in tasks]
+
+
+def markdown(table):
+    tasks = table["tasks"]
+    lines = ["| method | " + " | ".join(header(tasks)) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    for method in table["methods"]:
+        cells = [cell_text(table["cells"][f"{method}|{t}"]) if f"{method}|{t}" in table["cells"] else "-"
+                 for t in tasks]
+        average = f"{table['average'][method] * 100:.1f}" if method in table["average"] else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {average} |")
+    for name, numbers in table["reference"].items():
+        ours = REFERENCE_ROW[name]
+        cells = []
+        for t in tasks:
+            if t not in numbers:
+                cells.append("-")
+                continue
+            mine = table["cells"].get(f"{ours}|{t}")
+            diff = f" (ours {mine['values'][columns_of(t)[0]]['median'] * 100 - numbers[t]:+.1f})" if mine else ""
+            cells.append(f"{numbers[t]:.1f}{diff}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " | - |")
+    notes = ["", "Cells: dev metric(s) x 100 at the method's setting, then its speed-up (L / mean exit layer); "
+             "with several seeds the median and (min-max).",
+             f"PABEE: the fastest patience within {table['tolerance'] * 100:g} point(s) of full depth on dev: "
+             + ", ".join(f"{t}: patience {c['patience']} at {c['speed_up']:.2f}x"
+                         for t, c in table["pabee_choice"].items()) + ".",
+             "Baselines: the threshold or layer whose dev speed-up is closest to PABEE's on the same task; "
+             "the settings: " + "; ".join(f"{k.split('|')[0]} on {k.split('|')[1]}: {c['criterion']} {c['setting']}"
+                                          for k, c in table["cells"].items() if c["criterion"] != "patience") + "."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def latex(table):
+    tasks = table["tasks"]
+    lines = [r"\begin{tabular}{l" + "c" * (len(tasks) + 1) + "}", r"\toprule",
+             "Method & " + " & ".join(h.replace("_", r"\_") for h in header(tasks)) + r" & Avg. \\", r"\midrule"]
+    for method in table["methods"]:
+        cells = [cell_text(table["cells"][f"{method}|{t}"]).replace("@", "").replace("x", r"$\times$")
+                 if f"{method}|{t}" in table["cells"] else "--" for t in tasks]
+        average = f"{table['average'][method] * 100:.1f}" if method in table["average"] else "--"
+        lines.append(f"{method} & " + " & ".join(cells) + f" & {average} " + r"\\")
+    for name, numbers in table["reference"].items():
+        lines.append(name.replace("paper: ", "Paper: ") + " & " + " & ".join(
+            f"{numbers[t]:.1f}" if t in numbers else "--" for t in tasks) + r" & -- \\")
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"

@@ -1,0 +1,122 @@
+"""reproduce_paper.py: the plan, bad input, the table from the runs' own rows, a killed call
+restarted to the same table, the settings chosen, the paper's reference rows."""
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+import paper
+import reproduce_paper
+import training
+
+GRID = ["--learning_rates", "3e-3", "--batch_sizes", "16", "--seeds", "1", "--max_steps", "60"]
+
+
+def call(world, out, *extra, tasks=("SST-2", "STS-B")):
+    return reproduce_paper.main(["bert", *tasks, "--glue_dir", str(world / "glue"), "--model_name_or_path",
+                                 str(world / "bert"), "--output_dir", str(out), *GRID, *extra])
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(world, tmp_path, capsys):
+    assert call(world, tmp_path / "out", "--dry_run", "--seeds", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * 5 * 2 + 1 and lines[0].startswith("[1/20] SST-2 vanilla lr=3e-3 bs=16 seed=1: 60 steps")
+    assert "two_stage lr=3e-3 bs=16 seed=1: 120 steps" in "\n".join(lines)
+    assert lines[-1].startswith("20 runs, 1680 optimizer steps in all")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["gpt2", "SST-2"], "unknown backbone 'gpt2'"),
+    (["bert", "SQuAD"], "unknown task 'SQuAD'"),
+    (["bert", "SST-2", "--learning_rates", "1e-5,fast"], "--learning_rates 1e-5,fast: give a comma list of numbers"),
+    (["bert", "SST-2", "--batch_sizes", "16,0"], "--batch_sizes 16,0: give a comma list of numbers > 0"),
+    (["bert", "SST-2", "--seeds", "0"], "--seeds 0: give 1 or more"),
+    (["bert", "CoLA"], "missing"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(argv, message, world, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = reproduce_paper.main([*argv, "--glue_dir", str(world / "glue"), "--model_name_or_path",
+                                 str(world / "bert"), "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def reproduced(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    assert call(world, out) == 0
+    return out
+
+
+def test_table_cells_are_the_runs_own_rows(reproduced):
+    table = json.loads((reproduced / "paper_table.json").read_text())
+    assert table["methods"] == list(paper.METHODS) and table["tasks"] == ["sst-2", "sts-b"]
+    for key, cell in table["cells"].items():
+        method, task = key.split("|")
+        (folder,) = table["runs"][f"{paper.METHODS[method][3]}|{task}"]
+        rows = json.loads((Path(folder) / "pabee_results.json").read_text())
+        row = next(r for r in rows if r["checkpoint"] == "final" and r["task"] == task
+                   and r["criterion"] == cell["criterion"] and r["setting"] == cell["setting"])
+        for metric, value in cell["values"].items():
+            assert value["median"] == row[metric] == value["min"] == value["max"]
+        assert cell["speed_up"]["median"] == row["speed_up"]
+        assert row["training"] == paper.METHODS[method][0]
+    assert "sts-b" not in {k.split("|")[1] for k in table["cells"] if "entropy" in k or "confidence" in k}
+    assert table["cells"]["Vanilla|sst-2"]["values"]["acc"]["median"] >= 0.8
+    markdown = (reproduced / "paper_table.md").read_text()
+    assert markdown.startswith("| method | SST-2 (acc) | STS-B (pearson/spearmanr) | average |")
+    assert (reproduced / "paper_table.tex").read_text().startswith(r"\begin{tabular}")
+    assert {p.name for p in (reproduced / "submission" / "pabee").iterdir()} == {"SST-2.tsv", "STS-B.tsv"}
+    assert (reproduced / "paper_tradeoff_SST-2.png").stat().st_size > 1000
+
+
+def test_killed_call_restarts_to_the_same_table(world, reproduced, tmp_path, monkeypatch):
+    steps = {"n": 0}
+    requested = training.StopOnSignal.requested
+
+    def stop_once(self, runtime):  # a SIGTERM in the middle of the third run
+        steps["n"] += 1
+        if steps["n"] == 150:
+            self.signal = signal.SIGTERM
+        return requested(self, runtime)
+
+    monkeypatch.setattr(training.StopOnSignal, "requested", stop_once)
+    out = tmp_path / "again"
+    assert call(world, out) == 2
+    assert list((out / "runs" / "SST-2" / "pabee").glob("*/checkpoint-30"))
+    monkeypatch.setattr(training.StopOnSignal, "requested", requested)
+    assert call(world, out) == 0
+    first, second = (json.loads((d / "paper_table.json").read_text()) for d in (reproduced, out))
+    first.pop("runs"), second.pop("runs")
+    assert first == second
+    assert call(world, out) == 0  # everything reused: the same table once more
+    assert json.loads((out / "paper_table.json").read_text())["cells"] == first["cells"]
+
+
+def rows(*points, criterion="entropy"):
+    return [{"criterion": criterion, "setting": s, "speed_up": v, "acc": m} for s, v, m in points]
+
+
+def test_settings_are_chosen_by_speed_up_and_tolerance():
+    seed = rows((0.1, 1.2, 0.90), (0.3, 1.6, 0.87), (0.5, 2.1, 0.80), (0.6, 1.55, 0.86))
+    assert paper.closest_speed_up([seed], "entropy", "acc", 1.57) == 0.6  # 1.55 is closer than 1.6
+    assert paper.closest_speed_up([seed], "entropy", "acc", 1.575) == 0.3  # a tie: the better metric
+    assert paper.closest_speed_up([seed], "confidence", "acc", 1.5) is None
+    patience = rows((0, 1.0, 0.90), (1, 3.0, 0.70), (2, 2.0, 0.895), (3, 1.5, 0.91), criterion="patience")
+    assert paper.choose_patience([patience], "acc", 0.01) == 2
+    assert paper.choose_patience([patience], "acc", 0.0) == 3
+    two = [patience, rows((0, 1.0, 0.92), (1, 3.0, 0.91), (2, 2.0, 0.80), (3, 1.5, 0.92), criterion="patience")]
+    assert paper.choose_patience(two, "acc", 0.01) == 3  # medians over seeds: patience 1 at 0.805, 2 at 0.8475
+
+
+def test_reference_rows_beside_ours():
+    seed = rows((0, 1.0, 0.921), criterion="patience")
+    table = paper.build_table({("vanilla", "sst-2"): [seed], ("pabee", "sst-2"): [seed]}, ["sst-2"], 0.01,
+                              "bert-base-uncased")
+    text = paper.markdown(table)
+    assert "| paper: BERT-base | 92.1 (ours +0.0) | - |" in text
+    assert "| paper: BERT-base + PABEE (1.62x) | 92.0 (ours +0.1) | - |" in text
