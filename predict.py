@@ -159,7 +159,7 @@ def exit_rule(flags, config):
         rule = make_rule(flags.exit_criterion, setting, threshold)
     except ValueError as e:
         raise UsageError(f"bad exit setting {setting!r} ({first_line(e)})") from None
-    if getattr(rule, "needs_probabilities", False) and config.num_labels == 1:
+    if rule.needs_probabilities and config.num_labels == 1:
         raise UsageError(f"--exit_criterion {flags.exit_criterion} needs class probabilities; this model does regression")
     return rule
 
@@ -181,9 +181,9 @@ def read_input(flags):
         lines = (line.rstrip("\n") for line in source)
         examples = (split_pair(line) for line in lines if line.strip())
         if flags.input == "-":
-            return batches_as_they_come(examples, flags.batch_size, flags.pause), ("text", "text_b"), None
+            return batches_as_they_come(examples, flags.batch_size, flags.pause), ("text", None), None
         examples = list(examples)
-        return in_batches(examples, flags.batch_size), ("text", "text_b"), len(examples)
+        return in_batches(examples, flags.batch_size), ("text", None), len(examples)
     examples, columns = table_examples(flags)
     return in_batches(examples, flags.batch_size), columns, len(examples)
 
@@ -255,8 +255,8 @@ class Writer:
         lines = []
         started = self.pair is not None
         if not started:
-            self.pair = self.columns[1] is not None and self.columns[1] != "text_b" or any(b is not None for _, b in batch)
-        names = list(self.columns[:2 if self.pair else 1])
+            self.pair = self.columns[1] is not None or any(b is not None for _, b in batch)
+        names = [self.columns[0], self.columns[1] or "text_b"][:2 if self.pair else 1]
         score = "value" if self.regression else "probability"
         if self.format == "tsv" and not started:
             lines.append("\t".join(names + ([] if self.regression else ["label"]) + [score, "exit_layer"]))

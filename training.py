@@ -75,11 +75,10 @@ class Stage:
 
 def trainable(model, regime):
     """The names of the parameters a regime trains, and requires_grad set to match."""
-    internal = {name for name, p in model.named_parameters()
-                if any(p is q for q in model.internal_head_parameters())}
+    internal = {id(p) for p in model.internal_head_parameters()}
     names = set()
     for name, p in model.named_parameters():
-        p.requires_grad_(regime == "pabee" or (name in internal) != (regime == "last"))
+        p.requires_grad_(regime == "pabee" or (id(p) in internal) != (regime == "last"))
         if p.requires_grad:
             names.add(name)
     return names
