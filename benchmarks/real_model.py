@@ -21,9 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import glue  # noqa: E402
 import run_glue  # noqa: E402
 from demo import default_model_dir  # noqa: E402
+from pabee import glue  # noqa: E402
+from pabee.report import markdown as markdown_table  # noqa: E402
+from pabee.results import fastest_within, read_rows  # noqa: E402
 
 METHODS = {
     "vanilla/zero": ["--exit_training", "last", "--head_bias_init", "zero"],
@@ -65,32 +67,31 @@ def run_one(args, task, method, steps):
     if run_glue.main(argv):
         raise SystemExit(f"run_glue failed for {task} {method}")
     seconds = time.perf_counter() - start
-    return summarise(task, method, steps, seconds, json.loads((out / "pabee_results.json").read_text()))
+    return summarise(task, method, steps, seconds, read_rows(out / "pabee_results.json"))
 
 
 def summarise(task, method, steps, seconds, rows):
     """Full depth, the chosen patience (the fastest that loses at most TOLERANCE against the
     model's own full depth), every patience and every layer."""
     metric = glue.find_task(task).metric
-    final = [r for r in rows if r["checkpoint"] == "final"]
-    patience = {r["setting"]: r for r in final if r["criterion"] == "patience"}
-    layers = [r[metric] for r in sorted((r for r in final if r["criterion"] == "layer"), key=lambda r: r["setting"])]
-    close = [p for p in patience if p > 0 and patience[p][metric] >= patience[0][metric] - TOLERANCE]
-    chosen = max(close, key=lambda p: patience[p]["speed_up"]) if close else max(patience, key=lambda p: patience[p][metric])
+    final = [r for r in rows if r.checkpoint == "final"]
+    patience = {r.setting: r for r in final if r.criterion == "patience"}
+    layers = [r.metrics[metric] for r in sorted((r for r in final if r.criterion == "layer"), key=lambda r: r.setting)]
+    chosen = fastest_within([(p, r.metrics[metric], r.speed_up) for p, r in sorted(patience.items())],
+                            patience[0].metrics[metric], TOLERANCE)
     return {"task": task, "method": method, "metric": metric, "steps": steps, "seconds": round(seconds),
-            "full_depth": patience[0][metric], "patience_chosen": chosen, "at_chosen": patience[chosen][metric],
-            "speed_up": patience[chosen]["speed_up"], "layers": layers,
-            "patience": {p: [r[metric], r["speed_up"]] for p, r in patience.items()}}
+            "full_depth": patience[0].metrics[metric], "patience_chosen": chosen,
+            "at_chosen": patience[chosen].metrics[metric], "speed_up": patience[chosen].speed_up, "layers": layers,
+            "patience": {p: [r.metrics[metric], r.speed_up] for p, r in patience.items()}}
 
 
 def markdown(results):
-    lines = ["| task | method | steps | train+eval s | full depth | patience (<= 1 pt loss) | at it | speed-up "
-             "| each layer's head |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['task']} ({r['metric']}) | {r['method']} | {r['steps']} | {r['seconds']} | "
-                     f"{r['full_depth']:.4f} | {r['patience_chosen']} | {r['at_chosen']:.4f} | {r['speed_up']:.2f}x | "
-                     + " ".join(f"{v:.3f}" for v in r["layers"]) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["task", "method", "steps", "train+eval s", "full depth", "patience (<= 1 pt loss)", "at it", "speed-up",
+         "each layer's head"],
+        [[f"{r['task']} ({r['metric']})", r["method"], r["steps"], r["seconds"], f"{r['full_depth']:.4f}",
+          r["patience_chosen"], f"{r['at_chosen']:.4f}", f"{r['speed_up']:.2f}x",
+          " ".join(f"{v:.3f}" for v in r["layers"])] for r in results])
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ from transformers import (  # noqa: E402
     RobertaConfig,
 )
 
-from backbones import BACKBONES  # noqa: E402
+from pabee.backbones import BACKBONES  # noqa: E402
 
 VOCAB = 99
 KINDS = list(BACKBONES)  # every backbone is tested

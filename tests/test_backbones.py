@@ -14,9 +14,9 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-import glue
+from pabee import glue
 import run_glue
-from backbones import BACKBONES, load_model, log_new_parameters
+from pabee.backbones import BACKBONES, load_model, log_new_parameters
 from conftest import CLASSIC, KINDS, TINY_CONFIGS, TRANSFORMERS_CLASSES, varied_batch
 
 MODERN = [kind for kind in KINDS if kind not in CLASSIC]

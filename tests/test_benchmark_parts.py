@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_speed  # noqa: E402
 from conftest import tiny_bert_config  # noqa: E402
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
-from exit_rules import PatienceRule  # noqa: E402
+from pabee.exit_rules import PatienceRule  # noqa: E402
 
 
 def test_classic_baseline_and_sweep_agree_with_batched_early_exit():

@@ -6,8 +6,8 @@ import torch
 from torch.nn import functional as F
 
 import run_glue
-from exit_rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
-from pabee import exit_layers_from_logits, logits_at_exit
+from pabee.exit_rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
+from pabee.exits import exit_layers_from_logits, logits_at_exit
 from conftest import KINDS, varied_batch
 from test_modeling import configure
 
@@ -164,7 +164,7 @@ def test_bad_exit_settings(argv, message, capsys):
 
 
 def test_timings_whose_rounds_disagree_are_flagged():
-    from evaluation import ResultRow, unsteady
+    from pabee.results import ResultRow, unsteady
 
     def timed(low, mid, high):
         return ResultRow("final", "sst-2", "patience", 2, 10, 3.0, 2.0, 0.5, {"acc": 1.0}, 1.0, 2.0, mid, low, high)
@@ -174,8 +174,8 @@ def test_timings_whose_rounds_disagree_are_flagged():
 
 
 def test_plot_labels_coinciding_settings_once_and_tables_lead_with_the_plotted_metric():
-    from evaluation import ResultRow
-    from report import markdown_table, same_point_labels
+    from pabee.results import ResultRow
+    from pabee.report import markdown_table, same_point_labels
 
     def row(setting, f1, speed_up):
         return ResultRow("final", "mrpc", "patience", setting, 4, 6 / speed_up, speed_up, 1 - 1 / speed_up,

@@ -7,13 +7,13 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-import glue
+from pabee import glue
 import run_glue
 from conftest import KINDS, varied_batch
-from evaluation import collapse
+from pabee.evaluation import collapse
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-from exit_rules import PatienceRule
-from pabee import layer_loss, pabee_loss, training_loss
+from pabee.exit_rules import PatienceRule
+from pabee.losses import layer_loss, pabee_loss, training_loss
 from test_modeling import make
 
 TRAIN = ["--do_train", "--do_lower_case", "--per_gpu_train_batch_size", "16", "--per_gpu_eval_batch_size", "16",
@@ -186,14 +186,14 @@ def collapsed_bert(folder, world):
 
 def test_collapse_warning_fires_on_a_collapsed_model_and_not_on_a_good_one(world, tmp_path, caplog):
     collapsed = collapsed_bert(tmp_path / "collapsed", world)
-    with caplog.at_level(logging.WARNING, logger="run_glue"):
+    with caplog.at_level(logging.WARNING, logger="pabee"):
         assert run_glue.main(glue_args(world, tmp_path / "out1", "SST-2", collapsed, *TRAIN, "--do_eval",
                                        "--max_steps", "1", "--learning_rate", "0")) == 0
     warnings = [r.getMessage() for r in caplog.records if "collapsed" in r.getMessage()]
     assert len(warnings) == 1 and "predicts class 1 for 100.0% of the 60 dev examples" in warnings[0]
     assert "--head_bias_init label_prior" in warnings[0] and "\n" not in warnings[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="run_glue"):
+    with caplog.at_level(logging.WARNING, logger="pabee"):
         assert run_glue.main(glue_args(world, tmp_path / "out2", "SST-2", world / "bert", *TRAIN, "--do_eval")) == 0
     assert not [r for r in caplog.records if "collapsed" in r.getMessage()]
     assert json.loads((tmp_path / "out2" / "eval_results.json").read_text())[0]["acc"] >= 0.85

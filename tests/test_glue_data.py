@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-import glue
+from pabee import glue
 from glue_fixtures import LABELS, LAYOUTS, write_task
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "glue_data"

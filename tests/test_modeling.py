@@ -5,10 +5,12 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 import transformers
 
-from backbones import BACKBONES as REGISTRY
 from conftest import CLASSIC, KINDS, TINY_CONFIGS, TRANSFORMERS_CLASSES, varied_batch
-from exit_rules import EntropyRule, FixedRule, PatienceRule, patience_line
-from pabee import LayerInputs, PabeeOutput, exit_stats
+from pabee.backbones import BACKBONES as REGISTRY
+from pabee.exit_rules import EntropyRule, FixedRule, PatienceRule
+from pabee.exits import exit_stats
+from pabee.model import LayerInputs, PabeeOutput
+from pabee.report import exit_line
 
 BACKBONES = {
     kind: (REGISTRY[kind].load_model_class(), *(getattr(transformers, c) for c in TRANSFORMERS_CLASSES[kind]),
@@ -419,6 +421,6 @@ def test_exit_stats_and_original_log_line():
     assert stats["mean_exit_layer"] == 2.0
     assert stats["speed_up"] == 3.0
     assert abs(stats["original_speed_up"] - (1 - 2 / 6)) < 1e-12
-    line = patience_line(4, stats)
+    line = exit_line("patience", 4, **stats)
     assert line.startswith("*** Patience = 4 Avg. Inference Layers = 2.00 Speed Up = 0.67 ***")
     assert "3.00" in line

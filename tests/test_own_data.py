@@ -90,7 +90,7 @@ def test_each_format_trains_keeps_label_names_and_predicts_them(suffix, world, t
 
 
 def test_columns_are_guessed_or_named(world, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="run_glue")
+    caplog.set_level(logging.INFO, logger="pabee")
     rng = random.Random(4)
     pairs = [{"question": sentence(rng, "what"), "sentence": sentence(rng, WORDS[lab]), "label": lab}
              for lab in (rng.choice(sorted(WORDS)) for _ in range(200))]
@@ -124,15 +124,13 @@ def test_float_labels_make_a_regression_task(world, tmp_path):
 
 
 def carved_dev(tmp_path, seed):
-    from own_data import load
+    from pabee.own_data import open_own
+    from pabee.settings import DataSettings
 
     train = write(tmp_path / "all.csv", [{"text": f"{r['text']} {i}", "label": r["label"]}
                                          for i, r in enumerate(records(100))])
-    flags = run_glue.build_parser().parse_args(["--model_type", "bert", "--model_name_or_path", "m", "--output_dir",
-                                                 "o", "--train_file", str(train), "--validation_split_percentage",
-                                                 "25", "--seed", str(seed)])
-    data = load(flags)
-    return data.examples["dev"], data.examples["train"]
+    data = open_own(DataSettings(train_file=str(train), validation_split_percentage=25), ("train", "dev"), seed)
+    return data.splits["dev"], data.splits["train"]
 
 
 def test_validation_split_is_seeded_and_disjoint(tmp_path):
@@ -187,6 +185,30 @@ def test_predict_equals_run_glue_predictions(trained, patience):
     assert all(0 < a["probability"] <= 1 and 1 <= a["exit_layer"] <= 4 for a in answers)
     closing = proc.stderr.strip().splitlines()[-1]
     assert closing.startswith("predict.py: 40 examples in ") and "mean exit layer" in closing and "speed-up" in closing
+
+
+def test_predict_without_a_setting_takes_the_exit_chosen_on_dev_and_says_so(trained, world, tmp_path):
+    """The fastest patience whose dev accuracy stays within a point of full depth (the last layer's
+    head), as run_glue's results say; a model without dev results runs at its config's patience."""
+    out, test = trained
+    final = [r for r in json.loads((out / "pabee_results.json").read_text()) if r["checkpoint"] == "final"]
+    full = max((r for r in final if r["criterion"] == "layer"), key=lambda r: r["setting"])["acc"]
+    chosen = max((r for r in final if r["criterion"] == "patience" and r["acc"] >= full - 0.01),
+                 key=lambda r: r["speed_up"])["setting"]
+    default = predict("--model_dir", str(out), "--input", str(test))
+    asked = predict("--model_dir", str(out), "--input", str(test), "--patience", str(chosen))
+    assert default.returncode == asked.returncode == 0, default.stderr
+    assert default.stderr.splitlines()[0].startswith(f"predict.py: exit patience {chosen}: chosen on dev: the fastest")
+    assert asked.stderr.splitlines()[0] == f"predict.py: exit patience {chosen}: as asked (--patience)"
+    assert default.stdout == asked.stdout
+    plain = tmp_path / "plain"
+    assert run(world, plain, "--train_file", str(out.parent / "reviews.csv"), "--do_train", "--max_steps", "2") == 0
+    default = predict("--model_dir", str(plain), stdin="a great film\n")
+    assert default.returncode == 0, default.stderr
+    assert default.stderr.splitlines()[0] == (f"predict.py: exit patience 0: {plain} holds no dev results to choose "
+                                              "from (run_glue.py --do_eval writes them), so the config's patience 0 "
+                                              "(full depth)")
+    assert json.loads(default.stdout)["exit_layer"] == 4
 
 
 def test_predict_plain_text_and_tsv_output(trained):

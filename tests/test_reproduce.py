@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import paper
 import reproduce_paper
-import training
+from pabee import paper, training
+from pabee.results import ResultRow
 
 GRID = ["--learning_rates", "3e-3", "--batch_sizes", "16", "--seeds", "1", "--max_steps", "60"]
 
@@ -98,7 +98,7 @@ def test_killed_call_restarts_to_the_same_table(world, reproduced, tmp_path, mon
 
 
 def rows(*points, criterion="entropy"):
-    return [{"criterion": criterion, "setting": s, "speed_up": v, "acc": m} for s, v, m in points]
+    return [ResultRow("final", "sst-2", criterion, s, 10, 6 / v, v, 1 - 1 / v, {"acc": m}) for s, v, m in points]
 
 
 def test_settings_are_chosen_by_speed_up_and_tolerance():

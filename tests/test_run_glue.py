@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import glue
+from pabee import glue
 import run_glue
 from conftest import KINDS
 from glue_fixtures import write_task
-from evaluation import EvalSet, run_inference
-from runtime import Runtime
+from pabee.evaluation import EvalSet, run_inference
+from pabee.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--do_train", "--do_eval", "--do_lower_case", "--per_gpu_train_batch_size", "16",
@@ -159,12 +159,13 @@ def test_every_classic_flag_parses():
             "--num_train_epochs", "5", "--max_steps", "9", "--warmup_steps", "2", "--logging_steps", "7",
             "--save_steps", "8", "--eval_all_checkpoints", "--no_cuda", "--overwrite_output_dir",
             "--overwrite_cache", "--seed", "3", "--fp16", "--local_rank", "-1", "--do_predict"]
-    args = run_glue.parse_args(argv)
-    plan = run_glue.exit_plan(args)
-    assert plan.settings == (3, 4, 5, 6, 7, 8) and plan.task.name == "sts-b" and plan.regression_threshold == 0.1
-    assert (args.gradient_accumulation_steps, args.max_steps, args.warmup_steps, args.seed) == (3, 9, 2, 3)
-    assert args.fp16 and args.no_cuda and args.do_predict and args.learning_rate == 2e-5
-    assert run_glue.parse_args(argv[:-6] + ["--bf16"]).bf16
+    settings = run_glue.parse_args(argv)
+    exits, training = settings.exits, settings.training
+    assert exits.settings == (3, 4, 5, 6, 7, 8) and glue.find_task(settings.data.task_name).name == "sts-b" \
+        and exits.regression_threshold == 0.1
+    assert (training.gradient_accumulation_steps, training.max_steps, training.warmup_steps, settings.seed) == (3, 9, 2, 3)
+    assert settings.device.fp16 and settings.device.no_cuda and settings.do_predict and training.learning_rate == 2e-5
+    assert run_glue.parse_args(argv[:-6] + ["--bf16"]).device.bf16
 
 
 # --- bad input: one line, exit 2, nothing written --------------------------------------------
@@ -303,7 +304,7 @@ def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
     import datasets
 
     from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-    from exit_rules import PatienceRule
+    from pabee.exit_rules import PatienceRule
     from transformers import BertTokenizer
 
     tokenizer = BertTokenizer.from_pretrained(world / "bert")
@@ -340,7 +341,7 @@ def test_load_says_in_one_line_which_heads_are_new(world, tmp_path, caplog):
     checkpoint that lacks more than heads, or holds foreign keys, gets one warning line."""
     import logging
 
-    from backbones import BACKBONES, load_model, log_new_parameters
+    from pabee.backbones import BACKBONES, load_model, log_new_parameters
 
     with caplog.at_level(logging.INFO):
         model, info = load_model(BACKBONES["bert"], str(world / "bert"), glue.TASKS["sst-2"], "cpu")
@@ -410,7 +411,7 @@ def test_max_seq_length_beyond_the_model_is_clamped_with_one_warning(world, tmp_
     import logging
 
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="run_glue"):
+    with caplog.at_level(logging.WARNING, logger="pabee"):
         assert run(TRAIN[:-8] + ["--max_steps", "2", "--max_seq_length", "500", "--cache_dir", str(tmp_path / "c")],
                    out, world=world) == 0
     warnings = [r.getMessage() for r in caplog.records if "--max_seq_length" in r.getMessage()]
@@ -434,7 +435,7 @@ def test_unwritable_cache_dir_falls_back_with_one_warning(world, tmp_path, caplo
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="run_glue"):
+    with caplog.at_level(logging.WARNING, logger="pabee"):
         assert run(TRAIN[:-8] + ["--max_steps", "2", "--cache_dir", str(blocker / "cache")], tmp_path / "out",
                    world=world) == 0
     warnings = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]

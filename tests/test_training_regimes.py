@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-import glue
+from pabee import glue
 import run_glue
-from backbones import BACKBONES, load_model
-from pabee import training_loss
-from runtime import set_seed
+from pabee.backbones import BACKBONES, load_model
+from pabee.losses import training_loss
+from pabee.runtime import set_seed
 
 STEPS = ["--do_train", "--do_eval", "--max_steps", "20", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3",
          "--logging_steps", "5", "--save_steps", "1000", "--seed", "11", "--patience", "0,1,2"]
@@ -112,7 +112,7 @@ def test_resume_lands_in_the_right_stage(regime, checkpoint, world, tmp_path, ca
 
 
 def test_num_hidden_layers_fine_tunes_the_first_k(world, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="run_glue")
+    caplog.set_level(logging.INFO, logger="pabee")
     assert run(world, tmp_path / "k2", "--exit_training", "last", "--num_hidden_layers", "2", "--exit_pooling", "mean") == 0
     assert json.loads((tmp_path / "k2" / "config.json").read_text())["num_hidden_layers"] == 2
     rows = json.loads((tmp_path / "k2" / "eval_results.json").read_text())

@@ -1,5 +1,6 @@
-"""The paper's table from results rows (as run_glue writes them in pabee_results.json): which exit
-setting stands for each method, the reference numbers, and the table as markdown, JSON and LaTeX.
+"""The paper's table from result rows (results.ResultRow, as run_glue writes them in
+pabee_results.json): which exit setting stands for each method, the reference numbers, and the
+table as markdown, JSON and LaTeX.
 
 A method is a training regime plus the exit setting it is shown at. PABEE's patience is chosen
 on dev: the fastest patience whose dev metric stays within `tolerance` of full depth. Baselines
@@ -8,7 +9,11 @@ compares methods at similar speed-ups. With several seeds every number is the me
 min-max beside it; settings are chosen on the medians.
 """
 
+import re
 import statistics
+
+from pabee.report import markdown as markdown_lines
+from pabee.results import fastest_within
 
 # The paper's eight GLUE tasks and the metrics of their columns (the first one is averaged).
 PAPER_TASKS = ["CoLA", "MNLI", "MRPC", "QNLI", "QQP", "RTE", "SST-2", "STS-B"]
@@ -17,6 +22,11 @@ COLUMNS = {"cola": ["mcc"], "mrpc": ["f1", "acc"], "qqp": ["f1", "acc"], "sts-b"
 
 def columns_of(task):
     return COLUMNS.get(task, ["acc"])
+
+
+def method_folder(method):
+    """A method's folder name under submission/: "DeeBERT (entropy)" -> deebert-entropy."""
+    return re.sub(r"[^a-z0-9]+", "-", method.lower()).strip("-")
 
 
 # method: (training regime, criterion, how its setting is chosen, the model it needs)
@@ -54,27 +64,33 @@ def rows_at(seed_rows, criterion, setting):
     """The row of (criterion, setting) from each seed's rows (final checkpoint, first task)."""
     found = []
     for rows in seed_rows:
-        match = [r for r in rows if r["criterion"] == criterion and r["setting"] == setting]
+        match = [r for r in rows if r.criterion == criterion and r.setting == setting]
         if match:
             found.append(match[0])
     return found
 
 
 def settings_of(seed_rows, criterion):
-    return sorted({r["setting"] for rows in seed_rows for r in rows if r["criterion"] == criterion})
+    return sorted({r.setting for rows in seed_rows for r in rows if r.criterion == criterion})
+
+
+def value(row, key):
+    """A row's speed-up or one of its metrics."""
+    return row.speed_up if key == "speed_up" else row.metrics[key]
 
 
 def median_of(rows, key):
-    return statistics.median(r[key] for r in rows)
+    return statistics.median(value(r, key) for r in rows)
 
 
 def choose_patience(seed_rows, metric, tolerance):
-    """The fastest patience whose median dev metric is within `tolerance` of full depth's."""
+    """The fastest patience whose median dev metric is within `tolerance` of full depth's (ties:
+    the smaller patience)."""
     full = median_of(rows_at(seed_rows, "patience", 0), metric)
-    good = [p for p in settings_of(seed_rows, "patience")
-            if len(rows_at(seed_rows, "patience", p)) == len(seed_rows)
-            and median_of(rows_at(seed_rows, "patience", p), metric) >= full - tolerance]
-    return max(good, key=lambda p: (median_of(rows_at(seed_rows, "patience", p), "speed_up"), -p))
+    candidates = [(p, median_of(rows_at(seed_rows, "patience", p), metric),
+                   median_of(rows_at(seed_rows, "patience", p), "speed_up"))
+                  for p in settings_of(seed_rows, "patience") if len(rows_at(seed_rows, "patience", p)) == len(seed_rows)]
+    return fastest_within(candidates, full, tolerance)
 
 
 def closest_speed_up(seed_rows, criterion, metric, target):
@@ -88,15 +104,15 @@ def closest_speed_up(seed_rows, criterion, metric, target):
 
 def cell(seed_rows, task, criterion, setting):
     rows = rows_at(seed_rows, criterion, setting)
-    values = {m: [r[m] for r in rows] for m in columns_of(task)}
+    values = {m: [r.metrics[m] for r in rows] for m in columns_of(task)}
     return {"criterion": criterion, "setting": setting, "seeds": len(rows),
             "values": {m: {"median": statistics.median(v), "min": min(v), "max": max(v)} for m, v in values.items()},
-            "speed_up": {"median": median_of(rows, "speed_up"), "min": min(r["speed_up"] for r in rows),
-                         "max": max(r["speed_up"] for r in rows)}}
+            "speed_up": {"median": median_of(rows, "speed_up"), "min": min(r.speed_up for r in rows),
+                         "max": max(r.speed_up for r in rows)}}
 
 
 def build_table(results, tasks, tolerance, model_name=""):
-    """results: {(method model, task): [rows of each seed]} (final checkpoint rows of the task).
+    """results: {(method model, task): [result rows of each seed]} (final checkpoint rows of the task).
     Returns the table as a JSON-ready dict."""
     cells, chosen = {}, {}
     for task in tasks:
@@ -146,23 +162,13 @@ def header(tasks):
 
 def markdown(table):
     tasks = table["tasks"]
-    lines = ["| method | " + " | ".join(header(tasks)) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    lines = []
     for method in table["methods"]:
         cells = [cell_text(table["cells"][f"{method}|{t}"]) if f"{method}|{t}" in table["cells"] else "-"
                  for t in tasks]
-        average = f"{table['average'][method] * 100:.1f}" if method in table["average"] else "-"
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {average} |")
+        lines.append([method, *cells, f"{table['average'][method] * 100:.1f}" if method in table["average"] else "-"])
     for name, numbers in table["reference"].items():
-        ours = REFERENCE_ROW[name]
-        cells = []
-        for t in tasks:
-            if t not in numbers:
-                cells.append("-")
-                continue
-            mine = table["cells"].get(f"{ours}|{t}")
-            diff = f" (ours {mine['values'][columns_of(t)[0]]['median'] * 100 - numbers[t]:+.1f})" if mine else ""
-            cells.append(f"{numbers[t]:.1f}{diff}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " | - |")
+        lines.append([name, *[reference_cell(table, name, numbers, t) for t in tasks], "-"])
     notes = ["", "Cells: dev metric(s) x 100 at the method's setting, then its speed-up (L / mean exit layer); "
              "with several seeds the median and (min-max).",
              f"PABEE: the fastest patience within {table['tolerance'] * 100:g} point(s) of full depth on dev: "
@@ -171,7 +177,16 @@ def markdown(table):
              "Baselines: the threshold or layer whose dev speed-up is closest to PABEE's on the same task; "
              "the settings: " + "; ".join(f"{k.split('|')[0]} on {k.split('|')[1]}: {c['criterion']} {c['setting']}"
                                           for k, c in table["cells"].items() if c["criterion"] != "patience") + "."]
-    return "\n".join(lines + notes) + "\n"
+    return markdown_lines(["method", *header(tasks), "average"], lines) + "\n".join(notes) + "\n"
+
+
+def reference_cell(table, name, numbers, task):
+    """A published number, with our difference from it in the row it stands for."""
+    if task not in numbers:
+        return "-"
+    mine = table["cells"].get(f"{REFERENCE_ROW[name]}|{task}")
+    diff = f" (ours {mine['values'][columns_of(task)[0]]['median'] * 100 - numbers[task]:+.1f})" if mine else ""
+    return f"{numbers[task]:.1f}{diff}"
 
 
 def latex(table):

@@ -1,16 +1,24 @@
 """Everything a run shows and writes of its results: the console lines, eval_results.txt/.json,
-pabee_results.json/.md, the trade-off plot, TensorBoard, and GLUE submission files."""
+pabee_results.json/.md, the trade-off plot, TensorBoard, and GLUE submission files. The markdown
+table and the trade-off plot are drawn here for every caller (reproduce_paper's table and plots,
+the demo's table)."""
 
-import json
 import logging
 from pathlib import Path
 
-import glue
-from evaluation import UNSTEADY, ResultRow, unsteady
-from exit_rules import patience_line
-from runtime import write_json
+from pabee import glue
+from pabee.checkpoints import checkpoint_step
+from pabee.exit_rules import RULES
+from pabee.files import write_json
+from pabee.results import UNSTEADY, read_rows, unsteady
 
-logger = logging.getLogger("run_glue")
+logger = logging.getLogger(__name__)
+
+
+def exit_line(criterion, setting, mean_exit_layer, original_speed_up, speed_up):
+    """The originals' log line (their "Speed Up" is 1 - avg/L), with the true ratio beside it."""
+    return (f"*** {RULES[criterion].log_name} = {setting} Avg. Inference Layers = {mean_exit_layer:.2f} "
+            f"Speed Up = {original_speed_up:.2f} *** (speed-up L/avg = {speed_up:.2f}x)")
 
 
 def print_exit_lines(rows):
@@ -22,7 +30,8 @@ def print_exit_lines(rows):
         for r in block:
             wallclock = (f" wall-clock {r.wallclock_speed_up:.2f}x (min {r.wallclock_min:.2f}x, max "
                          f"{r.wallclock_max:.2f}x)") if r.timed else ""
-            print(patience_line(r.setting, r.to_json(), r.criterion) + wallclock, flush=True)
+            print(exit_line(r.criterion, r.setting, r.mean_exit_layer, r.original_speed_up, r.speed_up) + wallclock,
+                  flush=True)
         if any(unsteady(r) for r in block):
             logger.warning("wall-clock speed-ups of %s (%s) vary by more than %d%% between repetitions: the machine "
                            "is busy or the set too small to time; read them as rough, or raise --timing_repeats",
@@ -32,8 +41,7 @@ def print_exit_lines(rows):
 def merged_with_saved(path, rows):
     """The rows saved at `path` by earlier runs in the same output dir, then `rows`: a row this
     run measured again (same checkpoint, task, criterion, setting) replaces the saved one."""
-    saved = [ResultRow.from_json(r) for r in json.loads(path.read_text())] if path.is_file() else []
-    return list({r.key: r for r in saved + rows}.values())
+    return list({r.key: r for r in read_rows(path) + rows}.values())
 
 
 def write_eval_results(output_dir, rows):
@@ -68,61 +76,78 @@ def write_report(output_dir, rows, final_step):
     log_rows_to_tensorboard(out / "runs", rows, final_step)
 
 
+def markdown(header, lines):
+    """A markdown table: a header row, then one row of cells per line."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(str(c) for c in cells) + " |" for cells in lines]) + "\n"
+
+
 def markdown_table(rows):
-    """The plotted (main) metric of each task leads, then the others; per-label F1 (f1[name]) stays
-    in the JSON rows."""
-    main = [r.main for r in rows]
-    metrics = list(dict.fromkeys(main + [k for r in rows for k in r.metrics if "[" not in k]))
+    """The results table: the plotted (main) metric of each task leads, then the others; per-label
+    F1 (f1[name]) stays in the JSON rows."""
+    metrics = list(dict.fromkeys([r.main for r in rows] + [k for r in rows for k in r.metrics if "[" not in k]))
     timed = any(r.timed for r in rows)
     header = ["checkpoint", "task", "criterion", "setting", *metrics, "mean exit layer", "speed-up"]
-    header += ["wall-clock speed-up"] if timed else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for r in rows:
         cells = [r.checkpoint, r.task, r.criterion, r.setting,
                  *[f"{r.metrics[m]:.4f}" if m in r.metrics else "" for m in metrics],
                  f"{r.mean_exit_layer:.2f}", f"{r.speed_up:.2f}x"]
-        cells += [f"{r.wallclock_speed_up:.2f}x ({r.wallclock_min:.2f}-{r.wallclock_max:.2f})" if r.timed else ""
-                  ] if timed else []
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        if timed:
+            cells.append(f"{r.wallclock_speed_up:.2f}x ({r.wallclock_min:.2f}-{r.wallclock_max:.2f})" if r.timed else "")
+        lines.append(cells)
+    return markdown(header + (["wall-clock speed-up"] if timed else []), lines)
 
 
 def plot_tradeoff(rows, path):
     """The task's main metric against speed-up: a line per criterion, a point per layer's own
     head, the full-depth value as a reference line; one panel per task, for the final model
     (else the first checkpoint). Settings that land on the same point share one label."""
+    checkpoint = "final" if any(r.checkpoint == "final" for r in rows) else rows[0].checkpoint
+    panels = []
+    for name in dict.fromkeys(r.task for r in rows if r.checkpoint == checkpoint):
+        mine = [r for r in rows if r.checkpoint == checkpoint and r.task == name]
+        metric = mine[0].main
+        series = [(criterion, sorted((r for r in mine if r.criterion == criterion), key=lambda r: r.speed_up))
+                  for criterion in dict.fromkeys(r.criterion for r in mine)]
+        full = max((r for r in mine if r.criterion == "layer"), key=lambda r: r.setting, default=None)
+        values = [r.metrics[metric] for r in mine]
+        panels.append({"metric": metric, "series": series, "full_depth": full and full.metrics[metric],
+                       "ylabel": f"dev {metric} (the task's main metric)",
+                       "title": f"{name} ({checkpoint}): dev {metric} against speed-up\n"
+                                f"{metric} spans {min(values):.4f}-{max(values):.4f} (mind the y-axis range)"})
+    draw_tradeoff(panels, path)
+
+
+def draw_tradeoff(panels, path):
+    """Panels side by side, each a metric against speed-up: `series` are (label, rows) drawn as a
+    line with each point labelled by its setting, except "layer" rows (single layers), drawn as
+    crosses; `full_depth`, when given, is a dashed reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    checkpoint = "final" if any(r.checkpoint == "final" for r in rows) else rows[0].checkpoint
-    tasks = list(dict.fromkeys(r.task for r in rows if r.checkpoint == checkpoint))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.8), squeeze=False)
-    for ax, name in zip(axes[0], tasks):
-        mine = [r for r in rows if r.checkpoint == checkpoint and r.task == name]
-        metric = mine[0].main
-        for k, criterion in enumerate(dict.fromkeys(r.criterion for r in mine)):
-            points = sorted((r for r in mine if r.criterion == criterion), key=lambda r: r.speed_up)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        metric = panel["metric"]
+        for k, (label, points) in enumerate(panel["series"]):
             x, y = [r.speed_up for r in points], [r.metrics[metric] for r in points]
-            layer = criterion == "layer"
+            layer = label == "layer"
             if layer:
                 ax.scatter(x, y, marker="x", color="grey", label="single layer (internal classifier)", zorder=3)
             else:
-                ax.plot(x, y, marker="o", label=criterion, color=f"C{k}")
+                ax.plot(x, y, marker="o", label=label, color=f"C{k}")
             for (px, py), settings in same_point_labels(points, metric).items():
                 ax.annotate(",".join(("L" if layer else "") + str(s) for s in settings), (px, py), fontsize=7,
                             color="grey" if layer else f"C{k}", textcoords="offset points",
                             xytext=(3, -9) if layer else (3, 3 + 8 * k))  # criteria apart
-        full = max((r for r in mine if r.criterion == "layer"), key=lambda r: r.setting, default=None)
-        values = [r.metrics[metric] for r in mine]
-        if full is not None:
-            ax.axhline(full.metrics[metric], color="black", linewidth=0.8, linestyle="--",
-                       label=f"full depth ({full.metrics[metric]:.4f})")
+        if panel.get("full_depth") is not None:
+            ax.axhline(panel["full_depth"], color="black", linewidth=0.8, linestyle="--",
+                       label=f"full depth ({panel['full_depth']:.4f})")
         ax.set_xlabel("speed-up (layers: L / mean exit layer)")
-        ax.set_ylabel(f"dev {metric} (the task's main metric)")
-        ax.set_title(f"{name} ({checkpoint}): dev {metric} against speed-up\n"
-                     f"{metric} spans {min(values):.4f}-{max(values):.4f} (mind the y-axis range)", fontsize=10)
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -144,7 +169,7 @@ def log_rows_to_tensorboard(folder, rows, final_step):
 
     with SummaryWriter(str(folder)) as writer:
         for r in rows:
-            step = int(r.checkpoint.split("-")[1]) if r.checkpoint.startswith("checkpoint-") else final_step
+            step = checkpoint_step(r.checkpoint) if r.checkpoint.startswith("checkpoint-") else final_step
             for name, value in {**r.metrics, "speed_up": r.speed_up}.items():
                 writer.add_scalar(f"pabee/{r.task}/{r.criterion}={r.setting}/{name}", value, step)
 

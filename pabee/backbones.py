@@ -1,6 +1,6 @@
 """The backbones PABEE runs on, one line each. `--model_type`'s choices, model and tokenizer
 loading, the tests' backbone list and the README's table all read this table. A backbone is an
-adapter file (modeling_pabee_<name>.py: how it embeds, runs layer i and pools) plus one line here.
+adapter module (pabee/adapters/<name>.py: how it embeds, runs layer i and pools) plus one line here.
 
 Model and tokenizer classes are imported on first use, transformers with them."""
 
@@ -12,9 +12,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import UsageError, first_line
+from pabee.errors import UsageError, first_line
 
-logger = logging.getLogger("run_glue")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,28 +38,36 @@ WORDPIECE = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 BACKBONES = {
     b.name: b
     for b in [
-        Backbone("bert", "modeling_pabee_bert", "BertForSequenceClassificationWithPabee", "BertTokenizer",
+        Backbone("bert", "pabee.adapters.bert", "BertForSequenceClassificationWithPabee", "BertTokenizer",
                  "bert-base-uncased", WORDPIECE, "[CLS] -> BERT pooler (dense, tanh) -> linear"),
-        Backbone("albert", "modeling_pabee_albert", "AlbertForSequenceClassificationWithPabee", "AlbertTokenizer",
+        Backbone("albert", "pabee.adapters.albert", "AlbertForSequenceClassificationWithPabee", "AlbertTokenizer",
                  "albert-base-v2", ("tokenizer.json", "tokenizer_config.json", "spiece.model"),
                  "[CLS] -> ALBERT pooler (dense, tanh) -> linear"),
-        Backbone("roberta", "modeling_pabee_roberta", "RobertaForSequenceClassificationWithPabee", "RobertaTokenizer",
+        Backbone("roberta", "pabee.adapters.roberta", "RobertaForSequenceClassificationWithPabee", "RobertaTokenizer",
                  "FacebookAI/roberta-base", ("tokenizer.json", "tokenizer_config.json", "vocab.json"),
                  "<s> -> dense, tanh -> out_proj (RobertaClassificationHead)"),
-        Backbone("distilbert", "modeling_pabee_distilbert", "DistilBertForSequenceClassificationWithPabee",
+        Backbone("distilbert", "pabee.adapters.distilbert", "DistilBertForSequenceClassificationWithPabee",
                  "DistilBertTokenizer", "distilbert/distilbert-base-uncased", WORDPIECE,
                  "[CLS] -> pre_classifier, ReLU -> classifier"),
-        Backbone("electra", "modeling_pabee_electra", "ElectraForSequenceClassificationWithPabee", "ElectraTokenizer",
+        Backbone("electra", "pabee.adapters.electra", "ElectraForSequenceClassificationWithPabee", "ElectraTokenizer",
                  "google/electra-base-discriminator", WORDPIECE,
                  "[CLS] -> dense, GELU -> out_proj (ElectraClassificationHead)"),
-        Backbone("deberta-v2", "modeling_pabee_deberta_v2", "DebertaV2ForSequenceClassificationWithPabee",
+        Backbone("deberta-v2", "pabee.adapters.deberta_v2", "DebertaV2ForSequenceClassificationWithPabee",
                  "DebertaV2Tokenizer", "microsoft/deberta-v3-base", ("tokenizer.json", "tokenizer_config.json", "spm.model"),
                  "[CLS] -> ContextPooler (dense, activation) -> classifier"),
-        Backbone("modernbert", "modeling_pabee_modernbert", "ModernBertForSequenceClassificationWithPabee",
+        Backbone("modernbert", "pabee.adapters.modernbert", "ModernBertForSequenceClassificationWithPabee",
                  "PreTrainedTokenizerFast", "answerdotai/ModernBERT-base", ("tokenizer.json",),
                  "final norm -> [CLS] or mean (classifier_pooling) -> dense, activation, norm -> classifier"),
     ]
 }
+
+
+def check_model_available(name, flag, cache_dir=None, download=True):
+    """What every entry point checks of a model it names before anything runs: a local folder
+    exists, a hub name looks like one and, when it must be downloaded, can be."""
+    check_model_reference(name, flag)
+    if download:
+        check_hub_reachable(name, flag, cache_dir)
 
 
 def check_model_reference(name, flag):
@@ -118,7 +126,8 @@ def load_config(backbone, name, cache_dir=None, **overrides):
 
 
 def load_model(backbone, path, task, device, config_name="", cache_dir=None, **settings):
-    """The PABEE model for `task` from a plain backbone, a fine-tuned model or a checkpoint, and
+    """The PABEE model for `task` (None: the labels its config holds, as a fine-tuned model's) from
+    a plain backbone, a fine-tuned model or a checkpoint, and
     what loading found: {"missing_keys": parameters the checkpoint lacked (initialised fresh),
     "unexpected_keys": its parameters the model has no place for, "new_heads": the layers (0-based)
     whose head was among the missing, "new_head_parameters": the missing that belong to heads or
@@ -127,10 +136,7 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
     says it in one line, once the run's inputs are all checked."""
     from transformers.utils import logging as hf_logging
 
-    names = {"id2label": dict(enumerate(task.labels)), "label2id": {n: i for i, n in enumerate(task.labels)}} \
-        if task.labels else {}
-    config = load_config(backbone, config_name or path, cache_dir, num_labels=task.num_labels,
-                         finetuning_task=task.name, **names)
+    config = load_config(backbone, config_name or path, cache_dir, **task_labels(task))
     for name, value in settings.items():  # from_pretrained would drop attributes the config class lacks
         if value is not None:
             setattr(config, name, value)
@@ -154,6 +160,24 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
                               "dropped_keys": dropped,
                               "new_heads": model.new_heads(missing),
                               "new_head_parameters": [k for k in missing if k.startswith(model.head_parameters)]}
+
+
+def task_labels(task):
+    """What a model's config says of its task: the number of labels and their names."""
+    if task is None:
+        return {}
+    names = {"id2label": dict(enumerate(task.labels)), "label2id": {n: i for i, n in enumerate(task.labels)}} \
+        if task.labels else {}
+    return {"num_labels": task.num_labels, "finetuning_task": task.name, **names}
+
+
+def usable_length(requested, configs, tokenizer):
+    """--max_seq_length as the models can honour it: clamped to their positions (or the tokenizer's
+    limit), as transformers' run_glue does. Returns the length and, when clamped, the warning."""
+    limit = min([c.max_position_embeddings for c in configs] + [tokenizer.model_max_length])
+    if requested <= limit:
+        return requested, None
+    return limit, f"--max_seq_length {requested} is more than the model takes ({limit} positions): using {limit}"
 
 
 def layer_index(key):

@@ -1,30 +1,15 @@
-"""What a run is, decided once from the flags and never changed after: where it runs (`Runtime`:
-device, processes, precision) and what it evaluates (`ExitPlan`: tasks, exit criterion and its
-settings). Every other module takes these instead of the parsed flags.
+"""Where a run executes, decided once: `Runtime` (device, processes, rank, precision; torchrun's
+process group), and the seeding of every random generator.
 
 torch is imported where a runtime starts, not here: flag checks and --help stay instant."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
-from exit_rules import make_rule
-
-
-class UsageError(Exception):
-    """Bad input: the message names the problem and the fix (one line, exit code 2)."""
-
-
-def first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def write_json(path, value):
-    Path(path).write_text(json.dumps(value, indent=2) + "\n")
+from pabee.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -67,16 +52,17 @@ class Runtime:
             torch.distributed.destroy_process_group()
 
 
-def start_runtime(no_cuda=False, fp16=False, bf16=False, local_rank=-1):
-    """Joins torchrun's process group when launched by it (LOCAL_RANK wins over --local_rank)."""
+def start_runtime(wanted):
+    """The runtime that `wanted` (settings.DeviceSettings) asks for; joins torchrun's process group
+    when launched by it (LOCAL_RANK wins over --local_rank)."""
     import torch
 
-    local_rank = int(os.environ.get("LOCAL_RANK", local_rank))
-    if (fp16 or bf16) and (no_cuda or not torch.cuda.is_available()):
-        flag = "--fp16" if fp16 else "--bf16"
+    local_rank = int(os.environ.get("LOCAL_RANK", wanted.local_rank))
+    if (wanted.fp16 or wanted.bf16) and (wanted.no_cuda or not torch.cuda.is_available()):
+        flag = "--fp16" if wanted.fp16 else "--bf16"
         raise UsageError(f"{flag} needs a CUDA GPU: none is available here, drop {flag} to run in float32")
-    amp_dtype = torch.float16 if fp16 else torch.bfloat16 if bf16 else None
-    use_cuda = torch.cuda.is_available() and not no_cuda
+    amp_dtype = torch.float16 if wanted.fp16 else torch.bfloat16 if wanted.bf16 else None
+    use_cuda = torch.cuda.is_available() and not wanted.no_cuda
     if local_rank == -1:
         device = torch.device("cuda" if use_cuda else "cpu")
         return Runtime(device, torch.cuda.device_count() if use_cuda else 0, amp_dtype=amp_dtype)
@@ -95,18 +81,3 @@ def set_seed(seed):
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-@dataclass(frozen=True)
-class ExitPlan:
-    """The task trained on, the tasks evaluated (MNLI: matched and mismatched), and the exit
-    settings every evaluation reports."""
-
-    task: object  # glue.Task
-    eval_tasks: tuple
-    criterion: str
-    settings: tuple
-    regression_threshold: float = 0.0
-
-    def rule(self, setting):
-        return make_rule(self.criterion, setting, self.regression_threshold)

@@ -1,4 +1,4 @@
-"""What PABEE adds to a backbone: per-layer heads, the weighted loss, the exit loop, statistics.
+"""What PABEE adds to a backbone: per-layer heads and what they read, and the one exit loop.
 
 Each modeling file subclasses its backbone's PreTrainedModel together with `PabeeMixin` and
 says only how the backbone embeds inputs (`embed`), what its layers read besides the hidden
@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
-from exit_rules import EXIT_POOLING, EXIT_TRAINING, STAGES, PatienceRule, check_choice, check_setting
+from pabee.exit_rules import PatienceRule, check_setting
+from pabee.exits import exit_layers_from_logits, logits_at_exit
+from pabee.losses import layer_loss, training_loss
+from pabee.options import EXIT_POOLING, EXIT_TRAINING, STAGES, check_choice
 
 
 @dataclass
@@ -27,64 +29,6 @@ class PabeeOutput(ModelOutput):
     logits: torch.Tensor | None = None
     exit_layers: torch.Tensor | None = None
     all_layer_logits: torch.Tensor | None = None
-
-
-def training_loss(all_layer_logits, labels, regime="pabee", temperature=1.0):
-    """The loss of one training stage (exit_rules.STAGES). `pabee`: the paper's weighted loss.
-    `last`: the last head's loss alone (vanilla), so the internal heads get no gradient.
-    `internal`: the sum of the internal heads' own losses (DeeBERT's second stage). `distill`:
-    the sum over internal heads of the KL divergence from the last layer's softmax at
-    `temperature`, times temperature squared (regression: MSE to the last layer's value;
-    FastBERT's self-distillation). In both second stages the last layer is the fixed target."""
-    if regime == "last":
-        return layer_loss(all_layer_logits[:, -1], labels)
-    if regime == "internal":
-        return sum(layer_loss(logits, labels) for logits in all_layer_logits[:, :-1].unbind(1))
-    if regime == "distill":
-        teacher = all_layer_logits[:, -1].detach()
-        return sum(distill_loss(logits, teacher, temperature) for logits in all_layer_logits[:, :-1].unbind(1))
-    return pabee_loss(all_layer_logits, labels)
-
-
-def distill_loss(student, teacher, temperature):
-    if student.shape[-1] == 1:
-        return F.mse_loss(student.view(-1), teacher.view(-1))
-    return F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1),
-                    log_target=True, reduction="batchmean") * temperature ** 2
-
-
-def pabee_loss(all_layer_logits, labels):
-    """sum_i i * loss_i / sum_i i over layers i = 1..L; MSE on view(-1) when num_labels == 1."""
-    weights = torch.arange(1, all_layer_logits.shape[1] + 1, device=all_layer_logits.device)
-    losses = torch.stack([layer_loss(logits, labels) for logits in all_layer_logits.unbind(1)])
-    return (weights * losses).sum() / weights.sum()
-
-
-def layer_loss(logits, labels):
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
-    return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-
-
-def exit_layers_from_logits(all_layer_logits, rule):
-    """The exit layer (1-based) each example would take under `rule`, read from logits of
-    every layer: one full-depth pass then serves any number of settings."""
-    batch_size, num_layers = all_layer_logits.shape[:2]
-    device = all_layer_logits.device
-    exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
-    if not rule.exits_early:
-        return exit_layers
-    state = rule.start(batch_size, device)
-    for i in range(num_layers - 1):
-        state = rule.step(all_layer_logits[:, i], state)
-        exits = (rule.waits(state) == 0) & (exit_layers == num_layers)
-        exit_layers = torch.where(exits, i + 1, exit_layers)
-    return exit_layers
-
-
-def logits_at_exit(all_layer_logits, exit_layers):
-    rows = torch.arange(all_layer_logits.shape[0], device=all_layer_logits.device)
-    return all_layer_logits[rows, exit_layers - 1]
 
 
 def select_rows(x, rows):
@@ -330,13 +274,18 @@ class PabeeMixin:
         return logits_out, exit_layers
 
 
-def exit_stats(exit_layers, num_layers):
-    """Mean exit layer, the true speed-up L / mean, and the originals' "Speed Up" 1 - mean/L."""
-    mean = float(torch.as_tensor(exit_layers, dtype=torch.float64).mean())
-    return {
-        "mean_exit_layer": mean,
-        "speed_up": num_layers / mean,
-        "original_speed_up": 1 - mean / num_layers,
-    }
+class SharedDenseHead:
+    """For backbones whose sequence classifier is a `classifier` of dense, activation and out_proj
+    (RoBERTa, ELECTRA): every layer's head reads the shared dense part, out_proj is the last layer's
+    head and `classifiers.{i}` the heads below, so transformers' checkpoints load by name."""
 
+    head_parameters = ("classifiers.", "classifier.")
+
+    def init_classifier(self, config, classifier):
+        self.classifier = classifier
+        self.dropout = classifier.dropout
+        self.init_pabee(config, classifier.out_proj)
+
+    def final_head(self):
+        return self.classifier.out_proj
 

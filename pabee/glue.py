@@ -4,9 +4,7 @@ submission file it produces. Reading keeps the original processors' quirks (see 
 import csv
 from dataclasses import dataclass
 
-
-class DataError(Exception):
-    """Bad data: the message names the file, the line and the fix."""
+from pabee.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""RoBERTa with PABEE (see pabee.py). The head is RobertaClassificationHead's shape: dense + tanh on
+"""RoBERTa with PABEE (see pabee/model.py). The head is RobertaClassificationHead's shape: dense + tanh on
 `<s>`, shared by every layer, then one out_proj per layer."""
 
 import torch
@@ -8,26 +8,20 @@ from transformers.models.roberta.modeling_roberta import (
     RobertaPreTrainedModel,
 )
 
-from pabee import PabeeMixin
+from pabee.model import PabeeMixin, SharedDenseHead
 
 
-class RobertaForSequenceClassificationWithPabee(PabeeMixin, RobertaPreTrainedModel):
+class RobertaForSequenceClassificationWithPabee(SharedDenseHead, PabeeMixin, RobertaPreTrainedModel):
     """`roberta.*` and `classifier.{dense,out_proj}` as in RobertaForSequenceClassification (out_proj
     is the last layer's head); `classifiers.{i}` are the heads of the layers below."""
 
-    head_parameters = ("classifiers.", "classifier.")
     _keys_to_ignore_on_load_unexpected = [r"pooler\.dense\."]  # RobertaModel's pooler, unused here as there
 
     def __init__(self, config):
         super().__init__(config)
         self.roberta = RobertaModel(config, add_pooling_layer=False)
-        self.classifier = RobertaClassificationHead(config)
-        self.dropout = self.classifier.dropout
-        self.init_pabee(config, self.classifier.out_proj)
+        self.init_classifier(config, RobertaClassificationHead(config))
         self.post_init()
-
-    def final_head(self):
-        return self.classifier.out_proj
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         return self.roberta.embeddings(

@@ -1,22 +1,15 @@
-"""The exit rules: when an example may stop, decided layer by layer from the heads' logits, and
-the registry of them that --exit_criterion names. Also the choices a PABEE model's config takes.
+"""The exit rules: when an example may stop, decided layer by layer from the heads' logits; the
+registry of them that --exit_criterion names; and `ExitSettings`, a criterion with its settings
+parsed once from the text a user gives.
 
 This module imports no torch (the rules only call methods of the tensors they are given), so that
-run_glue.py can list the choices and check flags before anything heavy is loaded.
+the entry points can list the choices and check flags before anything heavy is loaded.
 """
 
-# How a model is fine-tuned: the loss of each stage. pabee: the weighted loss over every head; last:
-# the last head alone (vanilla); internal: stage 2 of DeeBERT, each internal head's own loss on a
-# frozen model; distill: stage 2 of FastBERT, internal heads towards the last layer's predictions.
-STAGES = {"pabee": ("pabee",), "last": ("last",), "two_stage": ("last", "internal"), "self_distill": ("last", "distill")}
-EXIT_TRAINING = tuple(STAGES)
-EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first token, or the masked mean
+import re
+from dataclasses import dataclass
 
-
-def check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+from pabee.errors import UsageError
 
 
 def check_setting(name, value):
@@ -178,9 +171,53 @@ def make_rule(criterion, setting, regression_threshold=0.0):
     return RULES[criterion].from_setting(setting, regression_threshold)
 
 
-def patience_line(setting, stats, criterion="patience"):
-    """The originals' log line (their "Speed Up" is 1 - avg/L), with the true ratio beside it."""
-    return (
-        f"*** {RULES[criterion].log_name} = {setting} Avg. Inference Layers = {stats['mean_exit_layer']:.2f} "
-        f"Speed Up = {stats['original_speed_up']:.2f} *** (speed-up L/avg = {stats['speed_up']:.2f}x)"
-    )
+def parse_settings(text, rule, flag):
+    """A comma list of the criterion's settings, each of its type and within its bounds."""
+    pattern = r"\d+" if rule.setting_type is int else r"\d+(\.\d*)?|\.\d+"
+    parts = [part.strip() for part in str(text).split(",")]
+
+    def valid(part):
+        value = rule.setting_type(part)
+        return value >= rule.min_setting and (rule.max_setting is None or value <= rule.max_setting)
+
+    if not all(re.fullmatch(pattern, part) and valid(part) for part in parts):
+        kind = "integers" if rule.setting_type is int else "numbers"
+        bounds = f">= {rule.min_setting}" if rule.max_setting is None else f"from {rule.min_setting} to {rule.max_setting}"
+        raise UsageError(f"bad {flag} '{text}': give a comma list of {kind} {bounds}, e.g. {rule.example}")
+    return tuple(rule.setting_type(part) for part in parts)
+
+
+@dataclass(frozen=True)
+class ExitSettings:
+    """The exit criterion and the settings every evaluation reports. Patience settings come from
+    `patience`, the other criteria's from `thresholds` (text, as the flags give them)."""
+
+    criterion: str = "patience"
+    settings: tuple = (0,)
+    regression_threshold: float = 0.0
+
+    @classmethod
+    def parse(cls, criterion="patience", patience="0", thresholds="", regression_threshold=0.0):
+        rule = RULES[criterion]
+        patience_values = parse_settings(patience, PatienceRule, "--patience")
+        if criterion == "patience":
+            if thresholds:
+                raise UsageError("--exit_thresholds is for the baseline criteria: give patience values with --patience")
+            return cls(criterion, patience_values, regression_threshold)
+        if not thresholds:
+            raise UsageError(f"--exit_criterion {criterion} needs --exit_thresholds, e.g. {rule.example}")
+        return cls(criterion, parse_settings(thresholds, rule, "--exit_thresholds"), regression_threshold)
+
+    def rule(self, setting):
+        return make_rule(self.criterion, setting, self.regression_threshold)
+
+    def check_task(self, is_regression, name):
+        """Criteria that read class probabilities have none on a regression task (`name`)."""
+        if RULES[self.criterion].needs_probabilities and is_regression:
+            raise UsageError(f"--exit_criterion {self.criterion} needs class probabilities and "
+                             f"{name} is a regression task: use patience or fixed")
+
+    def check_depth(self, depth):
+        if self.criterion == "fixed" and max(self.settings) > depth:
+            raise UsageError(f"--exit_thresholds {','.join(map(str, self.settings))}: fixed exit layer "
+                             f"{max(self.settings)} is beyond the model's {depth} layers: give layers from 1 to {depth}")

@@ -1,11 +1,11 @@
-"""DistilBERT with PABEE (see pabee.py). The head is DistilBertForSequenceClassification's shape:
+"""DistilBERT with PABEE (see pabee/model.py). The head is DistilBertForSequenceClassification's shape:
 pre_classifier + ReLU on the first token, shared by every layer, then one classifier per layer."""
 
 from torch import nn
 from torch.nn import functional as F
 from transformers.models.distilbert.modeling_distilbert import DistilBertModel, DistilBertPreTrainedModel
 
-from pabee import PabeeMixin
+from pabee.model import PabeeMixin
 
 
 class DistilBertForSequenceClassificationWithPabee(PabeeMixin, DistilBertPreTrainedModel):

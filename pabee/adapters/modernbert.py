@@ -1,4 +1,4 @@
-"""ModernBERT with PABEE (see pabee.py). The head is ModernBertForSequenceClassification's shape:
+"""ModernBERT with PABEE (see pabee/model.py). The head is ModernBertForSequenceClassification's shape:
 its prediction head (dense, activation, norm) on the first token or the token mean, as the
 config's classifier_pooling says, shared by every layer, then one classifier per layer. Every
 layer's states pass the final norm before a head reads them, as the last layer's do in the
@@ -14,7 +14,7 @@ from transformers.models.modernbert.modeling_modernbert import (
     ModernBertPreTrainedModel,
 )
 
-from pabee import LayerInputs, PabeeMixin
+from pabee.model import LayerInputs, PabeeMixin
 
 
 class ModernBertForSequenceClassificationWithPabee(PabeeMixin, ModernBertPreTrainedModel):

@@ -3,69 +3,17 @@ here prints or writes: the report does."""
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-import glue
-from data import eval_loader, to_device
-from exit_rules import PatienceRule
-from pabee import exit_layers_from_logits, exit_stats, logits_at_exit
-
-
-TIMING = ("seconds", "full_depth_seconds", "wallclock_speed_up", "wallclock_min", "wallclock_max")
-UNSTEADY = 0.2  # timings whose ratios spread over more than this fraction of their median are flagged
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    """One exit setting (or one layer's own head: criterion "layer") of one checkpoint on one
-    task. As JSON its metrics sit beside the other keys, and patience rows repeat their
-    setting as "patience", as the files have always had it."""
-
-    checkpoint: str
-    task: str
-    criterion: str
-    setting: int | float
-    n: int
-    mean_exit_layer: float
-    speed_up: float  # L / mean exit layer
-    original_speed_up: float  # the originals' "Speed Up", 1 - mean / L
-    metrics: dict = field(default_factory=dict)
-    seconds: float | None = None  # with --timed_inference: medians over the repetitions
-    full_depth_seconds: float | None = None
-    wallclock_speed_up: float | None = None  # median of full depth / this setting, round by round
-    wallclock_min: float | None = None
-    wallclock_max: float | None = None
-    main_metric: str | None = None  # the task's metric for tables and plots (rows of older runs lack it)
-    training: str | None = None  # how the model was fine-tuned (its config's exit_training)
-
-    @property
-    def main(self):
-        return self.main_metric or glue.TASKS[self.task].metric
-
-    @property
-    def key(self):
-        return self.checkpoint, self.task, self.criterion, self.setting
-
-    @property
-    def timed(self):
-        return self.wallclock_speed_up is not None
-
-    def to_json(self):
-        row = {k: v for k, v in asdict(self).items() if k != "metrics" and v is not None}
-        head = {k: row.pop(k) for k in ("checkpoint", "task", "criterion", "setting")}
-        patience = {"patience": self.setting} if self.criterion == "patience" else {}
-        timing = {k: row.pop(k) for k in TIMING if k in row}
-        return {**head, **patience, **row, **self.metrics, **timing}
-
-    @classmethod
-    def from_json(cls, row):
-        own = {f.name for f in fields(cls)} - {"metrics"}
-        return cls(**{k: v for k, v in row.items() if k in own},
-                   metrics={k: v for k, v in row.items() if k not in own and k != "patience"})
+from pabee import glue
+from pabee.exit_rules import PatienceRule
+from pabee.exits import exit_layers_from_logits, exit_stats, logits_at_exit
+from pabee.features import eval_loader, to_device
+from pabee.results import ResultRow
 
 
 @dataclass(frozen=True)
@@ -127,9 +75,11 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
 
         def row(criterion, setting, logits, exits, **timing):
             metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, logits), dev.labels)
+            threshold = plan.exits.regression_threshold if dev.task.is_regression and criterion == "patience" else None
             return ResultRow(checkpoint, dev.task.name, criterion, setting, len(dev.labels),
                              **exit_stats(exits, num_layers), metrics=metrics, main_metric=dev.task.metric,
-                             training=getattr(model.config, "exit_training", None), **timing)
+                             training=getattr(model.config, "exit_training", None), regression_threshold=threshold,
+                             **timing)
 
         all_logits, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
         answers = {}
@@ -172,11 +122,6 @@ def time_settings(runtime, model, dev, plan, repeats):
                             "wallclock_speed_up": statistics.median(ratios), "wallclock_min": min(ratios),
                             "wallclock_max": max(ratios)}
     return timings, answers
-
-
-def unsteady(row):
-    """True when a timed row's speed-ups spread too far between repetitions to trust."""
-    return row.timed and (row.wallclock_max - row.wallclock_min) > UNSTEADY * row.wallclock_speed_up
 
 
 def full_depth_predictions(runtime, model, dev_sets):

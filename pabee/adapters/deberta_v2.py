@@ -1,4 +1,4 @@
-"""DeBERTa-v2 and v3 with PABEE (see pabee.py). The head is DebertaV2ForSequenceClassification's
+"""DeBERTa-v2 and v3 with PABEE (see pabee/model.py). The head is DebertaV2ForSequenceClassification's
 shape: its ContextPooler (dense + activation on the first token), shared by every layer, then one
 classifier per layer. Relative-position tables are shared by all examples; the layer-0
 convolution (conv_kernel_size > 0) reads the padding mask, which leaves with exited rows."""
@@ -12,7 +12,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import (
     DebertaV2PreTrainedModel,
 )
 
-from pabee import LayerInputs, PabeeMixin
+from pabee.model import LayerInputs, PabeeMixin
 
 
 class DebertaV2ForSequenceClassificationWithPabee(PabeeMixin, DebertaV2PreTrainedModel):

@@ -1,4 +1,4 @@
-"""ELECTRA with PABEE (see pabee.py). The head is ElectraClassificationHead's shape: dense + GELU on
+"""ELECTRA with PABEE (see pabee/model.py). The head is ElectraClassificationHead's shape: dense + GELU on
 the first token, shared by every layer, then one out_proj per layer."""
 
 from transformers.models.electra.modeling_electra import (
@@ -7,25 +7,19 @@ from transformers.models.electra.modeling_electra import (
     ElectraPreTrainedModel,
 )
 
-from pabee import PabeeMixin
+from pabee.model import PabeeMixin, SharedDenseHead
 
 
-class ElectraForSequenceClassificationWithPabee(PabeeMixin, ElectraPreTrainedModel):
+class ElectraForSequenceClassificationWithPabee(SharedDenseHead, PabeeMixin, ElectraPreTrainedModel):
     """`electra.*` and `classifier.{dense,out_proj}` as in ElectraForSequenceClassification (out_proj
     is the last layer's head); `classifiers.{i}` are the heads of the layers below."""
 
-    head_parameters = ("classifiers.", "classifier.")
 
     def __init__(self, config):
         super().__init__(config)
         self.electra = ElectraModel(config)
-        self.classifier = ElectraClassificationHead(config)
-        self.dropout = self.classifier.dropout
-        self.init_pabee(config, self.classifier.out_proj)
+        self.init_classifier(config, ElectraClassificationHead(config))
         self.post_init()
-
-    def final_head(self):
-        return self.classifier.out_proj
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         embedded = self.electra.embeddings(

@@ -1,0 +1,20 @@
+"""How the entry points log, set once by each of them: every module of the package logs under its
+own name below "pabee" (info on the main process, warnings on the others), in one format, and the
+third-party libraries keep quiet about what the project says in its own one line."""
+
+import logging
+import os
+
+
+def setup_logging(main_process=None):
+    """Called once by an entry point, after its flags are parsed. `main_process` defaults to rank 0
+    of torchrun (its RANK variable), or the only process."""
+    if main_process is None:
+        main_process = int(os.environ.get("RANK", "0")) == 0
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pabee").setLevel(logging.INFO if main_process else logging.WARNING)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would stand before our one line
+    logging.getLogger("datasets").setLevel(logging.ERROR)  # likewise its own error lines
+    import datasets
+
+    datasets.disable_progress_bars()  # bars of reading and caching; pabee.features says what it tokenizes

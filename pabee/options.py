@@ -1,0 +1,18 @@
+"""The choices a PABEE model's config takes: what its heads read of a layer and how it is
+fine-tuned. No torch here, so that flag parsing lists them at once."""
+
+EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first token, or the masked mean
+
+# How a model is fine-tuned: the loss of each stage. pabee: the weighted loss over every head; last:
+# the last head alone (vanilla); internal: stage 2 of DeeBERT, each internal head's own loss on a
+# frozen model; distill: stage 2 of FastBERT, internal heads towards the last layer's predictions.
+STAGES = {"pabee": ("pabee",), "last": ("last",), "two_stage": ("last", "internal"), "self_distill": ("last", "distill")}
+EXIT_TRAINING = tuple(STAGES)
+
+HEAD_BIAS_INIT = ("zero", "label_prior")  # new heads' bias: zero (the original) or the training labels' prior
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -1,0 +1,217 @@
+"""A fine-tuned model answering new text (predict.py): the model, its tokenizer and an exit rule
+(`Predictor`); the exit setting used when none is asked for (`chosen_exit`); the input (plain
+text, tables or a stream) and the output (JSON lines or TSV, in input order)."""
+
+import json
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pabee.backbones import BACKBONES, load_model, load_tokenizer, usable_length
+from pabee.checkpoints import NAME as CHECKPOINT_NAME
+from pabee.errors import UsageError
+from pabee.exit_rules import ExitSettings
+from pabee.features import collate, to_device
+from pabee.files import read_json
+from pabee.results import fastest_within, read_rows
+from pabee.tables import read_texts
+
+PLAIN = (".txt", "")  # one example per line
+TOLERANCE = 0.01  # the exit chosen on dev keeps the main metric within this of full depth
+
+
+class Predictor:
+    """A loaded model, its tokenizer and the exit rule, answering batches of texts."""
+
+    def __init__(self, model, tokenizer, rule, max_seq_length, device):
+        self.model, self.tokenizer, self.rule = model, tokenizer, rule
+        self.max_seq_length, self.device = max_seq_length, device
+
+    @classmethod
+    def load(cls, folder, exits, max_seq_length=None, no_cuda=False):
+        """The model run_glue wrote in `folder`, exiting by `exits` (exit_rules.ExitSettings, one
+        setting), at the training run's --max_seq_length unless told (clamped as run_glue does)."""
+        import torch
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        if config.model_type not in BACKBONES:
+            raise UsageError(f"{folder} holds a '{config.model_type}' model, not one of {', '.join(BACKBONES)}")
+        backbone = BACKBONES[config.model_type]
+        device = "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
+        model = load_model(backbone, str(folder), None, device)[0].eval()
+        exits.check_task(config.num_labels == 1, "this model's task")
+        tokenizer = load_tokenizer(backbone, str(folder))
+        length = usable_length(max_seq_length or trained_length(Path(folder)), [config], tokenizer)[0]
+        return cls(model, tokenizer, exits.rule(exits.settings[0]), length, device)
+
+    def answer(self, batch):
+        """(label or value, probability or None, exit layer) for each (text_a, text_b) of `batch`."""
+        import torch
+
+        features = [dict(self.tokenizer(a, b, truncation=True, max_length=self.max_seq_length,
+                                        return_token_type_ids=True)) for a, b in batch]  # pairs and singles may mix
+        with torch.inference_mode():
+            out = self.model(**to_device(collate(features, self.tokenizer.pad_token_id), self.device),
+                             exit_rule=self.rule)
+        layers = out.exit_layers.tolist()
+        if self.model.config.num_labels == 1:
+            return [(float(v), None, k) for v, k in zip(out.logits[:, 0].tolist(), layers)]
+        probs = out.logits.float().softmax(-1)
+        best = probs.argmax(-1).tolist()
+        names = self.model.config.id2label
+        return [(names[c], float(probs[i, c]), k) for i, (c, k) in enumerate(zip(best, layers))]
+
+    def run(self, batches, write, total):
+        """Answers every batch as it comes and writes it at once; returns (examples, seconds,
+        mean exit layer, layers)."""
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="ex", disable=total is None, file=sys.stderr)
+        n, exits, start = 0, 0, time.perf_counter()
+        for batch in batches:
+            answers = self.answer(batch)
+            write(batch, answers)
+            n, exits = n + len(batch), exits + sum(a[2] for a in answers)
+            bar.update(len(batch))
+        bar.close()
+        return n, time.perf_counter() - start, exits / max(n, 1), self.model.config.num_hidden_layers
+
+
+def trained_length(folder):
+    """The --max_seq_length of the run that wrote `folder` (or its parent, for a checkpoint), else 128."""
+    for saved in (folder / "training_args.json", folder.parent / "training_args.json"):
+        if saved.is_file():
+            record = read_json(saved)
+            return record.get("data", record).get("max_seq_length", 128)
+    return 128
+
+
+def chosen_exit(folder):
+    """(exit settings, why) when none is asked for: the fastest setting run_glue evaluated on dev
+    whose main metric stays within TOLERANCE of full depth (pabee_results.json of the run that wrote
+    `folder`), else the patience of the model's config (0, full depth, unless set_patience said)."""
+    folder = Path(folder)
+    checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
+    rows = read_rows((folder.parent if checkpoint != "final" else folder) / "pabee_results.json")
+    rows = [r for r in rows if r.checkpoint == checkpoint]
+    rows = [r for r in rows if r.task == rows[0].task] if rows else []
+    full = max((r for r in rows if r.criterion == "layer"), key=lambda r: r.setting, default=None)
+    candidates = [r for r in rows if r.criterion != "layer"]
+    best = full and fastest_within([(r, r.metrics[r.main], r.speed_up) for r in candidates], full.metrics[full.main],
+                                   TOLERANCE)
+    if best is None:
+        config = read_json(folder / "config.json")
+        patience, threshold = config.get("patience", 0), config.get("regression_threshold", 0.0)
+        why = (f"{folder} holds no dev results to choose from (run_glue.py --do_eval writes them), so the config's "
+               f"patience {patience}{' (full depth)' if patience == 0 else ''}")
+        return ExitSettings("patience", (patience,), threshold), why
+    threshold = best.regression_threshold if best.regression_threshold is not None else 0.0
+    why = (f"chosen on dev: the fastest setting evaluated within {TOLERANCE * 100:g} point of full depth ({best.task} "
+           f"{best.main} {best.metrics[best.main]:.4f} against {full.metrics[full.main]:.4f}, {best.speed_up:.2f}x "
+           f"fewer layers)")
+    return ExitSettings(best.criterion, (best.setting,), threshold), why
+
+
+# --- input ------------------------------------------------------------------------------------
+
+def read_input(path, batch_size, text_columns=None, pause=0.2):
+    """(batches, column names, number of examples or None when streaming) of `path` (- for
+    standard input, answered batch by batch as lines arrive)."""
+    if path == "-" or Path(path).suffix.lower() in PLAIN:
+        source = sys.stdin if path == "-" else open(path, encoding="utf-8")
+        lines = (line.rstrip("\n") for line in source)
+        examples = (split_pair(line) for line in lines if line.strip())
+        if path == "-":
+            return batches_as_they_come(examples, batch_size, pause), ("text", None), None
+        examples = list(examples)
+        return in_batches(examples, batch_size), ("text", None), len(examples)
+    examples, columns = read_texts(path, text_columns)
+    return in_batches(examples, batch_size), columns, len(examples)
+
+
+def split_pair(line):
+    a, _, b = line.partition("\t")
+    return a, b or None
+
+
+def in_batches(examples, size):
+    for i in range(0, len(examples), size):
+        yield examples[i:i + size]
+
+
+def batches_as_they_come(examples, size, pause):
+    """Batches of at most `size`; a partial batch goes out when no example came for `pause`
+    seconds, so a slow producer gets its answers without waiting for a full batch."""
+    arrived = queue.Queue()
+
+    def read():
+        for example in examples:
+            arrived.put(example)
+        arrived.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        first = arrived.get()
+        if first is None:
+            return
+        batch = [first]
+        while len(batch) < size:
+            try:
+                example = arrived.get(timeout=pause)
+            except queue.Empty:
+                break
+            if example is None:
+                yield batch
+                return
+            batch.append(example)
+        yield batch
+
+
+# --- output -----------------------------------------------------------------------------------
+
+class Writer:
+    """Writes answers in input order, one line per example, flushed after every batch."""
+
+    def __init__(self, out, output_format, columns, regression):
+        self.out, self.format, self.columns, self.regression = out, output_format, columns, regression
+        self.pair = None  # whether the answers show a second text: decided by the first batch
+
+    def __call__(self, batch, answers):
+        lines = []
+        started = self.pair is not None
+        if not started:
+            self.pair = self.columns[1] is not None or any(b is not None for _, b in batch)
+        names = [self.columns[0], self.columns[1] or "text_b"][:2 if self.pair else 1]
+        score = "value" if self.regression else "probability"
+        if self.format == "tsv" and not started:
+            lines.append("\t".join(names + ([] if self.regression else ["label"]) + [score, "exit_layer"]))
+        for (a, b), (label, probability, layer) in zip(batch, answers):
+            texts = [a, b][:len(names)]
+            if self.format == "tsv":
+                values = [t or "" for t in texts] + ([f"{label:.6g}"] if self.regression else
+                                                    [label, f"{probability:.6f}"]) + [str(layer)]
+                lines.append("\t".join(values))
+            else:
+                answer = {"value": label} if self.regression else {"label": label, "probability": probability}
+                shown = {name: text for name, text in zip(names, texts) if text is not None}
+                lines.append(json.dumps({**shown, **answer, "exit_layer": layer}, ensure_ascii=False))
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+
+
+class open_output:
+    """Standard output for -, else the file (written only once the model and input are ready)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.file = sys.stdout if self.path == "-" else open(self.path, "w", encoding="utf-8")
+        return self.file
+
+    def __exit__(self, *exc):
+        if self.file is not sys.stdout:
+            self.file.close()

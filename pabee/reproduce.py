@@ -1,0 +1,220 @@
+"""The paper's table in one command (reproduce_paper.py): every method fine-tuned in this code over a
+grid and several seeds through pabee.run, each method's grid point chosen on dev at full depth,
+exit settings evaluated on dev, one table across tasks (pabee.paper), GLUE submission files and a
+plot per task. Restartable: a finished run (marked by DONE) or evaluation is reused, a killed run
+resumes from its last checkpoint."""
+
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from pabee import glue, paper
+from pabee.backbones import BACKBONES, check_model_available, load_config
+from pabee.checkpoints import list_checkpoints
+from pabee.errors import UsageError
+from pabee.exit_rules import ExitSettings
+from pabee.files import write_json
+from pabee.report import draw_tradeoff
+from pabee.results import read_rows
+from pabee.run import run as run_glue
+from pabee.settings import DataSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
+from pabee.training import Interrupted
+
+DONE = "reproduce_done.json"  # written once a run or an evaluation finished
+
+
+@dataclass(frozen=True)
+class Run:
+    task: glue.Task
+    model: str  # vanilla, k-layer, pabee, two_stage, self_distill
+    learning_rate: str
+    batch_size: int
+    seed: int
+    folder: Path
+
+    def describe(self):
+        return f"{self.task.folder} {self.model} lr={self.learning_rate} bs={self.batch_size} seed={self.seed}"
+
+
+def check_tasks(settings):
+    """The tasks, each with its training and dev file in --glue_dir."""
+    tasks = [glue.find_task(name) for name in settings.tasks]
+    for task in tasks:
+        for split in ("train", "dev"):
+            path = Path(settings.glue_dir) / task.folder / task.file_for(split)
+            if not path.is_file():
+                raise UsageError(f"missing {path}: put the GLUE data in --glue_dir (or GLUE_DIR)")
+    return tasks
+
+
+def model_depth(settings):
+    check_model_available(settings.model_name_or_path, "model_name_or_path")
+    return load_config(BACKBONES[settings.backbone], settings.model_name_or_path).num_hidden_layers
+
+
+def plan_runs(settings, tasks):
+    out = Path(settings.output_dir)
+    return [Run(task, model, lr, bs, seed, out / "runs" / task.folder / model / f"lr{lr}-bs{bs}-seed{seed}")
+            for task in tasks for model in paper.MODELS for lr in settings.learning_rates
+            for bs in settings.batch_sizes for seed in range(1, settings.seeds + 1)]
+
+
+def steps_of(settings, run):
+    """Optimizer steps of a run (both stages), from the training file's row count."""
+    if settings.max_steps > 0:
+        first = settings.max_steps
+    else:
+        path = Path(settings.glue_dir) / run.task.folder / "train.tsv"
+        rows = sum(1 for _ in open(path, encoding="utf-8")) - run.task.train_has_header
+        first = (rows // run.batch_size) * int(settings.num_train_epochs)
+    return first * (2 if run.model in ("two_stage", "self_distill") else 1)
+
+
+def print_plan(settings, runs):
+    total = 0
+    for i, run in enumerate(runs, start=1):
+        steps = steps_of(settings, run)
+        total += steps
+        print(f"[{i}/{len(runs)}] {run.describe()}: {steps} steps -> {run.folder}")
+    print(f"{len(runs)} runs, {total} optimizer steps in all; then exit settings on dev, the table in "
+          f"{settings.output_dir}")
+
+
+def run_settings(settings, run, model, exits, training=None, do_predict=False):
+    """What pabee.run does for one run: train it (`training`) or evaluate `exits` on dev."""
+    return RunSettings(
+        output_dir=str(run.folder),
+        model=ModelSettings(settings.backbone, model, do_lower_case=settings.do_lower_case,
+                            exit_pooling=settings.exit_pooling),
+        data=DataSettings(task_name=run.task.folder, data_dir=str(Path(settings.glue_dir) / run.task.folder),
+                          max_seq_length=settings.max_seq_length),
+        exits=exits, training=training, do_eval=True, do_predict=do_predict,
+        evaluation=EvalSettings(per_gpu_eval_batch_size=settings.per_gpu_eval_batch_size), seed=run.seed,
+        overwrite_output_dir=True)
+
+
+def train(settings, run, depth):
+    """Fine-tunes one run (or resumes it from its last checkpoint); a finished run is reused."""
+    if (run.folder / DONE).is_file():
+        return "reused"
+    checkpoints = list_checkpoints(run.folder)
+    training = TrainingSettings(
+        exit_training=paper.MODELS[run.model], head_bias_init="label_prior",
+        num_hidden_layers=(settings.k_layers or max(1, depth // 2)) if run.model == "k-layer" else 0,
+        per_gpu_train_batch_size=run.batch_size, learning_rate=float(run.learning_rate),
+        num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
+        logging_steps=50, save_steps=max(1, steps_of(settings, run) // 4))
+    start = str(checkpoints[-1]) if checkpoints else settings.model_name_or_path
+    exits = ExitSettings(regression_threshold=settings.regression_threshold)
+    try:
+        run_glue(run_settings(settings, run, start, exits, training))
+    except Interrupted as e:
+        raise UsageError(f"run {run.describe()} {e}: call again to resume from its checkpoint") from None
+    for checkpoint in list_checkpoints(run.folder):
+        shutil.rmtree(checkpoint)  # the run is done: its final model is all that is read from now on
+    write_json(run.folder / DONE, {"run": run.describe()})
+    return "resumed" if checkpoints else "trained"
+
+
+def evaluate(settings, run, criterion, setting_text, predict=False):
+    """Exit settings of one finished run on dev (rows added to its pabee_results.json); once."""
+    marker = run.folder / f"reproduce_{criterion}{'_predict' if predict else ''}.json"
+    if marker.is_file():
+        return
+    exits = ExitSettings.parse(criterion, setting_text if criterion == "patience" else "0",
+                               "" if criterion == "patience" else setting_text, settings.regression_threshold)
+    run_glue(run_settings(settings, run, str(run.folder), exits, do_predict=predict))
+    write_json(marker, {"criterion": criterion, "settings": setting_text})
+
+
+def full_depth(run):
+    return next(r for r in read_rows(run.folder / "eval_results.json")
+                if r.criterion == "patience" and r.setting == 0 and r.task == run.task.name)
+
+
+def chosen_runs(runs, task, model):
+    """The seeds of the grid point with the best median full-depth dev metric."""
+    metric = paper.columns_of(task.name)[0]
+    mine = [r for r in runs if r.task == task and r.model == model]
+    points = sorted({(r.learning_rate, r.batch_size) for r in mine})
+    best = max(points, key=lambda p: statistics.median(
+        full_depth(r).metrics[metric] for r in mine if (r.learning_rate, r.batch_size) == p))
+    return [r for r in mine if (r.learning_rate, r.batch_size) == best]
+
+
+def exits_to_evaluate(settings, task, model, depth):
+    """(criterion, settings) to evaluate on dev for a model; entropy and confidence need classes."""
+    patience = ",".join(str(p) for p in range(depth))
+    layers = ",".join(str(k) for k in range(1, depth + 1))
+    exits = {"pabee": [("patience", patience), ("entropy", settings.entropy_thresholds),
+                       ("confidence", settings.confidence_thresholds), ("fixed", layers)],
+             "two_stage": [("entropy", settings.entropy_thresholds)],
+             "self_distill": [("confidence", settings.confidence_thresholds)]}.get(model, [])
+    return [(c, s) for c, s in exits if not (task.is_regression and c in ("entropy", "confidence"))]
+
+
+def final_rows(run):
+    return [r for r in read_rows(run.folder / "pabee_results.json")
+            if r.checkpoint == "final" and r.task == run.task.name]
+
+
+def reproduce(settings, tasks, runs, depth):
+    """Every run trained, the chosen ones evaluated, the table, submissions and plots written."""
+    out = Path(settings.output_dir)
+    for i, run in enumerate(runs, start=1):
+        print(f"[run {i}/{len(runs)}] {run.describe()}: {train(settings, run, depth)}", flush=True)
+    results, chosen = {}, {}
+    for task in tasks:
+        for model in paper.MODELS:
+            picked = chosen_runs(runs, task, model)
+            for criterion, setting_text in exits_to_evaluate(settings, task, model, depth):
+                for run in picked:
+                    evaluate(settings, run, criterion, setting_text)
+            results[model, task.name] = [final_rows(r) for r in picked]
+            chosen[model, task.name] = picked
+    table = paper.build_table(results, [t.name for t in tasks], settings.tolerance,
+                              Path(settings.model_name_or_path).name)
+    table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (m, t), rs in chosen.items()}
+    write_json(out / "paper_table.json", table)
+    (out / "paper_table.md").write_text(paper.markdown(table))
+    (out / "paper_table.tex").write_text(paper.latex(table))
+    write_submissions(settings, table, chosen)
+    plot_tasks(tasks, results, out)
+    print(paper.markdown(table))
+    print(f"Wrote {out / 'paper_table.md'}, .json and .tex")
+
+
+def write_submissions(settings, table, chosen):
+    """Each method's chosen setting on the test set of its first seed's run, as GLUE expects."""
+    for key, cell in table["cells"].items():
+        method, task_name = key.split("|")
+        task = glue.TASKS[task_name]
+        if not (Path(settings.glue_dir) / task.folder / task.file_for("test")).is_file():
+            continue
+        run = chosen[paper.METHODS[method][3], task_name][0]
+        evaluate(settings, run, cell["criterion"], str(cell["setting"]), predict=True)
+        folder = Path(settings.output_dir) / "submission" / paper.method_folder(method)
+        folder.mkdir(parents=True, exist_ok=True)
+        source = run.folder / "predictions" / f"{cell['criterion']}-{cell['setting']}"
+        for name in ([task.submission] + (["MNLI-mm.tsv"] if task.name == "mnli" else [])):
+            if (source / name).is_file():
+                shutil.copy(source / name, folder / name)
+
+
+def plot_tasks(tasks, results, out):
+    """One trade-off plot per task: each method's dev metric against speed-up (first seed)."""
+    for task in tasks:
+        metric = paper.columns_of(task.name)[0]
+        series = []
+        for model, criterion in [("pabee", "patience"), ("two_stage", "entropy"), ("self_distill", "confidence"),
+                                 ("pabee", "entropy"), ("pabee", "confidence"), ("pabee", "fixed"),
+                                 ("vanilla", "patience"), ("k-layer", "patience")]:
+            seed_rows = results.get((model, task.name))
+            points = sorted((r for r in (seed_rows or [[]])[0] if r.criterion == criterion
+                             and (criterion != "patience" or model == "pabee" or r.setting == 0)),
+                            key=lambda r: r.speed_up)
+            if points:
+                series.append((f"{model} model, {criterion}", points))
+        draw_tradeoff([{"metric": metric, "series": series, "ylabel": f"dev {metric}",
+                        "title": f"{task.folder}: every method on dev"}], out / f"paper_tradeoff_{task.folder}.png")

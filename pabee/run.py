@@ -1,0 +1,192 @@
+"""One run of run_glue, read top to bottom in `run`: inputs checked -> the source of examples and
+the exit plan -> the model and its features -> training -> evaluation -> reports. Everything comes
+in as settings (pabee.settings): run_glue.py builds them from its flags, reproduce_paper.py and
+demo.py build them directly. Bad input stops with a UsageError before anything is written."""
+
+import logging
+from pathlib import Path
+
+from pabee.backbones import (
+    BACKBONES,
+    check_model_available,
+    load_config,
+    load_model,
+    load_tokenizer,
+    log_new_parameters,
+    usable_length,
+)
+from pabee.checkpoints import list_checkpoints, resume_folder
+from pabee.errors import UsageError
+from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
+from pabee.features import prepare_features
+from pabee.files import read_json, write_json
+from pabee.report import print_exit_lines, write_eval_results, write_report, write_submissions
+from pabee.runtime import set_seed, start_runtime
+from pabee.settings import ExitPlan
+from pabee.sources import open_source
+from pabee.training import train, unwrap
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings):
+    """Trains and/or evaluates as `settings` (settings.RunSettings) say; returns the result rows
+    of the evaluation (none without --do_eval)."""
+    check_output_dir(settings)
+    backbone = BACKBONES[settings.model.model_type]
+    models = models_to_load(settings)
+    source = open_source(settings.data, settings.wanted_splits(), settings.seed, settings.cache_dir,
+                         lambda: load_config(backbone, models[0], settings.cache_dir))
+    plan = ExitPlan.of(settings.exits, source)
+    check_models(settings)
+    runtime = start_runtime(settings.device)
+    set_seed(settings.seed)
+    config_names = [settings.model.config_name or models[0]] if settings.training else models
+    configs = [load_config(backbone, name, settings.cache_dir) for name in config_names]
+    tokenizer = load_tokenizer(backbone, settings.model.tokenizer_name or models[0], settings.model.do_lower_case,
+                               settings.cache_dir)
+    check_depth(settings, plan, configs)
+    max_seq_length, clamped = usable_length(settings.data.max_seq_length, configs, tokenizer)
+    model, loaded = load_model(backbone, models[0], plan.task, runtime.device, settings.model.config_name,
+                               settings.cache_dir, exit_pooling=settings.model.exit_pooling, **regime(settings))
+    features = prepare_features(source, splits_of(settings, plan), tokenizer, max_seq_length, runtime,
+                                settings.cache_dir, settings.data.overwrite_cache)  # bad data stops us here
+    # Every input is checked: what is worth saying about them comes now, not before an error line.
+    if clamped:
+        logger.warning(clamped)
+    log_new_parameters(models[0], loaded)
+    logger.info("device %s, %d GPUs, distributed %s, amp %s", runtime.device, runtime.n_gpu, runtime.distributed,
+                runtime.amp_dtype)
+    if settings.training:
+        fine_tune(settings, plan, runtime, model, loaded["new_heads"], tokenizer, features)
+    rows = []
+    if (settings.do_eval or settings.do_predict) and runtime.is_main:
+        rows = evaluate_and_report(settings, plan, runtime, backbone, features, final_model=model)
+    runtime.shut_down()
+    return rows
+
+
+def check_output_dir(settings):
+    out = Path(settings.output_dir)
+    if settings.training and out.is_dir() and any(out.iterdir()) and not settings.overwrite_output_dir:
+        raise UsageError(f"output directory {out} exists and is not empty: pass --overwrite_output_dir or "
+                         "another --output_dir")
+
+
+def check_models(settings):
+    """Model, config and tokenizer names exist, and can be downloaded when they must be."""
+    downloads = bool(settings.training) or not (Path(settings.output_dir) / "config.json").is_file()
+    for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
+        check_model_available(getattr(settings.model, flag), flag, settings.cache_dir, downloads)
+
+
+def models_to_load(settings):
+    """The model to train, or the models to evaluate (see models_to_evaluate)."""
+    if settings.training:
+        return [settings.model.model_name_or_path]
+    return [folder for _, folder in models_to_evaluate(settings)]
+
+
+def models_to_evaluate(settings):
+    """(name, folder) pairs: the trained or given model, then every checkpoint-N if asked."""
+    out = Path(settings.output_dir)
+    found = [("final", str(out) if (out / "config.json").is_file() else settings.model.model_name_or_path)]
+    if settings.evaluation.eval_all_checkpoints:
+        found += [(p.name, str(p)) for p in list_checkpoints(out) if (p / "config.json").is_file()]
+    return found
+
+
+def regime(settings):
+    """What training writes into the model's config."""
+    if not settings.training:
+        return {}
+    return {"exit_training": settings.training.exit_training,
+            "distill_temperature": settings.training.distill_temperature,
+            "num_hidden_layers": settings.training.num_hidden_layers or None}
+
+
+def check_depth(settings, plan, configs):
+    """Layers the model does not have: --num_hidden_layers beyond its depth, fixed exits beyond it."""
+    depth = min(c.num_hidden_layers for c in configs)
+    k = settings.training.num_hidden_layers if settings.training else 0
+    if k > depth:
+        raise UsageError(f"--num_hidden_layers {k} is more than the model's {depth} layers: give 1 to {depth}")
+    plan.exits.check_depth(k or depth)
+
+
+def splits_of(settings, plan):
+    """(task, split) pairs the run reads: the training task's train split, the evaluated tasks'
+    dev and test splits."""
+    return [(plan.task if split == "train" else task, split) for split in settings.wanted_splits()
+            for task in ((plan.task,) if split == "train" else plan.eval_tasks)]
+
+
+def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features):
+    """Trains `model` in place and saves it in the output dir, then warns if it collapsed."""
+    if settings.training.head_bias_init == "label_prior":
+        model.init_head_bias(features[plan.task.name, "train"]["label"], heads_new)
+    out = Path(settings.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = settings.record()
+    if runtime.is_main:
+        write_json(out / "training_args.json", record)
+    dev_sets = eval_sets(settings, plan, runtime, features, "dev", tokenizer)  # empty when no dev split was asked for
+    steps = train(settings.training, runtime, model, tokenizer, features[plan.task.name, "train"], out, settings.seed,
+                  record, dev_sets if settings.training.evaluate_during_training else (),
+                  resume_folder(settings.model.model_name_or_path))
+    if runtime.is_main:
+        unwrap(model).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        write_json(out / "trainer_state.json", {"global_step": steps})
+        logger.info("Trained %d steps; model saved to %s", steps, out)
+        warn_if_collapsed(runtime, model, dev_sets)
+    runtime.barrier()
+
+
+def warn_if_collapsed(runtime, model, dev_sets):
+    """One warning line per dev set on which the trained model's full-depth answers ignore the input."""
+    predictions = full_depth_predictions(runtime, model, dev_sets)
+    for dev in dev_sets:
+        sign = collapse(dev.task, predictions[dev.task.name], dev.labels)
+        if sign:
+            logger.warning("fine-tuning collapsed on %s: %s. Try --head_bias_init label_prior, --exit_pooling mean, "
+                           "a lower --learning_rate or more --warmup_steps (README: 'Fine-tuning a real model')",
+                           dev.task.folder, sign)
+
+
+def eval_sets(settings, plan, runtime, features, split, tokenizer):
+    batch_size = settings.evaluation.per_gpu_eval_batch_size * max(1, runtime.n_gpu)
+    return [EvalSet.of(t, features[t.name, split], tokenizer.pad_token_id, batch_size)
+            for t in plan.eval_tasks if (t.name, split) in features]
+
+
+def evaluate_and_report(settings, plan, runtime, backbone, features, final_model):
+    """Every model to evaluate on the dev sets (rows, console lines, reports), and the final
+    model's test-set submission files. The final model is the one trained or loaded already."""
+    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, folder in models_to_evaluate(settings):
+        model = final_model
+        if name != "final":
+            model, loaded = load_model(backbone, folder, plan.task, runtime.device, settings.model.config_name,
+                                       settings.cache_dir, exit_pooling=settings.model.exit_pooling)
+            log_new_parameters(folder, loaded)
+        tokenizer = load_tokenizer(backbone, settings.model.tokenizer_name or folder, settings.model.do_lower_case,
+                                   settings.cache_dir)
+        if settings.do_eval:
+            new = evaluate(runtime, plan, model, eval_sets(settings, plan, runtime, features, "dev", tokenizer), name,
+                           settings.evaluation.repeats)
+            print_exit_lines(new)
+            rows += new
+        if settings.do_predict and name == "final":
+            tests = eval_sets(settings, plan, runtime, features, "test", tokenizer)
+            write_submissions(settings.output_dir, plan.criterion, tests, predict_test_sets(runtime, plan, model, tests))
+    if settings.do_eval:
+        write_eval_results(settings.output_dir, rows)
+        write_report(settings.output_dir, rows, final_step(settings.output_dir))
+    return rows
+
+
+def final_step(output_dir):
+    state = Path(output_dir) / "trainer_state.json"
+    return read_json(state)["global_step"] if state.is_file() else 0

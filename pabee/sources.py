@@ -1,0 +1,95 @@
+"""Where a run's examples come from, behind one interface: GLUE's TSV files, GLUE from the hub,
+own files or a hub dataset (pabee.own_data). `open_source` decides which, once per run.
+
+A source has `task` (labels, metric, regression or not: a glue.Task), `eval_tasks` (the tasks its
+dev and test splits are evaluated as: MNLI's matched and mismatched sets), `examples(task,
+split)` ({text_a, text_b, label, index} lists) and `cache_key(task, split)` (tells the features of
+other files apart). Splits are "train", "dev" and "test"; opening a source checks that the splits
+the run wants are there."""
+
+import hashlib
+from pathlib import Path
+
+from pabee import glue
+from pabee.errors import UsageError, first_line
+from pabee.own_data import open_own
+
+
+def open_source(data, wanted, seed, cache_dir=None, model_config=None):
+    """The source `data` (settings.DataSettings) names, holding the splits `wanted`. Own data is
+    read and checked here; GLUE's files are checked and read when features are made."""
+    if data.own:
+        return open_own(data, wanted, seed, cache_dir, model_config)
+    if not data.task_name:
+        raise UsageError("no task: pass --task_name with a GLUE task, or --train_file / --dataset_name with own data")
+    task = glue.find_task(data.task_name)
+    if data.data_dir is None:
+        return GlueHub(task, cache_dir)
+    source = GlueFiles(task, Path(data.data_dir))
+    source.check(wanted)
+    return source
+
+
+def glue_eval_tasks(task):
+    return tuple(glue.TASKS[name] for name in glue.EVAL_TASKS.get(task.name, (task.name,)))
+
+
+class GlueFiles:
+    """A GLUE task's folder of TSV files, read as the original processors did."""
+
+    def __init__(self, task, folder):
+        self.task, self.folder = task, folder
+        self.eval_tasks = glue_eval_tasks(task)
+
+    def check(self, wanted):
+        if not self.folder.is_dir():
+            raise UsageError(f"--data_dir {self.folder} is not a folder: point it at the task's folder of TSV files")
+        for split in wanted:
+            for task in (self.task,) if split == "train" else self.eval_tasks:
+                path = self.folder / task.file_for(split)
+                if not path.is_file():
+                    raise UsageError(f"missing data file {path}: put the task's {split} file there or fix --data_dir")
+
+    def examples(self, task, split):
+        return glue.read_split(task, self.folder / task.file_for(split), split)
+
+    def cache_key(self, task, split):
+        """The file's path, size and modification time: the same task from another folder, or an
+        edited file, is another cache entry."""
+        path = (self.folder / task.file_for(split)).resolve()
+        stat = path.stat()
+        return hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
+class GlueHub:
+    """GLUE from the hub (nyu-mll/glue) through datasets, in the TSV reader's columns."""
+
+    def __init__(self, task, cache_dir=None):
+        self.task, self.cache_dir = task, cache_dir
+        self.eval_tasks = glue_eval_tasks(task)
+
+    def examples(self, task, split):
+        import datasets
+
+        hub_split = {"train": "train", "dev": task.hub_dev_split, "test": task.hub_test_split}[split]
+        try:
+            data = datasets.load_dataset("nyu-mll/glue", task.hub_config, split=hub_split, cache_dir=self.cache_dir)
+        except Exception as e:  # offline, unknown config, broken cache: all end the same way
+            raise UsageError(f"cannot load GLUE {task.folder} from the hub ({first_line(e)}): "
+                             "pass --data_dir <folder with its TSV files>") from None
+        a, b = task.hub_columns
+        return {"text_a": data[a], "text_b": data[b] if b else [None] * len(data),
+                "label": hub_labels(task, split, data), "index": [str(i) for i in data["idx"]]}
+
+    def cache_key(self, task, split):
+        return f"hub-{task.hub_config}"
+
+
+def hub_labels(task, split, data):
+    if split == "test":
+        return [None] * len(data)
+    if task.is_regression:
+        return [float(v) for v in data["label"]]
+    names = data.features["label"].names  # the hub names MNLI's classes in another order
+    by_name = set(names) == set(task.labels)  # "0"/"1" tasks keep their integers
+    return [task.labels.index(names[v]) if by_name else v for v in data["label"]]
