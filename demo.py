@@ -11,7 +11,7 @@ import random
 import sys
 from pathlib import Path
 
-from pabee.errors import UsageError
+from pabee.errors import UsageError, os_error_line
 from pabee.exit_rules import ExitSettings
 from pabee.options import EXIT_POOLING
 from pabee.settings import DataSettings, DeviceSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
@@ -97,8 +97,8 @@ def main(argv=None):
     setup_logging()
     try:
         rows = run(run_settings(args, task, data_dir, run_dir))
-    except UsageError as e:
-        print(f"demo.py: error: {e}", file=sys.stderr)
+    except (UsageError, OSError) as e:
+        print(f"demo.py: error: {os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         return 2
     table = markdown(["patience", rows[0].main, "mean exit layer", "layer speed-up", "wall-clock speed-up"],
                      [[r.setting, f"{r.metrics[r.main]:.4f}", f"{r.mean_exit_layer:.2f}", f"{r.speed_up:.2f}x",

@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from pabee.errors import UsageError
+from pabee.errors import UsageError, os_error_line
+from pabee.files import describe_missing
 from pabee.exit_rules import RULES, ExitSettings
 
 
@@ -36,6 +37,7 @@ def build_parser():
     add("--output_format", choices=["jsonl", "tsv"], default="jsonl", help="One JSON object per line, or TSV with a header.")
     add("--batch_size", type=int, default=32, help="Examples per batch; each exits at its own layer.")
     add("--text_columns", default=None, help="Text column(s) of a CSV/TSV/JSON input, comma-separated for pairs.")
+    add("--tsv_quoting", action="store_true", help="Read quotes in a .tsv input as CSV does (as run_glue.py).")
     add("--max_seq_length", type=int, default=None, help="Longest input in tokens (default: the training run's).")
     add("--pause", type=float, default=0.2, help="Seconds without input after which a partial batch is answered.")
     add("--no_cuda", action="store_true", help="Run on the CPU even when a GPU is there.")
@@ -47,12 +49,14 @@ def main(argv=None):
     try:
         check_flags(flags)
         from pabee.logs import setup_logging
-        from pabee.prediction import Predictor, Writer, open_output, read_input
+        from pabee.prediction import Predictor, Writer, check_output, open_output, read_input
 
         setup_logging()
+        check_output(flags.output, flags.input, flags.model_dir)
         exits, why = exit_settings(flags)
         predictor = Predictor.load(flags.model_dir, exits, flags.max_seq_length, flags.no_cuda)
-        batches, columns, total = read_input(flags.input, flags.batch_size, flags.text_columns, flags.pause)
+        batches, columns, total = read_input(flags.input, flags.batch_size, flags.text_columns, flags.pause,
+                                             flags.tsv_quoting)
         print(f"predict.py: exit {exits.criterion} {exits.settings[0]}: {why}", file=sys.stderr, flush=True)
         with open_output(flags.output) as out:
             write = Writer(out, flags.output_format, columns, predictor.model.config.num_labels == 1)
@@ -63,6 +67,9 @@ def main(argv=None):
     except BrokenPipeError:  # the reader went away (| head): nothing left to say
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as e:  # a disk that fills, a file that cannot be written
+        print(f"predict.py: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     if n:
         print(f"predict.py: {n} examples in {seconds:.2f} s ({n / seconds:.1f} examples/s), mean exit layer "
               f"{mean_exit:.2f} of {layers}, speed-up {layers / mean_exit:.2f}x", file=sys.stderr)
@@ -74,10 +81,9 @@ def check_flags(flags):
         raise UsageError("--batch_size and --max_seq_length must be >= 1 and --pause > 0")
     if not (Path(flags.model_dir) / "config.json").is_file():
         raise UsageError(f"--model_dir {flags.model_dir} holds no config.json: give a folder run_glue.py wrote")
-    if flags.input != "-":
-        path = Path(flags.input)
-        if not path.is_file():
-            raise UsageError(f"--input {path} is not a file: give a text, CSV, TSV, JSON or JSONL file, or -")
+    if flags.input != "-" and not Path(flags.input).is_file():
+        raise UsageError(f"--input {flags.input} is not a file ({describe_missing(flags.input)}): give a text, CSV, "
+                         "TSV, JSON or JSONL file, or -")
 
 
 def exit_settings(flags):

@@ -14,7 +14,7 @@ import os
 import sys
 
 from pabee.backbones import BACKBONES
-from pabee.errors import UsageError
+from pabee.errors import UsageError, os_error_line
 from pabee.options import EXIT_POOLING
 from pabee.paper import PAPER_TASKS
 from pabee.settings import ReproduceSettings
@@ -73,7 +73,9 @@ def settings_from_flags(flags):
     numbers(flags.learning_rates, "learning_rates")
     numbers(flags.entropy_thresholds, "entropy_thresholds")
     numbers(flags.confidence_thresholds, "confidence_thresholds")
-    model = flags.model_name_or_path or os.environ.get("MODEL_NAME_OR_PATH") or BACKBONES[flags.backbone].default_checkpoint
+    model = flags.model_name_or_path or os.environ.get("MODEL_NAME_OR_PATH")
+    if not model:  # the backbone's hub default: a refusal to download it names the variable to set
+        model = os.environ["PABEE_DEFAULT_MODEL"] = BACKBONES[flags.backbone].default_checkpoint
     return ReproduceSettings(
         backbone=flags.backbone, tasks=tuple(flags.tasks), glue_dir=flags.glue_dir,
         output_dir=flags.output_dir or f"./output/paper/{flags.backbone}", model_name_or_path=model,
@@ -101,8 +103,8 @@ def main(argv=None):
             reproduce.print_plan(settings, runs)
             return 0
         reproduce.reproduce(settings, tasks, runs, depth)
-    except UsageError as e:
-        print(f"reproduce_paper.py: error: {e}", file=sys.stderr)
+    except (UsageError, OSError) as e:
+        print(f"reproduce_paper.py: error: {os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         return 2
     return 0
 

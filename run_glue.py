@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from pabee.backbones import BACKBONES
-from pabee.errors import UsageError
+from pabee.errors import UsageError, os_error_line
 from pabee.exit_rules import RULES, ExitSettings
 from pabee.options import EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT
 from pabee.settings import (
@@ -125,6 +125,8 @@ def build_parser():
         help="Without validation data: this percentage of the training rows (seeded by --seed) becomes the dev set.")
     add("--task_type", choices=["classification", "regression"], default=D.task_type,
         help="Default: regression when the training labels are floats, else classification over their sorted names.")
+    add("--tsv_quoting", action="store_true", help="Read quotes in .tsv files as CSV does (a quoted field may hold "
+        "tabs and newlines); by default every character of a .tsv file is text, as in GLUE's files.")
     add("--metric_for_table", default=D.metric_for_table, help="The main metric of tables and plots: acc (default), "
         "macro_f1, and for two labels f1 or mcc; regression: pearson (default), spearmanr or mse.")
     return p
@@ -205,6 +207,8 @@ def main(argv=None):
               f"{shlex.quote(str(checkpoint))} --output_dir {shlex.quote(settings.output_dir)} --overwrite_output_dir",
               file=sys.stderr)
         return 128 + e.signum
+    except OSError as e:
+        return usage_error(os_error_line(e))
     return 0
 
 

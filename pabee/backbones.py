@@ -8,11 +8,12 @@ import importlib
 import logging
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from pabee.errors import UsageError, first_line
+from pabee.files import describe_missing
+from pabee.hub import hub_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -74,40 +75,24 @@ def check_model_reference(name, flag):
     """A local folder must exist; anything else must at least look like a hub name."""
     if not name or Path(name).is_dir():
         return
-    if Path(name).exists() or name.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
-        raise UsageError(f"--{flag} {name} is not a model folder: give an existing folder or a hub name")
+    if Path(name).exists() or Path(name).is_symlink() or name.startswith((".", "/", "~")) \
+            or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        what = "is a file" if Path(name).is_file() else describe_missing(name)
+        raise UsageError(f"--{flag} {name} is not a model folder ({what}): give an existing folder or a hub name")
 
 
 def check_hub_reachable(name, flag, cache_dir=None):
     """A hub name that is neither a folder nor cached must be downloaded: say at once when that
-    cannot happen (HF_HUB_OFFLINE set, or the hub not answering within 3 s) instead of letting the
-    download retry for half a minute. Names the variable when a script's default put it there."""
+    cannot happen instead of letting the download retry for half a minute. Names the variable or
+    flag to set when a script's default put the name there (PABEE_DEFAULT_MODEL)."""
     if not name or Path(name).is_dir():
         return
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache_dir), str):
-        return
-    if constants.HF_HUB_OFFLINE:
-        why = "HF_HUB_OFFLINE is set and it is not in the local cache"
-    elif not hub_answers(constants.ENDPOINT):
-        why = f"{constants.ENDPOINT} cannot be reached and it is not in the local cache"
-    else:
+    why = hub_unavailable(name, "model", cache_dir)
+    if why is None:
         return
     source = (" (the script's default: set MODEL_NAME_OR_PATH to a model folder)"
               if flag == "model_name_or_path" and os.environ.get("PABEE_DEFAULT_MODEL") == name else "")
     raise UsageError(f"--{flag} {name} must come from the hub, but {why}{source}: give a local model folder")
-
-
-def hub_answers(endpoint, timeout=3.0):
-    from urllib.parse import urlparse
-
-    url = urlparse(endpoint)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def load_config(backbone, name, cache_dir=None, **overrides):
@@ -142,8 +127,6 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
             setattr(config, name, value)
     report = hf_logging.get_logger("transformers.modeling_utils")
     report.addFilter(without_load_report)
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a bar per load would stand before any error line
     try:
         model, info = backbone.load_model_class().from_pretrained(path, config=config, cache_dir=cache_dir,
                                                                   output_loading_info=True)
@@ -151,8 +134,6 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
         raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
     finally:
         report.removeFilter(without_load_report)
-        if bar:
-            hf_logging.enable_progress_bar()
     missing = sorted(info["missing_keys"])
     depth = settings.get("num_hidden_layers")
     dropped = sorted(k for k in info["unexpected_keys"] if depth and layer_index(k) is not None and layer_index(k) >= depth)

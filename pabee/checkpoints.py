@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from pabee.files import read_json, write_json
+from pabee.errors import UsageError, first_line
+from pabee.files import describe_missing, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +50,22 @@ def training_state(folder):
 def save_checkpoint(output_dir, step, runtime, model, tokenizer, states, record, trainer_state):
     """checkpoint-`step` in `output_dir`: the model, the tokenizer, `states` ({"optimizer.pt":
     state dict, ...}, written by the main process), every process's RNG state, `record` (the run's
-    settings) and `trainer_state`. Written to .checkpoint-N.tmp, then renamed."""
+    settings) and `trainer_state`. Written to .checkpoint-N.tmp, then renamed; when the disk refuses
+    a write, the partial folder goes and the error names the disk and the last complete checkpoint."""
     final = Path(output_dir) / f"checkpoint-{step}"
     tmp = Path(output_dir) / f".checkpoint-{step}.tmp"
     if runtime.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for name, state in states.items():
-            torch.save(state, tmp / name)
-        write_json(tmp / "training_args.json", record)
-        write_json(tmp / "trainer_state.json", trainer_state)
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            for name, state in states.items():
+                torch.save(state, tmp / name)
+            write_json(tmp / "training_args.json", record)
+            write_json(tmp / "trainer_state.json", trainer_state)
+        except Exception as e:  # torch's zip writer, safetensors and the file system each raise their own kind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UsageError(save_failure(output_dir, step, e)) from None
     runtime.barrier()
     save_rng_state(tmp, runtime.rank)
     runtime.barrier()
@@ -68,6 +75,61 @@ def save_checkpoint(output_dir, step, runtime, model, tokenizer, states, record,
         tmp.rename(final)
         logger.info("Saved %s", final)
     runtime.barrier()
+
+
+def save_failure(output_dir, step, error):
+    """What to say when checkpoint-`step` could not be written: the cause, the disk's free space and
+    where to resume from."""
+    free = shutil.disk_usage(output_dir).free
+    last = list_checkpoints(output_dir)
+    resume = (f"the last complete checkpoint is {last[-1]}: resume from it with --model_name_or_path {last[-1]} "
+              f"--output_dir {output_dir} --overwrite_output_dir" if last else "no checkpoint is complete yet: start again")
+    return (f"cannot write checkpoint-{step} in {output_dir} ({first_line(error)}); its disk has {free / 2**20:.0f} MiB "
+            f"free: free space there, then {resume}")
+
+
+def check_resumable(folder):
+    """A checkpoint to resume from: every file of it reads back, else a UsageError naming the
+    damaged file and the previous complete checkpoint."""
+    damaged = damage(folder)
+    if damaged is None:
+        return
+    earlier = [c for c in list_checkpoints(Path(folder).parent) if checkpoint_step(c) < checkpoint_step(folder)]
+    previous = next((c for c in reversed(earlier) if damage(c) is None), None)
+    advice = (f"resume from the previous complete checkpoint with --model_name_or_path {previous}" if previous
+              else "no earlier checkpoint is complete: start from the model instead")
+    raise UsageError(f"{Path(folder) / damaged[0]} {damaged[1]}: {advice}")
+
+
+ESSENTIAL = ("config.json", "trainer_state.json", "training_args.json", "optimizer.pt", "scheduler.pt",
+             "rng_state_0.safetensors", "rng_state_0.json")
+
+
+def damage(folder):
+    """(file, what is wrong with it) for the first file of a checkpoint that is missing or does not
+    read back (JSON parsed, safetensors headers and torch zip archives opened), or None."""
+    folder = Path(folder)
+    weights = "model.safetensors.index.json" if (folder / "model.safetensors.index.json").exists() else "model.safetensors"
+    for name in ESSENTIAL + (weights,):
+        if not (folder / name).is_file():
+            return name, describe_missing(folder / name)
+    readers = {".json": read_json, ".safetensors": safetensors_keys,
+               ".pt": lambda p: torch.load(p, map_location="cpu", weights_only=True, mmap=True)}
+    for path in sorted(folder.iterdir()):
+        if path.suffix in readers:
+            try:
+                readers[path.suffix](path)
+            except Exception as e:  # every reader raises its own kind on a damaged file
+                return path.name, f"is damaged ({first_line(e)})"
+    state = read_json(folder / "trainer_state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json", "is damaged (no global_step)"
+    return None
+
+
+def safetensors_keys(path):
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
 
 
 def load_states(folder, runtime, optimizer, scheduler, scaler):

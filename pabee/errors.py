@@ -13,3 +13,9 @@ class DataError(UsageError):
 def first_line(error):
     """The first line of an exception's message (third-party messages run to several)."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def os_error_line(error):
+    """One line for an OSError that ends a run (a full disk, a folder that cannot be written)."""
+    where = f": {error.filename}" if error.filename else ""
+    return f"{error.strerror or first_line(error)}{where}: free space on its disk or fix its permissions, then run again"

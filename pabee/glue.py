@@ -2,9 +2,12 @@
 submission file it produces. Reading keeps the original processors' quirks (see read_split)."""
 
 import csv
+import logging
 from dataclasses import dataclass
 
 from pabee.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,13 @@ def read_split(task, path, split):
     needed = max(c + 1 for c in (a_col, b_col, label_col) if c is not None and c >= 0)
     needed += 1 if label_col is not None and label_col < 0 else 0
     examples = {"text_a": [], "text_b": [], "label": [], "index": []}
+    skipped = []
     for line_number, row in enumerate(rows, start=1):
         if line_number == 1 and has_header:
             continue
         if len(row) < needed:
             if task.skip_short_rows:
+                skipped.append(line_number)
                 continue
             raise DataError(
                 f"{path}:{line_number}: {len(row)} tab-separated columns, {task.folder} needs at least "
@@ -120,6 +125,10 @@ def read_split(task, path, split):
         examples["index"].append(row[0] if test else str(len(examples["index"])))
     if not examples["text_a"]:
         raise DataError(f"{path} holds no examples: it is empty or has only a header")
+    if skipped:
+        logger.warning("%s: %d rows with fewer than %d columns skipped, as the original %s processor did (lines %s)",
+                       path, len(skipped), needed, task.folder, ", ".join(map(str, skipped[:10])) +
+                       (" ..." if len(skipped) > 10 else ""))
     return examples
 
 

@@ -16,5 +16,7 @@ def setup_logging(main_process=None):
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would stand before our one line
     logging.getLogger("datasets").setLevel(logging.ERROR)  # likewise its own error lines
     import datasets
+    from transformers.utils import logging as transformers_logging
 
     datasets.disable_progress_bars()  # bars of reading and caching; pabee.features says what it tokenizes
+    transformers_logging.disable_progress_bar()  # a bar per model loaded or saved would bury the lines that matter

@@ -8,6 +8,7 @@ Every problem with the data is a DataError whose one line names the file, the li
 import hashlib
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from pabee.errors import DataError
 from pabee.glue import Task
 from pabee.tables import (
+    INTEGER,
+    Number,
     check_columns,
     check_file,
     choose_columns,
@@ -22,7 +25,6 @@ from pabee.tables import (
     read_file,
     read_hub,
     texts_of,
-    where,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,47 +76,69 @@ def default_name(data):
 
 # --- labels -------------------------------------------------------------------------------
 
-def label_scheme(values, rows, source, task_type):
+def label_values(table, column):
+    """The labels of a table as values. JSON and hub values keep their type (a JSON number is an
+    integer or a float as written); a CSV or TSV column is integers when every label is written as
+    one, else numbers when every label is one, else names: labels are the one column whose type
+    is inferred."""
+    values = table[column]
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{table.where(i)}: no label: fill or remove the row")
+    if table.typed:
+        return [number(v) if isinstance(v, Number) else ("true" if v else "false") if isinstance(v, bool) else v
+                for v in values]
+    if all(INTEGER.fullmatch(v.strip()) for v in values):
+        return [int(v) for v in values]
+    try:
+        floats = [float(v) for v in values]
+    except ValueError:
+        return values
+    return floats if all(math.isfinite(v) for v in floats) else values
+
+
+def number(text):
+    return int(text) if INTEGER.fullmatch(text) else float(text)
+
+
+def label_scheme(values, table, column, task_type):
     """('classification', sorted names) or ('regression', None) from the training labels: float
-    labels are regression, strings or integers classification, unless --task_type says."""
-    for value, row in zip(values, rows):
-        if value is None or value == "":
-            raise DataError(f"{where(source, row)}: no label: fill or remove the row")
+    labels are regression, strings or integers classification, unless --task_type says. A
+    classifier needs two labels or more."""
     kinds = {type(v) for v in values}
     if not (kinds <= {int, float} or kinds == {str}):
         first = next(i for i, v in enumerate(values) if type(v) is not type(values[0]))
-        raise DataError(f"{where(source, rows[first])}: label {values[first]!r} is not of the type of the first "
+        raise DataError(f"{table.where(first)}: label {values[first]!r} is not of the type of the first "
                         f"label {values[0]!r}: give every label as a name, or every label as a number")
     if task_type == "regression" or (task_type is None and float in kinds):
         return "regression", None
     numeric = kinds <= {int, float}
-    return "classification", tuple(sorted({label_name(v) for v in values}, key=float if numeric else str))
+    names = tuple(sorted({label_name(v) for v in values}, key=float if numeric else str))
+    if len(names) < 2:
+        raise DataError(f"{table.source}: every label in column '{column}' is {names[0]!r}, and a classifier needs "
+                        "two labels or more: check --label_column, or add examples of the other labels")
+    return "classification", names
 
 
 def label_name(value):
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def labels_of(values, rows, source, kind, names):
+def labels_of(table, column, kind, names):
     """Training-index labels (classification) or floats (regression); unseen names are errors."""
+    values = label_values(table, column)
     if kind == "regression":
-        out = []
-        for value, row in zip(values, rows):
-            try:
-                out.append(float(value))
-            except (TypeError, ValueError):
-                raise DataError(f"{where(source, row)}: label {value!r} is not a number, and the task is "
-                                f"regression: fix the label or pass --task_type classification") from None
-        return out
+        for i, value in enumerate(values):
+            if isinstance(value, str):
+                raise DataError(f"{table.where(i)}: label {value!r} is not a number, and the task is "
+                                f"regression: fix the label or pass --task_type classification")
+        return [float(v) for v in values]
     index = {name: i for i, name in enumerate(names)}
-    out = []
-    for value, row in zip(values, rows):
-        name = None if value is None else label_name(value)
-        if name not in index:
-            raise DataError(f"{where(source, row)}: label {value!r} was never seen in training "
+    for i, value in enumerate(values):
+        if label_name(value) not in index:
+            raise DataError(f"{table.where(i)}: label {value!r} was never seen in training "
                             f"(labels: {', '.join(names)}): fix it or add it to the training data")
-        out.append(index[name])
-    return out
+    return [index[label_name(v)] for v in values]
 
 
 # --- the task ---------------------------------------------------------------------------------
@@ -125,57 +149,50 @@ def open_own(data, wanted, seed, cache_dir=None, model_config=None):
     training labels, else from the model's config (`model_config()`: evaluating or predicting with
     a fine-tuned model)."""
     check_request(data, wanted)
-    tables, sources = read_tables(data, cache_dir)
-    texts, label = columns_of(data, tables, sources)
-    rows = {split: list(range(len(table))) for split, table in tables.items()}
-    kind, names = task_labels(data.task_type, tables, sources, rows, label, model_config)  # the whole training file
-    tables, sources, rows = carve_validation(data.validation_split_percentage, seed, tables, sources, rows)
+    tables = read_tables(data, cache_dir)
+    texts, label = columns_of(data, tables)
+    kind, names = task_labels(data.task_type, tables, label, model_config)  # from the whole training file
+    tables = carve_validation(data.validation_split_percentage, seed, tables)
     for split in wanted:
         if split not in tables:
             raise DataError(MISSING[split])
-    examples = {split: examples_of(table, rows[split], sources[split], split, texts, label, kind, names)
-                for split, table in tables.items()}
+    examples = {split: examples_of(table, split, texts, label, kind, names) for split, table in tables.items()}
     task = make_task(data, kind, names, texts)
-    key = hashlib.sha256(json.dumps([source_identity(sources), data.validation_split_percentage, seed,
+    key = hashlib.sha256(json.dumps([source_identity(tables), data.validation_split_percentage, seed,
                                      texts, label, kind, names], default=str).encode()).hexdigest()[:10]
     return OwnData(task, examples, key)
 
 
-def columns_of(data, tables, sources):
+def columns_of(data, tables):
     """(text columns, label column) of the tables, checked in every one and logged in one line."""
-    first = "train" if "train" in tables else next(iter(tables))
+    first = tables["train"] if "train" in tables else next(iter(tables.values()))
     if set(tables) == {"test"}:  # predicting only: no label needed
-        texts, label = choose_texts(tables["test"].column_names, sources["test"], data.text_columns), data.label_column
+        texts, label = choose_texts(first, data.text_columns), data.label_column
     else:
-        texts, label = choose_columns(tables[first], sources[first], data.text_columns, data.label_column)
+        texts, label = choose_columns(first, data.text_columns, data.label_column)
     guessed = "" if data.text_columns and data.label_column else " (guessed: --text_columns / --label_column to choose)"
-    logger.info("%s: texts from %s, labels from %s%s", sources[first], " + ".join(f"'{c}'" for c in texts if c),
+    logger.info("%s: texts from %s, labels from %s%s", first.source, " + ".join(f"'{c}'" for c in texts if c),
                 f"'{label}'" if label else "nowhere (test only)", guessed)
     for split, table in tables.items():
-        check_columns(table, sources[split], texts, "fix --text_columns")
+        check_columns(table, texts, "fix --text_columns")
         if split != "test":
-            check_columns(table, sources[split], [label], "fix --label_column")
+            check_columns(table, [label], "fix --label_column")
     return texts, label
 
 
 def read_tables(data, cache_dir):
     if data.dataset_name:
-        tables = read_hub(data.dataset_name, data.dataset_config_name, cache_dir)
-        name = data.dataset_name + (f"/{data.dataset_config_name}" if data.dataset_config_name else "")
-        sources = {split: f"{name}[{split}]" for split in tables}
-    else:
-        sources = data.own_files()
-        tables = {split: read_file(path, cache_dir) for split, path in sources.items()}
-    return tables, sources
+        return read_hub(data.dataset_name, data.dataset_config_name, cache_dir)
+    return {split: read_file(path, data.tsv_quoting) for split, path in data.own_files().items()}
 
 
-def carve_validation(percentage, seed, tables, sources, rows):
+def carve_validation(percentage, seed, tables):
     """--validation_split_percentage P: P% of the training rows (seeded by --seed) become the dev
-    set. `rows` keep each example's row in its file, for messages."""
+    set; every row keeps where it stands in its file, for messages."""
     if not percentage:
-        return tables, sources, rows
+        return tables
     if "dev" in tables:
-        raise DataError(f"{sources['dev']} is already a validation set: drop --validation_split_percentage "
+        raise DataError(f"{tables['dev'].source} is already a validation set: drop --validation_split_percentage "
                         "or the validation data")
     if "train" not in tables:
         raise DataError("--validation_split_percentage carves from the training data: pass --train_file")
@@ -188,15 +205,13 @@ def carve_validation(percentage, seed, tables, sources, rows):
                         "leaves no training or no validation example: give a percentage that leaves both")
     dev, keep = sorted(order[:k]), sorted(order[k:])
     logger.info("validation: %d of the %d rows of %s (%g%%, seed %d); %d left for training", len(dev), len(order),
-                sources["train"], percentage, seed, len(keep))
-    carved = {**tables, "train": train.select(keep), "dev": train.select(dev)}
-    positions = {"train": [rows["train"][i] for i in keep], "dev": [rows["train"][i] for i in dev]}
-    return carved, {**sources, "dev": sources["train"]}, {**rows, **positions}
+                train.source, percentage, seed, len(keep))
+    return {**tables, "train": train.select(keep), "dev": train.select(dev)}
 
 
-def task_labels(task_type, tables, sources, rows, label, model_config):
+def task_labels(task_type, tables, label, model_config):
     if "train" in tables:
-        return label_scheme(tables["train"][label], rows["train"], sources["train"], task_type)
+        return label_scheme(label_values(tables["train"], label), tables["train"], label, task_type)
     config = model_config() if model_config is not None else None
     if config is not None and config.num_labels == 1:
         return "regression", None
@@ -207,13 +222,13 @@ def task_labels(task_type, tables, sources, rows, label, model_config):
     return "classification", tuple(names)
 
 
-def examples_of(table, rows, source, split, texts, label, kind, names):
+def examples_of(table, split, texts, label, kind, names):
     """The reader's columns; test labels are not read (the test set is predicted, not scored)."""
     return {
-        "text_a": texts_of(table, rows, source, texts[0]),
-        "text_b": texts_of(table, rows, source, texts[1]) if texts[1] else [None] * len(table),
-        "label": [None] * len(table) if split == "test" else labels_of(table[label], rows, source, kind, names),
-        "index": [str(row) for row in rows],
+        "text_a": texts_of(table, texts[0]),
+        "text_b": texts_of(table, texts[1]) if texts[1] else [None] * len(table),
+        "label": [None] * len(table) if split == "test" else labels_of(table, label, kind, names),
+        "index": [str(position) for position in table.positions],
     }
 
 
@@ -228,10 +243,11 @@ def make_task(data, kind, names, texts):
                 submission=f"{name}.tsv", metric=metric, scores=kind)
 
 
-def source_identity(sources):
-    """Path, size and modification time of each file (hub names as they are)."""
+def source_identity(tables):
+    """Path, size and modification time of each file (hub splits by name)."""
     out = {}
-    for split, source in sources.items():
-        path = Path(str(source))
-        out[split] = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else source
+    for split, table in tables.items():
+        path = Path(str(table.source))
+        out[split] = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() \
+            else str(table.source)
     return out

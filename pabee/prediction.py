@@ -2,6 +2,7 @@
 (`Predictor`); the exit setting used when none is asked for (`chosen_exit`); the input (plain
 text, tables or a stream) and the output (JSON lines or TSV, in input order)."""
 
+import csv
 import json
 import queue
 import sys
@@ -11,10 +12,10 @@ from pathlib import Path
 
 from pabee.backbones import BACKBONES, load_model, load_tokenizer, usable_length
 from pabee.checkpoints import NAME as CHECKPOINT_NAME
-from pabee.errors import UsageError
+from pabee.errors import DataError, UsageError, first_line
 from pabee.exit_rules import ExitSettings
 from pabee.features import collate, to_device
-from pabee.files import read_json
+from pabee.files import describe_missing, read_json
 from pabee.results import fastest_within, read_rows
 from pabee.tables import read_texts
 
@@ -117,24 +118,38 @@ def chosen_exit(folder):
 
 # --- input ------------------------------------------------------------------------------------
 
-def read_input(path, batch_size, text_columns=None, pause=0.2):
+def read_input(path, batch_size, text_columns=None, pause=0.2, tsv_quoting=False):
     """(batches, column names, number of examples or None when streaming) of `path` (- for
     standard input, answered batch by batch as lines arrive)."""
-    if path == "-" or Path(path).suffix.lower() in PLAIN:
-        source = sys.stdin if path == "-" else open(path, encoding="utf-8")
-        lines = (line.rstrip("\n") for line in source)
-        examples = (split_pair(line) for line in lines if line.strip())
-        if path == "-":
-            return batches_as_they_come(examples, batch_size, pause), ("text", None), None
-        examples = list(examples)
+    if path == "-":
+        return batches_as_they_come(plain_examples(sys.stdin.buffer, "standard input"), batch_size, pause), \
+            ("text", None), None
+    if Path(path).suffix.lower() in PLAIN:
+        with open(path, "rb") as f:
+            examples = list(plain_examples(f, path))
         return in_batches(examples, batch_size), ("text", None), len(examples)
-    examples, columns = read_texts(path, text_columns)
+    examples, columns = read_texts(path, text_columns, tsv_quoting)
     return in_batches(examples, batch_size), columns, len(examples)
 
 
-def split_pair(line):
-    a, _, b = line.partition("\t")
-    return a, b or None
+def plain_examples(stream, name):
+    """(text_a, text_b or None) of each line of a byte stream: one example per line, a tab between
+    the two texts of a pair. A line that is not UTF-8, holds no text, or more than one tab, stops
+    the input with an error naming it: every line gets an answer or an error."""
+    for number, raw in enumerate(stream, start=1):
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        line = line[:-1] if line.endswith(b"\r") else line
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{name} line {number}: byte {line[e.start]:#04x} is not UTF-8: give UTF-8 text") from None
+        a, tab, b = (text.lstrip("\ufeff") if number == 1 else text).partition("\t")
+        if "\t" in b or not a.strip() or (tab and not b.strip()):
+            what = "more than one tab" if "\t" in b else "no text" if not a.strip() and not b.strip() else \
+                "an empty side of its tab"
+            raise DataError(f"{name} line {number} holds {what}: give one example per line, a tab between the two "
+                            "texts of a pair")
+        yield a, (b if tab else None)
 
 
 def in_batches(examples, size):
@@ -144,61 +159,85 @@ def in_batches(examples, size):
 
 def batches_as_they_come(examples, size, pause):
     """Batches of at most `size`; a partial batch goes out when no example came for `pause`
-    seconds, so a slow producer gets its answers without waiting for a full batch."""
+    seconds, so a slow producer gets its answers without waiting for a full batch. An error in the
+    input (or anything that stops the reader) ends the batches with that error."""
     arrived = queue.Queue()
 
     def read():
-        for example in examples:
-            arrived.put(example)
-        arrived.put(None)
+        try:
+            for example in examples:
+                arrived.put(example)
+            arrived.put(None)
+        except BaseException as e:  # the reader must never die silently: the consumer would wait forever
+            arrived.put(e)
 
     threading.Thread(target=read, daemon=True).start()
+    batch = []
     while True:
-        first = arrived.get()
-        if first is None:
-            return
-        batch = [first]
-        while len(batch) < size:
-            try:
-                example = arrived.get(timeout=pause)
-            except queue.Empty:
-                break
-            if example is None:
+        try:
+            item = arrived.get(timeout=pause) if batch else arrived.get()
+        except queue.Empty:
+            yield batch
+            batch = []
+            continue
+        if isinstance(item, BaseException):
+            raise item if isinstance(item, UsageError) else UsageError(f"cannot read the input ({first_line(item)})")
+        if item is None:
+            if batch:
                 yield batch
-                return
-            batch.append(example)
-        yield batch
+            return
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+
+
+def check_output(output, input_path, model_dir):
+    """--output must be a file in an existing folder, and neither the input nor a file of the model:
+    said before anything is read or written."""
+    if output == "-":
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a folder: give a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"--output {path}: its folder {path.parent} {describe_missing(path.parent)}: create it first")
+    target = path.resolve()
+    if input_path != "-" and target == Path(input_path).resolve():
+        raise UsageError(f"--output {path} is the input file: give another file, the input would be overwritten")
+    if target.parent == Path(model_dir).resolve() and target.exists():
+        raise UsageError(f"--output {path} is a file of the model in {model_dir}: give another file")
 
 
 # --- output -----------------------------------------------------------------------------------
 
 class Writer:
-    """Writes answers in input order, one line per example, flushed after every batch."""
+    """Writes answers in input order, one line per example, flushed after every batch. TSV fields
+    holding a tab, a line break or a quote are quoted as CSV quotes them (what csv readers and
+    pandas' read_csv(sep="\\t") expect), so that rows always match examples."""
 
     def __init__(self, out, output_format, columns, regression):
         self.out, self.format, self.columns, self.regression = out, output_format, columns, regression
         self.pair = None  # whether the answers show a second text: decided by the first batch
+        self.tsv = csv.writer(out, delimiter="\t", lineterminator="\n") if output_format == "tsv" else None
 
     def __call__(self, batch, answers):
-        lines = []
         started = self.pair is not None
         if not started:
             self.pair = self.columns[1] is not None or any(b is not None for _, b in batch)
         names = [self.columns[0], self.columns[1] or "text_b"][:2 if self.pair else 1]
         score = "value" if self.regression else "probability"
-        if self.format == "tsv" and not started:
-            lines.append("\t".join(names + ([] if self.regression else ["label"]) + [score, "exit_layer"]))
+        if self.tsv and not started:
+            self.tsv.writerow(names + ([] if self.regression else ["label"]) + [score, "exit_layer"])
         for (a, b), (label, probability, layer) in zip(batch, answers):
             texts = [a, b][:len(names)]
-            if self.format == "tsv":
-                values = [t or "" for t in texts] + ([f"{label:.6g}"] if self.regression else
-                                                    [label, f"{probability:.6f}"]) + [str(layer)]
-                lines.append("\t".join(values))
+            if self.tsv:
+                self.tsv.writerow([t or "" for t in texts] + ([f"{label:.6g}"] if self.regression else
+                                                             [label, f"{probability:.6f}"]) + [layer])
             else:
                 answer = {"value": label} if self.regression else {"label": label, "probability": probability}
                 shown = {name: text for name, text in zip(names, texts) if text is not None}
-                lines.append(json.dumps({**shown, **answer, "exit_layer": layer}, ensure_ascii=False))
-        self.out.write("\n".join(lines) + "\n")
+                self.out.write(json.dumps({**shown, **answer, "exit_layer": layer}, ensure_ascii=False) + "\n")
         self.out.flush()
 
 

@@ -3,7 +3,9 @@ the exit plan -> the model and its features -> training -> evaluation -> reports
 in as settings (pabee.settings): run_glue.py builds them from its flags, reproduce_paper.py and
 demo.py build them directly. Bad input stops with a UsageError before anything is written."""
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 from pabee.backbones import (
@@ -15,11 +17,11 @@ from pabee.backbones import (
     log_new_parameters,
     usable_length,
 )
-from pabee.checkpoints import list_checkpoints, resume_folder
+from pabee.checkpoints import check_resumable, list_checkpoints, resume_folder
 from pabee.errors import UsageError
 from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
 from pabee.features import prepare_features
-from pabee.files import read_json, write_json
+from pabee.files import OutputLock, check_writable, read_json, write_json
 from pabee.report import print_exit_lines, write_eval_results, write_report, write_submissions
 from pabee.runtime import set_seed, start_runtime
 from pabee.settings import ExitPlan
@@ -31,7 +33,14 @@ logger = logging.getLogger(__name__)
 
 def run(settings):
     """Trains and/or evaluates as `settings` (settings.RunSettings) say; returns the result rows
-    of the evaluation (none without --do_eval)."""
+    of the evaluation (none without --do_eval). The output folder is this run's alone while it
+    runs (a second run into it is refused at once)."""
+    main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun's other processes write nothing of their own
+    with OutputLock(settings.output_dir) if main_process else contextlib.nullcontext():
+        return train_and_evaluate(settings)
+
+
+def train_and_evaluate(settings):
     check_output_dir(settings)
     backbone = BACKBONES[settings.model.model_type]
     models = models_to_load(settings)
@@ -39,6 +48,9 @@ def run(settings):
                          lambda: load_config(backbone, models[0], settings.cache_dir))
     plan = ExitPlan.of(settings.exits, source)
     check_models(settings)
+    resume = resume_folder(settings.model.model_name_or_path) if settings.training else None
+    if resume is not None:
+        check_resumable(resume)
     runtime = start_runtime(settings.device)
     set_seed(settings.seed)
     config_names = [settings.model.config_name or models[0]] if settings.training else models
@@ -52,13 +64,14 @@ def run(settings):
     features = prepare_features(source, splits_of(settings, plan), tokenizer, max_seq_length, runtime,
                                 settings.cache_dir, settings.data.overwrite_cache)  # bad data stops us here
     # Every input is checked: what is worth saying about them comes now, not before an error line.
+    check_writable(settings.output_dir, "--output_dir")
     if clamped:
         logger.warning(clamped)
     log_new_parameters(models[0], loaded)
     logger.info("device %s, %d GPUs, distributed %s, amp %s", runtime.device, runtime.n_gpu, runtime.distributed,
                 runtime.amp_dtype)
     if settings.training:
-        fine_tune(settings, plan, runtime, model, loaded["new_heads"], tokenizer, features)
+        fine_tune(settings, plan, runtime, model, loaded["new_heads"], tokenizer, features, resume)
     rows = []
     if (settings.do_eval or settings.do_predict) and runtime.is_main:
         rows = evaluate_and_report(settings, plan, runtime, backbone, features, final_model=model)
@@ -121,7 +134,7 @@ def splits_of(settings, plan):
             for task in ((plan.task,) if split == "train" else plan.eval_tasks)]
 
 
-def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features):
+def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features, resume):
     """Trains `model` in place and saves it in the output dir, then warns if it collapsed."""
     if settings.training.head_bias_init == "label_prior":
         model.init_head_bias(features[plan.task.name, "train"]["label"], heads_new)
@@ -132,8 +145,7 @@ def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features):
         write_json(out / "training_args.json", record)
     dev_sets = eval_sets(settings, plan, runtime, features, "dev", tokenizer)  # empty when no dev split was asked for
     steps = train(settings.training, runtime, model, tokenizer, features[plan.task.name, "train"], out, settings.seed,
-                  record, dev_sets if settings.training.evaluate_during_training else (),
-                  resume_folder(settings.model.model_name_or_path))
+                  record, dev_sets if settings.training.evaluate_during_training else (), resume)
     if runtime.is_main:
         unwrap(model).save_pretrained(out)
         tokenizer.save_pretrained(out)

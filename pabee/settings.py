@@ -42,6 +42,7 @@ class DataSettings:
     validation_split_percentage: float = 0.0
     task_type: str | None = None
     metric_for_table: str | None = None
+    tsv_quoting: bool = False  # .tsv files: quotes as CSV reads them (fields may hold tabs and newlines)
 
     @property
     def own(self):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pabee import glue
 from pabee.errors import UsageError, first_line
+from pabee.files import describe_missing
+from pabee.hub import hub_unavailable
 from pabee.own_data import open_own
 
 
@@ -43,12 +45,14 @@ class GlueFiles:
 
     def check(self, wanted):
         if not self.folder.is_dir():
-            raise UsageError(f"--data_dir {self.folder} is not a folder: point it at the task's folder of TSV files")
+            raise UsageError(f"--data_dir {self.folder} is not a folder ({describe_missing(self.folder)}): point it at "
+                             "the task's folder of TSV files")
         for split in wanted:
             for task in (self.task,) if split == "train" else self.eval_tasks:
                 path = self.folder / task.file_for(split)
                 if not path.is_file():
-                    raise UsageError(f"missing data file {path}: put the task's {split} file there or fix --data_dir")
+                    raise UsageError(f"missing data file {path} (it {describe_missing(path)}): put the task's {split} "
+                                     "file there or fix --data_dir")
 
     def examples(self, task, split):
         return glue.read_split(task, self.folder / task.file_for(split), split)
@@ -72,6 +76,10 @@ class GlueHub:
         import datasets
 
         hub_split = {"train": "train", "dev": task.hub_dev_split, "test": task.hub_test_split}[split]
+        why = hub_unavailable("nyu-mll/glue", "datasets", self.cache_dir)
+        if why:
+            raise UsageError(f"cannot load GLUE {task.folder} from the hub ({why}): pass --data_dir <folder with its "
+                             "TSV files>")
         try:
             data = datasets.load_dataset("nyu-mll/glue", task.hub_config, split=hub_split, cache_dir=self.cache_dir)
         except Exception as e:  # offline, unknown config, broken cache: all end the same way

@@ -1,156 +1,235 @@
 """Tables of examples as users give them: CSV, TSV, JSON (a list of objects) or JSONL files, or a hub
-dataset's splits, read through datasets; which columns hold the texts and the label; the texts of
-a table. Used for own training data (pabee.own_data) and for predict.py's input files.
+dataset's splits; which columns hold the texts and the label; the texts of a table. Used for own
+training data (pabee.own_data) and for predict.py's input files.
 
-Every problem is a DataError whose one line names the file, the line and the fix.
+Every value is what the file says: a CSV or TSV field is read as its exact string (no number or
+missing-value guessing; TSV quotes are text unless `tsv_quoting` asks for CSV's quoting rules), a
+JSON number keeps its literal text (`Number`), and a row is never dropped or merged: a row with
+another number of fields than the header is an error naming its line. Every problem is a
+DataError whose one line names the file, the line and the fix.
 """
 
+import csv
 import json
+import re
 from pathlib import Path
 
 from pabee.errors import DataError, first_line
+from pabee.files import describe_missing
+from pabee.hub import hub_unavailable
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+FORMATS = (".csv", ".tsv", ".json", ".jsonl")
 # Column names tried in order when --text_columns is not given (pairs first), then for the label.
 TEXT_GUESSES = [("sentence1", "sentence2"), ("question1", "question2"), ("premise", "hypothesis"),
                 ("question", "sentence"), ("sentence", None), ("text", None)]
 LABEL_GUESSES = ["label", "labels", "score"]
+INTEGER = re.compile(r"[+-]?\d+")
+
+
+class Number(str):
+    """A JSON number as the text it was written with (so that a text column holds "007" or "1e3"
+    exactly as written); labels read it as the number it is."""
+
+
+class Table:
+    """Rows of one file or hub split: `column_names` in order, `rows` as dicts, where each row
+    stands (`places`, as a user finds it in an editor: file:line, or the item or row number) and
+    its position in the file (`positions`, 0-based). `typed`: values carry their type (JSON, a hub
+    dataset); CSV and TSV values are all strings."""
+
+    def __init__(self, source, column_names, rows, places, positions=None, typed=False):
+        self.source, self.column_names, self.rows, self.places = source, column_names, rows, places
+        self.positions = list(range(len(rows))) if positions is None else positions
+        self.typed = typed
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, column):
+        return [row.get(column) for row in self.rows]
+
+    def select(self, indices):
+        return Table(self.source, self.column_names, [self.rows[i] for i in indices], [self.places[i] for i in indices],
+                     [self.positions[i] for i in indices], self.typed)
+
+    def where(self, i):
+        return self.places[i]
 
 
 def check_file(path, flag):
     """The file exists, is a file, and has a format we read."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"--{flag} {path} is a folder: give a .csv, .tsv, .json or .jsonl file")
     if not path.is_file():
-        raise DataError(f"--{flag} {path} does not exist: give an existing .csv, .tsv, .json or .jsonl file")
+        raise DataError(f"--{flag} {path} {describe_missing(path)}: give an existing .csv, .tsv, .json or .jsonl file")
     if path.suffix.lower() not in FORMATS:
         raise DataError(f"--{flag} {path}: unknown format '{path.suffix}': give a .csv, .tsv, .json or .jsonl file")
 
 
-def read_file(path, cache_dir=None):
-    """The file as a datasets table, after checks that give the line of the first problem."""
-    import datasets
-
+def read_file(path, tsv_quoting=False):
+    """The file as a Table, every value as written."""
     path = Path(path)
-    check_text(path)
-    kind = FORMATS[path.suffix.lower()]
-    options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-    try:
-        table = datasets.load_dataset(kind, data_files={"data": str(path)}, split="data", cache_dir=cache_dir, **options)
-    except ValueError as e:
-        if "corresponds to no data" in str(e):
-            raise DataError(f"{path} holds no examples: it has only a header") from None
-        raise DataError(f"cannot read {path} ({first_line(e)}): check that it is {kind.upper()}") from None
-    except Exception as e:  # the builders raise many kinds
-        cause = e.__cause__ or e
-        raise DataError(f"cannot read {path} ({first_line(cause)}): check that it is {kind.upper()}") from None
-    if len(table) == 0:
+    text = decoded(path)
+    if not text.strip():
+        raise DataError(f"{path} holds no examples: it is empty")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        table = read_delimited(path, text, suffix == ".tsv" and not tsv_quoting)
+    else:
+        table = read_json_lines(path, text) if suffix == ".jsonl" else read_json_list(path, text)
+    if not len(table):
         raise DataError(f"{path} holds no examples: it has only a header")
     return table
 
 
-def check_text(path):
-    """Empty, not UTF-8 or not JSON: said with the line, before datasets reads the file."""
+def decoded(path):
     raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path} holds no examples: it is empty")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: byte {raw[e.start]:#04x} is not UTF-8: re-save the file as UTF-8") from None
-    if path.suffix.lower() == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                parse_json(line, path, number)
-    elif path.suffix.lower() == ".json":
-        items = parse_json(text, path, None)
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise DataError(f"{path} is not a JSON list of objects: give one object per example, or use .jsonl")
+
+
+def read_delimited(path, text, literal_quotes):
+    """CSV (quoted fields as CSV defines them) or TSV (by default every character literal, one row
+    per line, as GLUE's files are read): rows of exactly the header's width."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    options = {"quoting": csv.QUOTE_NONE} if literal_quotes else {"strict": True}
+    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter, **options)
+    rows, lines, start = [], [], 1
+    try:
+        header = next(reader)
+        check_header(path, header)
+        start = reader.line_num + 1
+        for fields in reader:
+            if fields:  # a blank line is no row (as pandas reads CSV)
+                if len(fields) != len(header):
+                    raise DataError(f"{path}:{start}: {len(fields)} fields where the header has {len(header)}: "
+                                    f"fix the row{'' if literal_quotes else ' (a quote may open a field that runs on)'}")
+                rows.append(dict(zip(header, fields)))
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as e:
+        kind = "CSV" if delimiter == "," else "TSV"
+        raise DataError(f"{path}:{start}: not valid {kind} ({e}): fix the quoting of the row") from None
+    return Table(path, header, rows, [f"{path}:{line}" for line in lines])
+
+
+def check_header(path, header):
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}:1: column '{repeated[0]}' appears twice in the header: rename one of them")
+
+
+def read_json_lines(path, text):
+    items, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            items.append(parse_json(line, path, number))
+            lines.append(number)
+    return Table(path, columns_of(items), items, [f"{path}:{line}" for line in lines], typed=True)
+
+
+def read_json_list(path, text):
+    items = parse_json(text, path, None)
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise DataError(f"{path} is not a JSON list of objects: give one object per example, or use .jsonl")
+    return Table(path, columns_of(items), items, [f"{path} (item {i + 1})" for i in range(len(items))], typed=True)
 
 
 def parse_json(text, path, number):
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=Number, parse_float=Number, parse_constant=Number)
     except json.JSONDecodeError as e:
-        line = number or e.lineno
-        raise DataError(f"{path}:{line}: not valid JSON ({e.msg}): fix the line") from None
+        raise DataError(f"{path}:{number or e.lineno}: not valid JSON ({e.msg}): fix the line") from None
     if number is not None and not isinstance(value, dict):
         raise DataError(f"{path}:{number}: not a JSON object: give one object per line")
     return value
 
 
-def where(source, row):
-    """Where data row `row` (0-based) of a file or hub split is, as a user finds it in an editor."""
-    suffix = Path(str(source)).suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return f"{source}:{row + 2}"  # after the header line
-    if suffix == ".jsonl":
-        return f"{source}:{row + 1}"
-    return f"{source} (item {row + 1})" if suffix == ".json" else f"{source} (row {row})"
+def columns_of(items):
+    """Every key the objects use, in the order they first appear."""
+    return list(dict.fromkeys(key for item in items for key in item))
 
 
 def read_hub(name, config_name, cache_dir=None):
-    """A hub dataset's splits as tables: train, dev (its validation split) and test where present."""
+    """A hub dataset's splits as Tables: train, dev (its validation split) and test where present."""
     import datasets
 
+    why = None if Path(name).exists() else hub_unavailable(name, "datasets", cache_dir)
+    if why:
+        raise DataError(f"cannot load dataset {name}: {why}: pass --train_file (and --validation_file) with local files")
     try:
         found = datasets.load_dataset(name, config_name or None, cache_dir=cache_dir)
     except Exception as e:  # offline, unknown name, broken cache: all end the same way
         raise DataError(f"cannot load dataset {name} from the hub ({first_line(e)}): "
                         f"pass --train_file (and --validation_file) with local files instead") from None
     dev = next((s for s in ("validation", "dev", "valid") if s in found), None)
-    return {split: found[hub] for split, hub in (("train", "train"), ("dev", dev), ("test", "test"))
-            if hub in found}
+    label = f"{name}/{config_name}" if config_name else name
+    tables = {}
+    for split, hub in (("train", "train"), ("dev", dev), ("test", "test")):
+        if hub in found:
+            source = f"{label}[{split}]"
+            rows = found[hub].to_list()
+            tables[split] = Table(source, found[hub].column_names, rows, [f"{source} (row {i})" for i in range(len(rows))],
+                                  typed=True)
+    return tables
 
 
-# --- columns ---------------------------------------------------------------------------------
+# --- columns and texts --------------------------------------------------------------------------
 
-def choose_columns(table, source, text_columns, label_column):
+def choose_columns(table, text_columns, label_column):
     """(text columns, label column) of the training table: the flags', else the usual names."""
     columns = table.column_names
     label = label_column or next((c for c in LABEL_GUESSES if c in columns), None)
     if label is None:
-        raise DataError(f"cannot tell the label column of {source} (it has: {', '.join(columns)}): pass --label_column")
-    return choose_texts(columns, source, text_columns), label
+        raise DataError(f"cannot tell the label column of {table.source} (it has: {', '.join(columns)}): "
+                        "pass --label_column")
+    return choose_texts(table, text_columns), label
 
 
-def choose_texts(columns, source, text_columns):
+def choose_texts(table, text_columns):
     """The one or two text columns (the second None for single texts): the flag's, else the usual names."""
     if text_columns:
         texts = tuple(text_columns.split(","))
         if len(texts) > 2:
             raise DataError(f"--text_columns {text_columns}: give one text column or two, comma-separated")
-        texts += (None,) * (2 - len(texts))
-    else:
-        texts = next((pair for pair in TEXT_GUESSES if all(c in columns for c in pair if c)), None)
-        if texts is None:
-            raise DataError(f"cannot tell the text columns of {source} (it has: {', '.join(columns)}): pass --text_columns")
+        return texts + (None,) * (2 - len(texts))
+    texts = next((pair for pair in TEXT_GUESSES if all(c in table.column_names for c in pair if c)), None)
+    if texts is None:
+        raise DataError(f"cannot tell the text columns of {table.source} (it has: {', '.join(table.column_names)}): "
+                        "pass --text_columns")
     return texts
 
 
-def check_columns(table, source, names, flag_hint):
+def check_columns(table, names, flag_hint):
     missing = [c for c in names if c and c not in table.column_names]
     if missing:
-        raise DataError(f"{source} has no column '{missing[0]}' (it has: {', '.join(table.column_names)}): "
+        raise DataError(f"{table.source} has no column '{missing[0]}' (it has: {', '.join(table.column_names)}): "
                         f"{flag_hint}")
 
 
-def texts_of(table, rows, source, column):
-    values = table[column]
-    for value, row in zip(values, rows):
-        if value is None or not str(value).strip():
-            raise DataError(f"{where(source, row)}: text column '{column}' is empty: fill or remove the row")
-    return [str(v) for v in values]
+def texts_of(table, column):
+    """The column's texts, exactly as written; an empty or missing one, or one that is not a text
+    (a JSON object or list), is an error naming its row."""
+    texts = []
+    for i, value in enumerate(table[column]):
+        if isinstance(value, bool):
+            value = "true" if value else "false"  # as JSON writes it
+        if not isinstance(value, str):
+            what = "missing" if value is None else f"a JSON {type(value).__name__}, not a text"
+            raise DataError(f"{table.where(i)}: text column '{column}' is {what}: give a text")
+        if not value.strip():
+            raise DataError(f"{table.where(i)}: text column '{column}' is empty: fill or remove the row")
+        texts.append(str(value))
+    return texts
 
 
-def read_texts(path, text_columns=None):
+def read_texts(path, text_columns=None, tsv_quoting=False):
     """The (text_a, text_b or None) pairs of a table file, and the text columns read."""
-    table = read_file(path)
-    texts = choose_texts(table.column_names, path, text_columns)
-    check_columns(table, path, texts, "fix --text_columns")
-    rows = list(range(len(table)))
-    a = texts_of(table, rows, path, texts[0])
-    b = texts_of(table, rows, path, texts[1]) if texts[1] else [None] * len(a)
+    table = read_file(path, tsv_quoting)
+    texts = choose_texts(table, text_columns)
+    check_columns(table, texts, "fix --text_columns")
+    a = texts_of(table, texts[0])
+    b = texts_of(table, texts[1]) if texts[1] else [None] * len(a)
     return list(zip(a, b)), texts
