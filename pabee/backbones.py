@@ -197,5 +197,5 @@ def load_tokenizer(backbone, name, do_lower_case=False, cache_dir=None):
     extra = {"do_lower_case": True} if do_lower_case else {}
     try:
         return backbone.load_tokenizer_class().from_pretrained(name, cache_dir=cache_dir, **extra)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # missing or damaged files: the tokenizer loaders raise many kinds
         raise UsageError(f"cannot load a tokenizer from {name} ({first_line(e)}): pass --tokenizer_name") from None

@@ -12,15 +12,31 @@ import tempfile
 import time
 from pathlib import Path
 
-from pabee.errors import UsageError
+from pabee.errors import DataError, UsageError
+
+
+def write_text(path, text):
+    """Writes a whole file or nothing: a new copy beside it, renamed over it once complete, so that a
+    disk that fills during the write leaves the earlier file as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path, value):
-    Path(path).write_text(json.dumps(value, indent=2) + "\n")
+    write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def read_json(path):
-    return json.loads(Path(path).read_text())
+    """A JSON file's value; a file that is not JSON is a DataError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}): restore or remove the file") from None
 
 
 def describe_missing(path):

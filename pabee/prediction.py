@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from pabee.backbones import BACKBONES, load_model, load_tokenizer, usable_length
+from pabee.backbones import BACKBONES, load_config, load_model, load_tokenizer, usable_length
 from pabee.checkpoints import NAME as CHECKPOINT_NAME
 from pabee.errors import DataError, UsageError, first_line
 from pabee.exit_rules import ExitSettings
@@ -35,12 +35,12 @@ class Predictor:
         """The model run_glue wrote in `folder`, exiting by `exits` (exit_rules.ExitSettings, one
         setting), at the training run's --max_seq_length unless told (clamped as run_glue does)."""
         import torch
-        from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(folder)
-        if config.model_type not in BACKBONES:
-            raise UsageError(f"{folder} holds a '{config.model_type}' model, not one of {', '.join(BACKBONES)}")
-        backbone = BACKBONES[config.model_type]
+        model_type = read_json(Path(folder) / "config.json").get("model_type")
+        if model_type not in BACKBONES:
+            raise UsageError(f"{folder} holds a '{model_type}' model, not one of {', '.join(BACKBONES)}")
+        backbone = BACKBONES[model_type]
+        config = load_config(backbone, str(folder))
         device = "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
         model = load_model(backbone, str(folder), None, device)[0].eval()
         exits.check_task(config.num_labels == 1, "this model's task")

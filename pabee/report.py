@@ -9,7 +9,7 @@ from pathlib import Path
 from pabee import glue
 from pabee.checkpoints import checkpoint_step
 from pabee.exit_rules import RULES
-from pabee.files import write_json
+from pabee.files import write_json, write_text
 from pabee.results import UNSTEADY, read_rows, unsteady
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def write_eval_results(output_dir, rows):
         folder = folder / checkpoint if checkpoint.startswith("checkpoint-") else folder
         folder.mkdir(parents=True, exist_ok=True)
         mine = [r for r in rows if (r.checkpoint, r.task) == (checkpoint, task)]
-        (folder / "eval_results.txt").write_text("\n".join(eval_results_lines(mine)) + "\n")
+        write_text(folder / "eval_results.txt", "\n".join(eval_results_lines(mine)) + "\n")
 
 
 def eval_results_lines(rows):
@@ -71,7 +71,7 @@ def write_report(output_dir, rows, final_step):
     out = Path(output_dir)
     rows = merged_with_saved(out / "pabee_results.json", rows)
     write_json(out / "pabee_results.json", [r.to_json() for r in rows])
-    (out / "pabee_results.md").write_text(markdown_table(rows))
+    write_text(out / "pabee_results.md", markdown_table(rows))
     plot_tradeoff(rows, out / "pabee_tradeoff.png")
     log_rows_to_tensorboard(out / "runs", rows, final_step)
 
@@ -182,5 +182,5 @@ def write_submissions(output_dir, criterion, test_sets, predictions):
         folder.mkdir(parents=True, exist_ok=True)
         lines = ["index\tprediction"] + [f"{index}\t{glue.submission_value(test.task, p)}"
                                          for index, p in zip(test.index, values)]
-        (folder / test.task.submission).write_text("\n".join(lines) + "\n")
+        write_text(folder / test.task.submission, "\n".join(lines) + "\n")
         logger.info("Wrote %s", folder / test.task.submission)

@@ -14,7 +14,7 @@ from pabee.backbones import BACKBONES, check_model_available, load_config
 from pabee.checkpoints import list_checkpoints
 from pabee.errors import UsageError
 from pabee.exit_rules import ExitSettings
-from pabee.files import write_json
+from pabee.files import write_json, write_text
 from pabee.report import draw_tradeoff
 from pabee.results import read_rows
 from pabee.run import run as run_glue
@@ -177,8 +177,8 @@ def reproduce(settings, tasks, runs, depth):
                               Path(settings.model_name_or_path).name)
     table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (m, t), rs in chosen.items()}
     write_json(out / "paper_table.json", table)
-    (out / "paper_table.md").write_text(paper.markdown(table))
-    (out / "paper_table.tex").write_text(paper.latex(table))
+    write_text(out / "paper_table.md", paper.markdown(table))
+    write_text(out / "paper_table.tex", paper.latex(table))
     write_submissions(settings, table, chosen)
     plot_tasks(tasks, results, out)
     print(paper.markdown(table))

@@ -298,3 +298,46 @@ def test_reproduce_checks_before_reading_a_model_it_cannot_get(world, tmp_path, 
                                  str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"), "--dry_run"])
     one_line_error(code, capsys.readouterr().err, "is not a model folder (does not exist)")
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+# --- files that run_glue and predict.py read back, and writes the disk refuses -----------------
+
+def eval_argv(world, model, out, *extra):
+    return ["--model_type", "bert", "--model_name_or_path", str(model), "--task_name", "SST-2", "--data_dir",
+            str(world / "glue" / "SST-2"), "--output_dir", str(out), "--do_eval", *extra]
+
+
+def test_a_full_disk_while_writing_results_keeps_the_earlier_results_whole(world, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert run_glue.main(eval_argv(world, world / "bert", out, "--patience", "0")) == 0
+    before = snapshot(out)
+    real = Path.write_text
+
+    def full_disk(self, *a, **k):
+        if out in self.parents:
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    capsys.readouterr()
+    code = run_glue.main(eval_argv(world, world / "bert", out, "--patience", "1,2"))
+    one_line_error(code, capsys.readouterr().err, "No space left on device", str(out), after_progress=True)
+    assert snapshot(out) == before
+
+
+def test_results_or_a_model_config_that_are_not_json_are_one_line(world, model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_glue.main(eval_argv(world, world / "bert", out)) == 0
+    (out / "eval_results.json").write_text("[{ broken")
+    capsys.readouterr()
+    code = run_glue.main(eval_argv(world, world / "bert", out))
+    one_line_error(code, capsys.readouterr().err, f"{out / 'eval_results.json'} is not valid JSON", after_progress=True)
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model, broken)
+    (broken / "config.json").write_text("{ not json")
+    proc = predict("--model_dir", str(broken), "--patience", "1", stdin="a great film\n")
+    one_line_error(proc.returncode, proc.stderr, "config.json is not valid JSON")
+    shutil.copy(model / "config.json", broken / "config.json")
+    (broken / "tokenizer.json").write_text("{ not json")
+    proc = predict("--model_dir", str(broken), "--patience", "1", stdin="a great film\n")
+    one_line_error(proc.returncode, proc.stderr, "cannot load a tokenizer from")
