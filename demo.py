@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pabee.errors import UsageError, os_error_line
-from pabee.exit_rules import ExitSettings
+from pabee.settings import ExitSettings
 from pabee.options import EXIT_POOLING
 from pabee.settings import DataSettings, DeviceSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pabee.errors import UsageError, os_error_line
 from pabee.files import describe_missing
-from pabee.exit_rules import RULES, ExitSettings
+from pabee.exit_rules import RULES
+from pabee.settings import ExitSettings
 
 
 def build_parser():

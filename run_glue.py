@@ -17,12 +17,13 @@ from pathlib import Path
 
 from pabee.backbones import BACKBONES
 from pabee.errors import UsageError, os_error_line
-from pabee.exit_rules import RULES, ExitSettings
+from pabee.exit_rules import RULES
 from pabee.options import EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT
 from pabee.settings import (
     DataSettings,
     DeviceSettings,
     EvalSettings,
+    ExitSettings,
     ModelSettings,
     RunSettings,
     TrainingSettings,

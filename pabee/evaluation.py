@@ -4,6 +4,7 @@ here prints or writes: the report does."""
 import statistics
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from tqdm import tqdm
 
 from pabee import glue
 from pabee.exit_rules import PatienceRule
-from pabee.exits import exit_layers_from_logits, exit_stats, logits_at_exit
+from pabee.exits import answers_at_exit, exit_layers_from_logits, exit_stats
 from pabee.features import eval_loader, to_device
 from pabee.results import ResultRow
 
@@ -33,12 +34,19 @@ class EvalSet:
         return cls(task, loader, order, labels, list(features["index"]))
 
 
+class LayerOutputs(NamedTuple):
+    """Every layer's logits, [N, L, C], and (learning to exit) uncertainty, [N, L] or None."""
+
+    logits: torch.Tensor
+    uncertainty: torch.Tensor | None
+
+
 def run_inference(runtime, model, eval_set, rule=None, all_layers=False):
-    """Runs the set once. Returns, in dataset order, the logits at each example's exit layer
-    (all_layers: every layer's, [N, L, C]) and its exit layer, and the wall-clock seconds.
-    Nothing waits for the device inside the loop but the exit loop's own sync."""
+    """Runs the set once. Returns, in dataset order, what each example answers (all_layers: every
+    layer's outputs, a LayerOutputs) and its exit layer, and the wall-clock seconds. Nothing waits
+    for the device inside the loop but the exit loop's own sync."""
     model.eval()
-    logits, exits = [], []
+    logits, exits, uncertainty = [], [], []
     runtime.synchronize()
     start = time.perf_counter()
     with torch.inference_mode():
@@ -48,11 +56,21 @@ def run_inference(runtime, model, eval_set, rule=None, all_layers=False):
                 out = model(**to_device(batch, runtime.device), exit_rule=rule, output_all_layer_logits=all_layers)
             logits.append(out.all_layer_logits if all_layers else out.logits)
             exits.append(out.exit_layers)
+            uncertainty.append(out.all_layer_uncertainty)
         logits, exits = torch.cat(logits).float().cpu(), torch.cat(exits).cpu()
     seconds = time.perf_counter() - start
     back = torch.empty_like(eval_set.order)
     back[eval_set.order] = torch.arange(len(eval_set.order))
+    if all_layers:
+        learned = None if uncertainty[0] is None else torch.cat(uncertainty).float().cpu()[back]
+        return LayerOutputs(logits[back], learned), exits[back], seconds
     return logits[back], exits[back], seconds
+
+
+def swept(layers, rule):
+    """(answers, exit layers) of `rule` read from every layer's outputs (the one-pass sweep)."""
+    exits = exit_layers_from_logits(layers.logits, rule, layers.uncertainty)
+    return answers_at_exit(layers.logits, exits, rule), exits
 
 
 def predictions_of(task, logits):
@@ -81,11 +99,8 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
                              training=getattr(model.config, "exit_training", None), regression_threshold=threshold,
                              **timing)
 
-        all_logits, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
-        answers = {}
-        for setting in plan.settings:
-            exits = exit_layers_from_logits(all_logits, plan.rule(setting))
-            answers[setting] = logits_at_exit(all_logits, exits), exits
+        layers, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
+        answers = {setting: swept(layers, plan.rule(setting)) for setting in plan.settings}
         timings = {}
         if repeats and plan.settings:
             timings, timed_answers = time_settings(runtime, wrapped, dev, plan, repeats)
@@ -93,7 +108,7 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
         for setting in plan.settings:
             rows.append(row(plan.criterion, setting, *answers[setting], **timings.get(setting, {})))
         for layer in range(1, num_layers + 1):
-            rows.append(row("layer", layer, all_logits[:, layer - 1], torch.full((len(dev.labels),), layer)))
+            rows.append(row("layer", layer, layers.logits[:, layer - 1], torch.full((len(dev.labels),), layer)))
     return rows
 
 
@@ -161,8 +176,7 @@ def predict_test_sets(runtime, plan, model, test_sets):
     full-depth pass per test set."""
     predictions = {}
     for test in test_sets:
-        all_logits, _, _ = run_inference(runtime, model, test, all_layers=True)
+        layers, _, _ = run_inference(runtime, model, test, all_layers=True)
         for setting in plan.settings:
-            logits = logits_at_exit(all_logits, exit_layers_from_logits(all_logits, plan.rule(setting)))
-            predictions[setting, test.task.name] = predictions_of(test.task, logits)
+            predictions[setting, test.task.name] = predictions_of(test.task, swept(layers, plan.rule(setting))[0])
     return predictions

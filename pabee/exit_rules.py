@@ -1,15 +1,12 @@
-"""The exit rules: when an example may stop, decided layer by layer from the heads' logits; the
-registry of them that --exit_criterion names; and `ExitSettings`, a criterion with its settings
-parsed once from the text a user gives.
+"""The exit rules: when an example may stop, decided layer by layer from the heads' logits, and
+the registry of them that --exit_criterion names. PABEE's patience, the baselines the paper
+compares with (entropy, confidence, a fixed layer), and the later methods that beat PABEE:
+divergence patience (F-PABEE), entropy patience (PCEE-BERT), the past layers' ensemble (GPFEE's
+past part) and learning to exit (BERxiT's LTE). README's "Exit rules" cites each definition.
 
 This module imports no torch (the rules only call methods of the tensors they are given), so that
 the entry points can list the choices and check flags before anything heavy is loaded.
 """
-
-import re
-from dataclasses import dataclass
-
-from pabee.errors import UsageError
 
 
 def check_setting(name, value):
@@ -25,25 +22,46 @@ def zeros(batch_size, device, dtype):
     return torch.zeros(batch_size, dtype=getattr(torch, dtype), device=device)
 
 
-class PatienceRule:
-    """PABEE's exit rule, example by example.
+class Rule:
+    """What every rule says of itself, and the defaults most take.
+
+    `start(batch_size, device)` gives the state of a batch (a tuple of tensors, one row per
+    example), `step(logits, state, uncertainty)` reads one layer (its logits, and for rules that
+    need it the learned uncertainty of that layer), and `waits(state)` says for each example how
+    many more layers must run before it could exit (0: it exits at this layer), never more than
+    the true number. `earliest_exit` is the first layer where an exit is possible. An example
+    answers with the logits of its exit layer, unless the rule answers from its state (`answer`
+    in the exit loop, `layer_answers` for a sweep over every layer's logits).
+
+    Class attributes for the drivers: `name` (the --exit_criterion value), `log_name` (the console
+    line), `setting_type`, `min_setting` and `max_setting` (None: no bound) of its settings,
+    `uses_patience` (its settings pair every --patience with every --exit_thresholds value),
+    `needs_probabilities` (refused on regression tasks), `needs_uncertainty` (needs a model with a
+    learning-to-exit head), an `example` list of settings, and `from_setting(setting,
+    regression_threshold)` builds it."""
+
+    min_setting, max_setting = 0, None
+    uses_patience = needs_probabilities = needs_uncertainty = answers_from_state = False
+    log_name = None  # the name, unless the originals' console line spells it otherwise
+
+    def answer(self, logits, state):
+        return logits
+
+    def layer_answers(self, all_layer_logits):
+        return all_layer_logits
+
+
+class PatienceRule(Rule):
+    """PABEE's exit rule, example by example (Zhou et al., 2020, Section 3.1).
 
     A counter goes up when a layer's prediction agrees with the previous layer's (argmax
     equal; regression: |difference| < threshold, strict) and resets otherwise; it is 0 at
     layer 1. An example exits at the first layer where the counter equals `patience`.
-    Patience 0 never exits early: full depth, last head (as the original).
-
-    Every rule has the same interface: `start` gives the state of a batch (a tuple of tensors,
-    one row per example), `step` reads one layer's logits, and `waits` says for each example
-    how many more layers must run before it could exit (0: it exits at this layer), never
-    more than the true number. `earliest_exit` is the first layer where an exit is possible.
-    """
+    Patience 0 never exits early: full depth, last head (as the original)."""
 
     name = "patience"
     log_name = "Patience"  # the originals' console line
     setting_type = int
-    min_setting, max_setting = 0, None
-    needs_probabilities = False
     example = "3,4,5"
 
     def __init__(self, patience, regression_threshold=0.0):
@@ -65,7 +83,7 @@ class PatienceRule:
     def start(self, batch_size, device):
         return None, zeros(batch_size, device, "long")
 
-    def step(self, logits, state):
+    def step(self, logits, state, uncertainty=None):
         """The state keeps the previous layer's prediction (class index, or the value for
         regression) and the counter."""
         previous, counter = state
@@ -82,14 +100,13 @@ class PatienceRule:
         return self.patience - state[1]
 
 
-class ThresholdRule:
-    """A rule that looks at one layer's softmax alone: the state is whether that layer's
-    `passes` holds, and an example exits at the first layer where it does."""
+class ThresholdRule(Rule):
+    """A rule that looks at one layer alone: the state is whether that layer's `passes` holds,
+    and an example exits at the first layer where it does."""
 
     exits_early = True
     earliest_exit = 1
     setting_type = float
-    min_setting, max_setting = 0, None
     needs_probabilities = True
     example = "0.1,0.2,0.4"
 
@@ -103,42 +120,177 @@ class ThresholdRule:
     def start(self, batch_size, device):
         return (zeros(batch_size, device, "bool"),)
 
-    def step(self, logits, state):
-        return (self.passes(logits.float()),)
+    def step(self, logits, state, uncertainty=None):
+        return (self.passes(logits.float(), uncertainty),)
 
     def waits(self, state):
         return (~state[0]).long()
 
 
+def entropy(logits):
+    log_p = logits.float().log_softmax(-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
 class EntropyRule(ThresholdRule):
-    """DeeBERT / BranchyNet: exit once the softmax entropy falls below `threshold`."""
+    """DeeBERT (Xin et al., 2020) / BranchyNet: exit once the softmax entropy falls below `threshold`."""
 
-    name = log_name = "entropy"
+    name = "entropy"
 
-    def passes(self, logits):
-        log_p = logits.log_softmax(-1)
-        return -(log_p.exp() * log_p).sum(-1) < self.threshold
+    def passes(self, logits, uncertainty):
+        return entropy(logits) < self.threshold
 
 
 class ConfidenceRule(ThresholdRule):
-    """Shallow-Deep: exit once the top softmax probability reaches `threshold`."""
+    """Shallow-Deep (Kaya et al., 2019): exit once the top softmax probability reaches `threshold`."""
 
-    name = log_name = "confidence"
+    name = "confidence"
     max_setting = 1  # a probability
     example = "0.8,0.9,0.95"
 
-    def passes(self, logits):
+    def passes(self, logits, uncertainty):
         return logits.softmax(-1).max(-1).values >= self.threshold
 
 
-class FixedRule:
+class LearnedExitRule(ThresholdRule):
+    """BERxiT's learning to exit (Xin et al., EACL 2021; "LTE"): a head shared by every layer
+    predicts how likely that layer's answer is wrong (its uncertainty, in [0, 1]); exit once it
+    falls below `threshold`. Needs a model trained with --exit_training alternate_lte; works for
+    regression too."""
+
+    name = "lte"
+    max_setting = 1
+    needs_probabilities = False
+    needs_uncertainty = True
+    example = "0.1,0.3,0.5"
+
+    def passes(self, logits, uncertainty):
+        return uncertainty < self.threshold
+
+
+class PastEnsembleRule(ThresholdRule):
+    """The past part of GPFEE (Liao et al., NAACL 2021): a layer's answer is the average of the
+    softmax distributions of layers 1..i (equal weights), and an example exits once the entropy of
+    that average falls below `threshold`, answering with it (its log as the logits)."""
+
+    name = "past_entropy"
+    answers_from_state = True
+
+    def start(self, batch_size, device):
+        return None, zeros(batch_size, device, "long"), zeros(batch_size, device, "bool")
+
+    def step(self, logits, state, uncertainty=None):
+        total, count, _ = state
+        probabilities = logits.float().softmax(-1)
+        total = probabilities if total is None else total + probabilities
+        count = count + 1
+        average = total / count.unsqueeze(-1)
+        return total, count, -(average * average.log()).sum(-1) < self.threshold
+
+    def waits(self, state):
+        return (~state[2]).long()
+
+    def answer(self, logits, state):
+        total, count, _ = state
+        return (total / count.unsqueeze(-1)).log()
+
+    def layer_answers(self, all_layer_logits):
+        total = all_layer_logits.float().softmax(-1).cumsum(1)
+        count = all_layer_logits.new_tensor(range(1, all_layer_logits.shape[1] + 1), dtype=total.dtype)
+        return (total / count[None, :, None]).log()
+
+
+class CountingRule(Rule):
+    """A rule that counts consecutive layers where a test holds (`holds(logits, previous)`), and
+    exits an example once the count reaches `patience` (patience 0: full depth). Its settings pair
+    a patience with a threshold, written "<patience>_<threshold>" (e.g. 2_0.05)."""
+
+    setting_type = float  # of the threshold; the patience comes from --patience
+    uses_patience = True
+    needs_probabilities = True
+    example = "0.05,0.1,0.2"
+
+    def __init__(self, patience, threshold):
+        self.patience = check_setting("patience", patience)
+        self.threshold = check_setting(f"{self.name} threshold", threshold)
+
+    @classmethod
+    def from_setting(cls, setting, regression_threshold):
+        patience, threshold = str(setting).split("_")
+        return cls(int(patience), float(threshold))
+
+    @property
+    def exits_early(self):
+        return self.patience > 0
+
+    def start(self, batch_size, device):
+        return None, zeros(batch_size, device, "long")
+
+    def step(self, logits, state, uncertainty=None):
+        previous, counter = state
+        log_p = logits.float().log_softmax(-1)
+        return log_p, (counter + 1) * self.holds(log_p, previous)
+
+    def waits(self, state):
+        return self.patience - state[1]
+
+
+class DivergencePatienceRule(CountingRule):
+    """F-PABEE (Gao et al., ICASSP 2023): PABEE's counter, with "agree" softened to "the class
+    distribution is within `threshold` of the previous layer's" by a divergence; the count is 0 at
+    layer 1 (no previous layer), so the earliest exit is layer patience + 1."""
+
+    @property
+    def earliest_exit(self):
+        return self.patience + 1
+
+    def holds(self, log_p, previous):
+        if previous is None:
+            return log_p.new_zeros(log_p.shape[0], dtype=bool)
+        return self.divergence(log_p, previous) < self.threshold
+
+
+class KLPatienceRule(DivergencePatienceRule):
+    name = "kl_patience"
+
+    @staticmethod
+    def divergence(log_p, log_q):
+        """KL(p_i || p_i-1): the current layer's distribution against the previous one's."""
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+class JSPatienceRule(DivergencePatienceRule):
+    name = "js_patience"
+
+    @staticmethod
+    def divergence(log_p, log_q):
+        """Jensen-Shannon: the mean KL of both to their average (symmetric, at most log 2)."""
+        log_m = ((log_p.exp() + log_q.exp()) / 2).log()
+        return ((log_p.exp() * (log_p - log_m)).sum(-1) + (log_q.exp() * (log_q - log_m)).sum(-1)) / 2
+
+
+class EntropyPatienceRule(CountingRule):
+    """PCEE-BERT (Zhang et al., Findings of NAACL 2022): count the consecutive layers that are
+    confident (softmax entropy below `threshold`); exit once `patience` of them follow each other,
+    so the earliest exit is layer `patience`."""
+
+    name = "entropy_patience"
+
+    @property
+    def earliest_exit(self):
+        return max(self.patience, 1)
+
+    def holds(self, log_p, previous):
+        return -(log_p.exp() * log_p).sum(-1) < self.threshold
+
+
+class FixedRule(Rule):
     """The static baseline: every example exits at layer `layer` (1-based)."""
 
     exits_early = True
-    name = log_name = "fixed"
+    name = "fixed"
     setting_type = int
-    min_setting, max_setting = 1, None  # at most the model's depth, checked once it is known
-    needs_probabilities = False
+    min_setting = 1  # at most the model's depth, checked once it is known
     example = "2,4,6"
 
     def __init__(self, layer):
@@ -153,71 +305,16 @@ class FixedRule:
     def start(self, batch_size, device):
         return (zeros(batch_size, device, "long"),)
 
-    def step(self, logits, state):
+    def step(self, logits, state, uncertainty=None):
         return (state[0] + 1,)
 
     def waits(self, state):
         return self.layer - state[0]
 
 
-# Each rule class declares what the driver needs to know of it: `name` (the --exit_criterion
-# value), `log_name` (in the console line), `setting_type` and `min_setting` (what its settings
-# are, `max_setting` None for no bound), `needs_probabilities` (refused on regression tasks), an `example` list of settings, and
-# `from_setting(setting, regression_threshold)` builds it.
-RULES = {rule.name: rule for rule in (PatienceRule, EntropyRule, ConfidenceRule, FixedRule)}
+RULES = {rule.name: rule for rule in (PatienceRule, EntropyRule, ConfidenceRule, FixedRule, KLPatienceRule,
+                                      JSPatienceRule, EntropyPatienceRule, PastEnsembleRule, LearnedExitRule)}
 
 
 def make_rule(criterion, setting, regression_threshold=0.0):
     return RULES[criterion].from_setting(setting, regression_threshold)
-
-
-def parse_settings(text, rule, flag):
-    """A comma list of the criterion's settings, each of its type and within its bounds."""
-    pattern = r"\d+" if rule.setting_type is int else r"\d+(\.\d*)?|\.\d+"
-    parts = [part.strip() for part in str(text).split(",")]
-
-    def valid(part):
-        value = rule.setting_type(part)
-        return value >= rule.min_setting and (rule.max_setting is None or value <= rule.max_setting)
-
-    if not all(re.fullmatch(pattern, part) and valid(part) for part in parts):
-        kind = "integers" if rule.setting_type is int else "numbers"
-        bounds = f">= {rule.min_setting}" if rule.max_setting is None else f"from {rule.min_setting} to {rule.max_setting}"
-        raise UsageError(f"bad {flag} '{text}': give a comma list of {kind} {bounds}, e.g. {rule.example}")
-    return tuple(rule.setting_type(part) for part in parts)
-
-
-@dataclass(frozen=True)
-class ExitSettings:
-    """The exit criterion and the settings every evaluation reports. Patience settings come from
-    `patience`, the other criteria's from `thresholds` (text, as the flags give them)."""
-
-    criterion: str = "patience"
-    settings: tuple = (0,)
-    regression_threshold: float = 0.0
-
-    @classmethod
-    def parse(cls, criterion="patience", patience="0", thresholds="", regression_threshold=0.0):
-        rule = RULES[criterion]
-        patience_values = parse_settings(patience, PatienceRule, "--patience")
-        if criterion == "patience":
-            if thresholds:
-                raise UsageError("--exit_thresholds is for the baseline criteria: give patience values with --patience")
-            return cls(criterion, patience_values, regression_threshold)
-        if not thresholds:
-            raise UsageError(f"--exit_criterion {criterion} needs --exit_thresholds, e.g. {rule.example}")
-        return cls(criterion, parse_settings(thresholds, rule, "--exit_thresholds"), regression_threshold)
-
-    def rule(self, setting):
-        return make_rule(self.criterion, setting, self.regression_threshold)
-
-    def check_task(self, is_regression, name):
-        """Criteria that read class probabilities have none on a regression task (`name`)."""
-        if RULES[self.criterion].needs_probabilities and is_regression:
-            raise UsageError(f"--exit_criterion {self.criterion} needs class probabilities and "
-                             f"{name} is a regression task: use patience or fixed")
-
-    def check_depth(self, depth):
-        if self.criterion == "fixed" and max(self.settings) > depth:
-            raise UsageError(f"--exit_thresholds {','.join(map(str, self.settings))}: fixed exit layer "
-                             f"{max(self.settings)} is beyond the model's {depth} layers: give layers from 1 to {depth}")

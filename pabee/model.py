@@ -15,20 +15,22 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from pabee.exit_rules import PatienceRule, check_setting
-from pabee.exits import exit_layers_from_logits, logits_at_exit
+from pabee.exits import answers_at_exit, exit_layers_from_logits
 from pabee.losses import layer_loss, training_loss
-from pabee.options import EXIT_POOLING, EXIT_TRAINING, STAGES, check_choice
+from pabee.options import EXIT_POOLING, EXIT_TRAINING, LEARNS_TO_EXIT, STAGES, check_choice
 
 
 @dataclass
 class PabeeOutput(ModelOutput):
-    """loss, the logits of each example's exit layer, its 1-based exit layer and, on request,
-    every layer's logits stacked batch first: [batch, num_layers, num_labels]."""
+    """loss, the logits each example answers with (its exit layer's, or the rule's answer), its
+    1-based exit layer and, on request, every layer's logits stacked batch first: [batch,
+    num_layers, num_labels] (and, for a model that learns to exit, every layer's uncertainty)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     exit_layers: torch.Tensor | None = None
     all_layer_logits: torch.Tensor | None = None
+    all_layer_uncertainty: torch.Tensor | None = None  # learning to exit: [batch, num_layers]
 
 
 def select_rows(x, rows):
@@ -63,7 +65,7 @@ class PabeeMixin:
     (`exit_pooling`) and which loss trains them (`exit_training`)."""
 
     # Parameter-name prefixes of the exit heads and what feeds them: new when loading a plain backbone.
-    head_parameters = ("classifiers.",)
+    head_parameters = ("classifiers.", "lte.")
 
     def init_pabee(self, config, final_head=None):
         """Heads for every layer in `classifiers`, or for every layer but the last when the backbone
@@ -83,6 +85,8 @@ class PabeeMixin:
         own = config.num_hidden_layers - (final_head is not None)
         width = final_head.in_features if final_head is not None else config.hidden_size
         self.classifiers = nn.ModuleList([nn.Linear(width, config.num_labels) for _ in range(own)])
+        if config.exit_training in LEARNS_TO_EXIT:  # BERxiT's LTE: one head for every layer
+            self.lte = nn.Linear(width, 1)
 
     @staticmethod
     def default_exit_pooling(config):
@@ -157,7 +161,7 @@ class PabeeMixin:
 
     def classify(self, i, hidden, weights=None):
         """Head i on one layer's states."""
-        return self.heads([self.summary(hidden, weights)], i)[0]
+        return self.heads([self.summary(hidden, weights)], i)[0][0]
 
     def head_input(self, pooled):
         return self.dropout(pooled) if self.training else pooled
@@ -179,55 +183,64 @@ class PabeeMixin:
         the first stage of the config's exit_training). Inference: each example stops at its own
         exit layer under `exit_rule` (default: the config's patience); with output_all_layer_logits
         every example runs full depth and exits are read from the stacked logits. In inference the
-        loss (if labels) is that of the exit logits."""
+        loss (if labels) is that of the answers."""
         hidden = self.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         inputs = self.layer_inputs(hidden, attention_mask, position_ids)
         weights = self.token_weights(attention_mask, hidden)
         rule = exit_rule or self.exit_rule()
-        all_layer_logits = None
+        all_layer_logits = uncertainty = None
         regime = training_regime or STAGES[self.config.exit_training][0]
         if self.training:
-            all_layer_logits = self.all_layer_logits(hidden, inputs, weights, last_only=regime == "last")
+            all_layer_logits, uncertainty = self.all_layer_logits(hidden, inputs, weights, last_only=regime == "last",
+                                                                  equilibrium=regime == "equilibrium")
             logits = all_layer_logits[:, -1]
             exit_layers = torch.full((logits.shape[0],), self.num_layers, device=logits.device)
         elif output_all_layer_logits:
-            all_layer_logits = self.all_layer_logits(hidden, inputs, weights)
-            exit_layers = exit_layers_from_logits(all_layer_logits, rule)
-            logits = logits_at_exit(all_layer_logits, exit_layers)
+            all_layer_logits, uncertainty = self.all_layer_logits(hidden, inputs, weights)
+            exit_layers = exit_layers_from_logits(all_layer_logits, rule, uncertainty)
+            logits = answers_at_exit(all_layer_logits, exit_layers, rule)
         else:
             logits, exit_layers = self.early_exit(hidden, inputs, weights, rule)
         loss = None
         if labels is not None and self.training:
-            loss = training_loss(all_layer_logits, labels, regime, self.config.distill_temperature)
+            loss = training_loss(all_layer_logits, labels, regime, self.config.distill_temperature, uncertainty)
         elif labels is not None:
             loss = layer_loss(logits, labels)
-        return PabeeOutput(
-            loss=loss,
-            logits=logits,
-            exit_layers=exit_layers,
-            all_layer_logits=all_layer_logits if output_all_layer_logits else None,
-        )
+        return PabeeOutput(loss=loss, logits=logits, exit_layers=exit_layers,
+                           all_layer_logits=all_layer_logits if output_all_layer_logits else None,
+                           all_layer_uncertainty=uncertainty if output_all_layer_logits else None)
 
-    def all_layer_logits(self, hidden, inputs, weights=None, last_only=False):
-        """Every layer's logits, [batch, layers, labels]. last_only: the last head's alone, [batch,
-        1, labels] (vanilla training: the other heads stay out of the graph, not even a zero
-        gradient reaches them)."""
+    def all_layer_logits(self, hidden, inputs, weights=None, last_only=False, equilibrium=False):
+        """Every layer's logits, [batch, layers, labels], and every layer's learned uncertainty
+        ([batch, layers]; None without a learning-to-exit head). last_only: the last head's logits
+        alone, [batch, 1, labels] (vanilla training: the other heads stay out of the graph).
+        equilibrium: ElasticBERT's gradient equilibrium (Li et al., ICCV 2019, as ElasticBERT's
+        released code applies it): of the gradient reaching layer i's states, what comes from
+        deeper layers is scaled by (L - i - 1) / (L - i) and what comes from head i by 1 / (L - i)
+        (i 0-based), so every layer receives a gradient of the same scale as the heads add up."""
         if last_only:
             for i in range(self.num_layers):
                 hidden = self.run_layer(i, hidden, inputs)
-            return self.classify(self.num_layers - 1, hidden, weights).unsqueeze(1)
+            return self.classify(self.num_layers - 1, hidden, weights).unsqueeze(1), None
         summaries = []
         for i in range(self.num_layers):
             hidden = self.run_layer(i, hidden, inputs)
+            if equilibrium:
+                hidden = ScaleGradient.apply(hidden, 1.0 / (self.num_layers - i))
             summaries.append(self.summary(hidden, weights))
-        return torch.stack(self.heads(summaries), dim=1)
+            if equilibrium:
+                hidden = ScaleGradient.apply(hidden, float(self.num_layers - i - 1))
+        logits, uncertainty = self.heads(summaries)
+        return torch.stack(logits, dim=1), uncertainty
 
     def heads(self, summaries, first_layer=0):
         """Logits of layers first_layer, first_layer + 1, ... from their summary vectors (first
-        token or mean). The shared pooler runs once on all of them (one matrix product, forward
-        and backward, instead of one per layer, and one read of its weight)."""
+        token or mean), and their learned uncertainty ([batch, len(summaries)], or None). The
+        shared pooler runs once on all of them (one matrix product, forward and backward, instead
+        of one per layer, and one read of its weight)."""
         pooled = self.head_input(self.pool(torch.stack(summaries, dim=1)))
-        return [self.exit_head(first_layer + j)(pooled[:, j]) for j in range(len(summaries))]
+        logits = [self.exit_head(first_layer + j)(pooled[:, j]) for j in range(len(summaries))]
+        return logits, torch.sigmoid(self.lte(pooled)).squeeze(-1) if hasattr(self, "lte") else None
 
     def early_exit(self, hidden, inputs, weights, rule):
         """Runs the layers on the rows still active: an example that exits leaves the batch, so
@@ -240,7 +253,7 @@ class PabeeMixin:
         batch_size, device = hidden.shape[0], hidden.device
         rows = torch.arange(batch_size, device=device)
         exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
-        logits_out = None
+        answers = None
         state = rule.start(batch_size, device)
         done = 0
         window = rule.earliest_exit if rule.exits_early else num_layers
@@ -249,29 +262,52 @@ class PabeeMixin:
             for i in range(done, done + window):
                 hidden = self.run_layer(i, hidden, inputs)
                 summaries.append(self.summary(hidden, weights))
-            for logits in self.heads(summaries, done):
-                state = rule.step(logits, state)
+            state, logits = self.step_rule(rule, state, *self.heads(summaries, done))
             done += window
             waits = rule.waits(state).tolist()
-            if logits_out is None:
-                logits_out = logits.new_zeros(batch_size, logits.shape[-1])
+            if answers is None:
+                answers = logits.new_zeros(batch_size, logits.shape[-1])
             if 0 in waits:
                 exits = torch.tensor([j for j, w in enumerate(waits) if w == 0], device=device)
-                logits_out[rows[exits]] = logits[exits]
+                answers[rows[exits]] = rule.answer(logits, state)[exits].to(answers.dtype)
                 exit_layers[rows[exits]] = done
                 if len(exits) == len(waits):
-                    return logits_out, exit_layers
+                    return answers, exit_layers
                 keep = torch.tensor([j for j, w in enumerate(waits) if w > 0], device=device)
                 rows, hidden, inputs, weights = rows[keep], hidden[keep], inputs.keep(keep), select_rows(weights, keep)
                 state = tuple(s[keep] for s in state)
             window = min(w for w in waits if w > 0)
         for i in range(done, num_layers):
             hidden = self.run_layer(i, hidden, inputs)
-        logits = self.classify(num_layers - 1, hidden, weights)
-        if logits_out is None:
+        if rule.answers_from_state:  # its answer reads the last layer too
+            state, logits = self.step_rule(rule, state, *self.heads([self.summary(hidden, weights)], num_layers - 1))
+            logits = rule.answer(logits, state)
+        else:
+            logits = self.classify(num_layers - 1, hidden, weights)
+        if answers is None:
             return logits, exit_layers
-        logits_out[rows] = logits
-        return logits_out, exit_layers
+        answers[rows] = logits.to(answers.dtype)
+        return answers, exit_layers
+
+    @staticmethod
+    def step_rule(rule, state, logits, uncertainty):
+        """The rule's state after the layers of one window, and the last of their logits."""
+        for j, layer_logits in enumerate(logits):
+            state = rule.step(layer_logits, state, None if uncertainty is None else uncertainty[:, j])
+        return state, logits[-1]
+
+
+class ScaleGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by `scale` (gradient equilibrium)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
 
 
 class SharedDenseHead:

@@ -5,9 +5,14 @@ EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first 
 
 # How a model is fine-tuned: the loss of each stage. pabee: the weighted loss over every head; last:
 # the last head alone (vanilla); internal: stage 2 of DeeBERT, each internal head's own loss on a
-# frozen model; distill: stage 2 of FastBERT, internal heads towards the last layer's predictions.
-STAGES = {"pabee": ("pabee",), "last": ("last",), "two_stage": ("last", "internal"), "self_distill": ("last", "distill")}
+# frozen model; distill: stage 2 of FastBERT, internal heads towards the last layer's predictions;
+# alternate: BERxiT's alternating objectives (the last head's loss, then every head's, batch by
+# batch); alternate_lte: the same with BERxiT's learning-to-exit head; equilibrium: ElasticBERT,
+# every head's loss with gradient equilibrium. pabee.losses says what each one computes.
+STAGES = {"pabee": ("pabee",), "last": ("last",), "two_stage": ("last", "internal"), "self_distill": ("last", "distill"),
+          "alternate": ("alternate",), "alternate_lte": ("alternate_lte",), "equilibrium": ("equilibrium",)}
 EXIT_TRAINING = tuple(STAGES)
+LEARNS_TO_EXIT = ("alternate_lte",)  # regimes whose model has BERxiT's learning-to-exit head
 
 HEAD_BIAS_INIT = ("zero", "label_prior")  # new heads' bias: zero (the original) or the training labels' prior
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from pabee.backbones import BACKBONES, load_config, load_model, load_tokenizer, usable_length
 from pabee.checkpoints import NAME as CHECKPOINT_NAME
 from pabee.errors import DataError, UsageError, first_line
-from pabee.exit_rules import ExitSettings
+from pabee.settings import ExitSettings
 from pabee.features import collate, to_device
 from pabee.files import describe_missing, read_json
 from pabee.results import fastest_within, read_rows
@@ -44,6 +44,7 @@ class Predictor:
         device = "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
         model = load_model(backbone, str(folder), None, device)[0].eval()
         exits.check_task(config.num_labels == 1, "this model's task")
+        exits.check_learned_exit(getattr(config, "exit_training", "pabee"))
         tokenizer = load_tokenizer(backbone, str(folder))
         length = usable_length(max_seq_length or trained_length(Path(folder)), [config], tokenizer)[0]
         return cls(model, tokenizer, exits.rule(exits.settings[0]), length, device)

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def exit_line(criterion, setting, mean_exit_layer, original_speed_up, speed_up):
     """The originals' log line (their "Speed Up" is 1 - avg/L), with the true ratio beside it."""
-    return (f"*** {RULES[criterion].log_name} = {setting} Avg. Inference Layers = {mean_exit_layer:.2f} "
+    return (f"*** {RULES[criterion].log_name or criterion} = {setting} Avg. Inference Layers = {mean_exit_layer:.2f} "
             f"Speed Up = {original_speed_up:.2f} *** (speed-up L/avg = {speed_up:.2f}x)")
 
 

@@ -13,7 +13,7 @@ from pabee import glue, paper
 from pabee.backbones import BACKBONES, check_model_available, load_config
 from pabee.checkpoints import list_checkpoints
 from pabee.errors import UsageError
-from pabee.exit_rules import ExitSettings
+from pabee.settings import ExitSettings
 from pabee.files import write_json, write_text
 from pabee.report import draw_tradeoff
 from pabee.results import read_rows

@@ -119,7 +119,12 @@ def regime(settings):
 
 
 def check_depth(settings, plan, configs):
-    """Layers the model does not have: --num_hidden_layers beyond its depth, fixed exits beyond it."""
+    """What the model does not have: layers beyond its depth (--num_hidden_layers, fixed exits), a
+    learning-to-exit head for a rule that reads it."""
+    regimes = [settings.training.exit_training] if settings.training else [getattr(c, "exit_training", "pabee")
+                                                                          for c in configs]
+    for exit_training in regimes:
+        plan.exits.check_learned_exit(exit_training)
     depth = min(c.num_hidden_layers for c in configs)
     k = settings.training.num_hidden_layers if settings.training else 0
     if k > depth:

@@ -22,6 +22,7 @@ from pabee.checkpoints import load_states, restore_rng, save_checkpoint, trainin
 from pabee.errors import UsageError
 from pabee.evaluation import full_depth_metrics
 from pabee.features import to_device, train_loader
+from pabee.losses import batch_regime
 from pabee.options import STAGES
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def run_stage(job, stage, resume_from):
             wrapped.zero_grad()
             for number, batch in stage_batches(job, stage, step):
                 loss_since_log += backward(runtime, wrapped, batch, scaler, settings.gradient_accumulation_steps,
-                                           stage.regime)
+                                           batch_regime(stage.regime, number))
                 if (number + 1) % settings.gradient_accumulation_steps:
                     continue
                 optimizer_step(wrapped, optimizer, scheduler, scaler, settings.max_grad_norm)
@@ -172,9 +173,10 @@ def trainable(model, regime):
     """The names of the parameters a regime trains, with requires_grad set to match for the stage
     (every parameter trainable again after it)."""
     internal = {id(p) for p in model.internal_head_parameters()}
+    only = {"last": "the rest", "internal": "internal", "distill": "internal"}.get(regime)  # else: everything
     names = set()
     for name, p in model.named_parameters():
-        p.requires_grad_(regime == "pabee" or (id(p) in internal) != (regime == "last"))
+        p.requires_grad_(only is None or (id(p) in internal) == (only == "internal"))
         if p.requires_grad:
             names.add(name)
     try:

@@ -211,12 +211,12 @@ def original_exit_at_batch_size_1(model, ids, mask, patience, threshold):
     return i, logits
 
 
-def configure(kind, num_labels, attn=None, pooling="first"):
+def configure(kind, num_labels, attn=None, pooling="first", **config):
     """A 5-layer model whose heads disagree often; attn None: sdpa where the backbone has it."""
     extra = {"num_hidden_groups": 2, "inner_group_num": 2} if kind == "albert" else {}
-    model = make(kind, num_labels=num_labels, layers=5, exit_pooling=pooling, **extra)
+    model = make(kind, num_labels=num_labels, layers=5, exit_pooling=pooling, **extra, **config)
     use_attention(model, attn or ("sdpa" if model._supports_sdpa else "eager"))
-    for head in heads_of(model):  # spread the heads' opinions so exits vary
+    for head in heads_of(model) + ([model.lte] if hasattr(model, "lte") else []):  # spread opinions: exits vary
         torch.nn.init.normal_(head.weight, std=2.0)
     return model
 

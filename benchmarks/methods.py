@@ -1,0 +1,185 @@
+"""The methods that beat PABEE, beside it and plain fine-tuning, on a real pretrained model.
+
+Fine-tunes all-MiniLM-L6-v2 on real GLUE tasks once per (task, model, seed), every model with the
+same steps and settings, then reads every exit setting of every method from one full-depth pass
+over the whole dev set (the one-pass sweep, equal to real early exit: tested):
+
+    .venv/bin/python benchmarks/methods.py --glue_dir ../shared/glue_data --output_dir /tmp/methods
+
+Models (--exit_training): vanilla (`last`), PABEE (`pabee`), BERxiT (`alternate`), BERxiT with
+learning to exit (`alternate_lte`), ElasticBERT (`equilibrium`). Methods are a model with an exit
+rule: PABEE's patience, F-PABEE (kl_patience, js_patience), PCEE-BERT (entropy_patience), GPFEE's
+past part (past_entropy) on the PABEE model; BERxiT with DeeBERT's entropy rule; BERxiT-LTE (lte);
+ElasticBERT with patience and with entropy. Rules that read class probabilities are left out on
+STS-B (regression). For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) the
+table gives the best dev metric among its settings that reach at least that speed-up, as the mean
+and (min-max) over seeds; vanilla is at full depth. Results go to methods.json and methods.md.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from demo import default_model_dir  # noqa: E402
+from pabee import glue  # noqa: E402
+from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
+
+PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 1)}  # task: (steps, seeds): 3 epochs of MRPC, STS-B
+MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium")
+TARGETS = (1.3, 1.5, 2.0)
+ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6"
+DIVERGENCE = "0.001,0.003,0.01,0.03,0.1,0.3"
+# method: (model, criterion, patience, thresholds); patience-only rules take --patience
+METHODS = {
+    "PABEE": ("pabee", "patience", "1,2,3,4,5", ""),
+    "F-PABEE (KL)": ("pabee", "kl_patience", "1,2,3", DIVERGENCE),
+    "F-PABEE (JS)": ("pabee", "js_patience", "1,2,3", DIVERGENCE),
+    "PCEE-BERT": ("pabee", "entropy_patience", "1,2,3", ENTROPY),
+    "GPFEE (past)": ("pabee", "past_entropy", "0", ENTROPY),
+    "BERxiT (entropy)": ("alternate", "entropy", "0", ENTROPY),
+    "BERxiT-LTE": ("alternate_lte", "lte", "0", "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7"),
+    "ElasticBERT (patience)": ("equilibrium", "patience", "1,2,3,4,5", ""),
+    "ElasticBERT (entropy)": ("equilibrium", "entropy", "0", ENTROPY),
+}
+REGRESSION_THRESHOLD = 0.25  # STS-B's scores run from 0 to 5: heads agreeing within a quarter point
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--glue_dir", required=True, help="Folder holding MRPC/, STS-B/, SST-2/ in GLUE's TSV format.")
+    p.add_argument("--output_dir", required=True, help="One run folder per task, model and seed goes here.")
+    p.add_argument("--model_dir", default=None, help="A BERT folder (default: all-MiniLM-L6-v2 from its package).")
+    p.add_argument("--tasks", default=",".join(PLAN), help="Comma list of tasks from: " + ", ".join(PLAN))
+    p.add_argument("--steps_scale", type=float, default=1.0, help="Multiplies every task's training steps.")
+    p.add_argument("--seeds", type=int, default=0, help="Seeds per task (default: the plan's, 3 or 1).")
+    p.add_argument("--learning_rate", type=float, default=1e-4)
+    return p.parse_args(argv)
+
+
+def train(args, task, model, seed, steps):
+    """Fine-tunes one model (reused when its folder holds a finished one); returns the folder and seconds."""
+    from pabee.run import run
+
+    out = Path(args.output_dir) / task / f"{model}-seed{seed}"
+    if (out / "model.safetensors").is_file():
+        return out, None
+    start = time.perf_counter()
+    run(RunSettings(
+        output_dir=str(out), overwrite_output_dir=True, seed=seed,
+        model=ModelSettings("bert", args.model_dir or default_model_dir(), do_lower_case=True, exit_pooling="mean"),
+        data=DataSettings(task_name=task, data_dir=str(Path(args.glue_dir) / task), max_seq_length=128),
+        training=TrainingSettings(exit_training=model, head_bias_init="label_prior", per_gpu_train_batch_size=32,
+                                  learning_rate=args.learning_rate, max_steps=steps, warmup_steps=steps // 10,
+                                  logging_steps=steps, save_steps=10 * steps)))
+    return out, time.perf_counter() - start
+
+
+def evaluate(args, task, model_name, seed, folder, steps, seconds):
+    """Full depth, every layer's own head, and every setting of the methods on this model, all read
+    from one full-depth pass over the dev set."""
+    import torch
+
+    from pabee.backbones import BACKBONES, load_model, load_tokenizer
+    from pabee.evaluation import EvalSet, run_inference
+    from pabee.features import prepare_features
+    from pabee.runtime import Runtime
+    from pabee.sources import open_source
+
+    source = open_source(DataSettings(task_name=task, data_dir=str(Path(args.glue_dir) / task)), ("dev",), seed)
+    runtime, backbone = Runtime(torch.device("cpu"), 0), BACKBONES["bert"]
+    model = load_model(backbone, str(folder), source.task, runtime.device)[0]
+    tokenizer = load_tokenizer(backbone, str(folder))
+    features = prepare_features(source, [(source.task, "dev")], tokenizer, 128, runtime)
+    dev = EvalSet.of(source.task, features[source.task.name, "dev"], tokenizer.pad_token_id, 64)
+    layers = run_inference(runtime, model, dev, all_layers=True)[0]
+    depth = model.config.num_hidden_layers
+    each_layer = [score(dev, layers.logits[:, i], torch.full((len(dev.labels),), i + 1), depth)[0]
+                  for i in range(depth)]
+    return {"task": task, "model": model_name, "seed": seed, "steps": steps, "train_seconds": seconds,
+            "metric": source.task.metric, "full_depth": each_layer[-1], "each_layer": each_layer,
+            "methods": methods_on(model_name, source.task, dev, layers, depth)}
+
+
+def methods_on(model_name, task, dev, layers, depth):
+    """{method: [[setting, metric, speed-up], ...]} for the methods that use this model."""
+    from pabee.evaluation import swept
+    from pabee.exit_rules import RULES
+
+    found = {}
+    for name, (model, criterion, patience, thresholds) in METHODS.items():
+        if model != model_name or (task.is_regression and RULES[criterion].needs_probabilities):
+            continue
+        exits = ExitSettings.parse(criterion, patience, thresholds, REGRESSION_THRESHOLD)
+        found[name] = [[setting, *score(dev, *swept(layers, exits.rule(setting)), depth)] for setting in exits.settings]
+    return found
+
+
+def score(dev, answers, exit_layers, depth):
+    """(the task's main metric, speed-up L / mean exit layer) of one set of answers."""
+    from pabee.evaluation import predictions_of
+    from pabee.exits import exit_stats
+
+    metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, answers), dev.labels)
+    return metrics[dev.task.metric], exit_stats(exit_layers, depth)["speed_up"]
+
+
+def at_speed_up(points, target):
+    """The best metric among settings reaching at least `target` speed-up, or None."""
+    reached = [metric for _, metric, speed_up in points if speed_up >= target - 1e-9]
+    return max(reached) if reached else None
+
+
+def spread(values):
+    """mean (min-max) x 100, or n/a when a seed has no setting fast enough."""
+    if not values or any(v is None for v in values):
+        return "n/a"
+    text = f"{statistics.mean(values) * 100:.1f}"
+    return text if len(values) == 1 else f"{text} ({min(values) * 100:.1f}-{max(values) * 100:.1f})"
+
+
+def markdown(results):
+    """Per task: vanilla at full depth, then each method's full depth (its model's last head) and its
+    best dev metric at each target speed-up, over seeds."""
+    from pabee.report import markdown as table
+
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in results):
+        mine = [r for r in results if r["task"] == task]
+        vanilla = [r["full_depth"] for r in mine if r["model"] == "last"]
+        lines.append([f"{task} ({mine[0]['metric']})", "vanilla", spread(vanilla), *["-"] * len(TARGETS), ""])
+        for name, (model, *_rest) in METHODS.items():
+            runs = [r for r in mine if r["model"] == model and name in r["methods"]]
+            if not runs:
+                continue
+            best = [[at_speed_up(r["methods"][name], t) for r in runs] for t in TARGETS]
+            close = best[0] and None not in best[0] and statistics.mean(best[0]) >= statistics.mean(vanilla) - 0.005
+            lines.append([f"{task}", name, spread([r["full_depth"] for r in runs]), *map(spread, best),
+                          "yes" if close else ""])
+    header = ["task (metric)", "method", "full depth", *[f">= {t}x" for t in TARGETS], "within 0.5 of vanilla at 1.3x"]
+    return table(header, lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from pabee.logs import setup_logging
+
+    setup_logging()
+    results = []
+    for task in args.tasks.split(","):
+        steps, seeds = PLAN[task]
+        steps = max(1, round(steps * args.steps_scale))
+        for seed in range(1, (args.seeds or seeds) + 1):
+            for model in MODELS:
+                folder, seconds = train(args, task, model, seed, steps)
+                results.append(evaluate(args, task, model, seed, folder, steps, seconds))
+                Path(args.output_dir, "methods.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    Path(args.output_dir, "methods.md").write_text(table)
+    print(table)
+    return 0
