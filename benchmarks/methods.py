@@ -183,3 +183,7 @@ def main(argv=None):
     Path(args.output_dir, "methods.md").write_text(table)
     print(table)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
