@@ -16,7 +16,7 @@ import sys
 from pabee.backbones import BACKBONES
 from pabee.errors import UsageError, os_error_line
 from pabee.options import EXIT_POOLING
-from pabee.paper import PAPER_TASKS
+from pabee.paper import KEYS, PAPER_METHODS, PAPER_TASKS
 from pabee.settings import ReproduceSettings
 
 R = ReproduceSettings  # the defaults
@@ -43,8 +43,14 @@ def build_parser():
     add("--k_layers", type=int, default=R.k_layers, help="Layers of the k-layer baseline (default: half the model's).")
     add("--tolerance", type=float, default=R.tolerance, help="PABEE's patience: the fastest within this of full depth on dev.")
     add("--regression_threshold", type=float, default=R.regression_threshold, help="STS-B's agreement threshold (scores 0-5).")
-    add("--entropy_thresholds", default=R.entropy_thresholds, help="DeeBERT's thresholds to evaluate.")
+    add("--methods", default=",".join(PAPER_METHODS), help="Comma list of the methods to compare: "
+        + ", ".join(KEYS) + " (README: 'The methods that beat PABEE').")
+    add("--entropy_thresholds", default=R.entropy_thresholds, help="Entropy thresholds to evaluate (DeeBERT, BERxiT, "
+        "PCEE-BERT, GPFEE).")
     add("--confidence_thresholds", default=R.confidence_thresholds, help="Shallow-Deep's thresholds to evaluate.")
+    add("--divergence_thresholds", default=R.divergence_thresholds, help="F-PABEE's divergence thresholds (with "
+        "patience 1, 2, 3).")
+    add("--lte_thresholds", default=R.lte_thresholds, help="BERxiT-LTE's uncertainty thresholds.")
     add("--per_gpu_eval_batch_size", type=int, default=R.per_gpu_eval_batch_size, help="As run_glue.py.")
     add("--exit_pooling", choices=EXIT_POOLING, default=R.exit_pooling,
         help="What every head reads, for every model (default: first token, the paper; see README on small models).")
@@ -71,8 +77,11 @@ def settings_from_flags(flags):
     if not (flags.tolerance >= 0 and flags.regression_threshold >= 0 and flags.k_layers >= 0):
         raise UsageError("--tolerance, --regression_threshold and --k_layers must be >= 0")
     numbers(flags.learning_rates, "learning_rates")
-    numbers(flags.entropy_thresholds, "entropy_thresholds")
-    numbers(flags.confidence_thresholds, "confidence_thresholds")
+    for flag in ("entropy_thresholds", "confidence_thresholds", "divergence_thresholds", "lte_thresholds"):
+        numbers(getattr(flags, flag), flag)
+    unknown = [m for m in flags.methods.split(",") if m not in KEYS]
+    if unknown:
+        raise UsageError(f"--methods: unknown method '{unknown[0]}': choose from {', '.join(KEYS)}")
     model = flags.model_name_or_path or os.environ.get("MODEL_NAME_OR_PATH")
     if not model:  # the backbone's hub default: a refusal to download it names the variable to set
         model = os.environ["PABEE_DEFAULT_MODEL"] = BACKBONES[flags.backbone].default_checkpoint
@@ -84,6 +93,8 @@ def settings_from_flags(flags):
         num_train_epochs=flags.num_train_epochs, max_steps=flags.max_steps, max_seq_length=flags.max_seq_length,
         k_layers=flags.k_layers, tolerance=flags.tolerance, regression_threshold=flags.regression_threshold,
         entropy_thresholds=flags.entropy_thresholds, confidence_thresholds=flags.confidence_thresholds,
+        divergence_thresholds=flags.divergence_thresholds, lte_thresholds=flags.lte_thresholds,
+        methods=tuple(KEYS[m] for m in flags.methods.split(",")),
         per_gpu_eval_batch_size=flags.per_gpu_eval_batch_size, exit_pooling=flags.exit_pooling,
         do_lower_case=flags.do_lower_case)
 
@@ -100,7 +111,7 @@ def main(argv=None):
         depth = reproduce.model_depth(settings)
         runs = reproduce.plan_runs(settings, tasks)
         if flags.dry_run:
-            reproduce.print_plan(settings, runs)
+            reproduce.print_plan(settings, tasks, runs)
             return 0
         reproduce.reproduce(settings, tasks, runs, depth)
     except (UsageError, OSError) as e:

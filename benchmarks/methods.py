@@ -62,6 +62,16 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def models_for(task):
+    """Vanilla, and every model that some method applicable to the task uses (on regression, none
+    of the rules that read class probabilities)."""
+    from pabee.exit_rules import RULES
+
+    regression = glue.find_task(task).is_regression
+    used = {model for model, criterion, *_ in METHODS.values() if not (regression and RULES[criterion].needs_probabilities)}
+    return [m for m in MODELS if m == "last" or m in used]
+
+
 def train(args, task, model, seed, steps):
     """Fine-tunes one model (reused when its folder holds a finished one); returns the folder and seconds."""
     from pabee.run import run
@@ -175,7 +185,7 @@ def main(argv=None):
         steps, seeds = PLAN[task]
         steps = max(1, round(steps * args.steps_scale))
         for seed in range(1, (args.seeds or seeds) + 1):
-            for model in MODELS:
+            for model in models_for(task):
                 folder, seconds = train(args, task, model, seed, steps)
                 results.append(evaluate(args, task, model, seed, folder, steps, seconds))
                 Path(args.output_dir, "methods.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -12,6 +12,8 @@ min-max beside it; settings are chosen on the medians.
 import re
 import statistics
 
+from pabee.exit_rules import RULES
+from pabee.glue import TASKS
 from pabee.report import markdown as markdown_lines
 from pabee.results import fastest_within
 
@@ -29,19 +31,42 @@ def method_folder(method):
     return re.sub(r"[^a-z0-9]+", "-", method.lower()).strip("-")
 
 
-# method: (training regime, criterion, how its setting is chosen, the model it needs)
+# method: (training regime, criterion, how its setting is chosen, the model it needs, its --methods key):
+# the paper's table, then the later methods that beat PABEE (README, "The methods that beat PABEE").
+CLOSEST = "speed-up closest to PABEE's"
 METHODS = {
-    "Vanilla": ("last", "patience", "full depth", "vanilla"),
-    "k-layer": ("last", "patience", "full depth of the first k layers", "k-layer"),
-    "PABEE": ("pabee", "patience", "fastest patience within the tolerance of full depth on dev", "pabee"),
-    "DeeBERT (entropy)": ("two_stage", "entropy", "speed-up closest to PABEE's", "two_stage"),
-    "Shallow-Deep (confidence)": ("self_distill", "confidence", "speed-up closest to PABEE's", "self_distill"),
-    "PABEE model + entropy": ("pabee", "entropy", "speed-up closest to PABEE's", "pabee"),
-    "PABEE model + confidence": ("pabee", "confidence", "speed-up closest to PABEE's", "pabee"),
-    "PABEE model + fixed layer": ("pabee", "fixed", "speed-up closest to PABEE's", "pabee"),
+    "Vanilla": ("last", "patience", "full depth", "vanilla", "vanilla"),
+    "k-layer": ("last", "patience", "full depth of the first k layers", "k-layer", "k-layer"),
+    "PABEE": ("pabee", "patience", "fastest patience within the tolerance of full depth on dev", "pabee", "pabee"),
+    "DeeBERT (entropy)": ("two_stage", "entropy", CLOSEST, "two_stage", "deebert"),
+    "Shallow-Deep (confidence)": ("self_distill", "confidence", CLOSEST, "self_distill", "shallow-deep"),
+    "PABEE model + entropy": ("pabee", "entropy", CLOSEST, "pabee", "pabee+entropy"),
+    "PABEE model + confidence": ("pabee", "confidence", CLOSEST, "pabee", "pabee+confidence"),
+    "PABEE model + fixed layer": ("pabee", "fixed", CLOSEST, "pabee", "pabee+fixed"),
 }
+LATER_METHODS = {
+    "F-PABEE (KL)": ("pabee", "kl_patience", CLOSEST, "pabee", "fpabee-kl"),
+    "F-PABEE (JS)": ("pabee", "js_patience", CLOSEST, "pabee", "fpabee-js"),
+    "PCEE-BERT": ("pabee", "entropy_patience", CLOSEST, "pabee", "pcee"),
+    "GPFEE (past)": ("pabee", "past_entropy", CLOSEST, "pabee", "gpfee-past"),
+    "BERxiT (entropy)": ("alternate", "entropy", CLOSEST, "alternate", "berxit"),
+    "BERxiT-LTE": ("alternate_lte", "lte", CLOSEST, "alternate_lte", "berxit-lte"),
+    "ElasticBERT (patience)": ("equilibrium", "patience", CLOSEST, "equilibrium", "elasticbert"),
+}
+ALL_METHODS = {**METHODS, **LATER_METHODS}
+KEYS = {method[4]: name for name, method in ALL_METHODS.items()}
+PAPER_METHODS = tuple(method[4] for method in METHODS.values())  # the default of reproduce_paper.py --methods
 MODELS = {"vanilla": "last", "k-layer": "last", "pabee": "pabee", "two_stage": "two_stage",
-          "self_distill": "self_distill"}
+          "self_distill": "self_distill", "alternate": "alternate", "alternate_lte": "alternate_lte",
+          "equilibrium": "equilibrium"}
+
+
+def models_for(methods):
+    """The models (MODELS keys) that the method names need, in MODELS' order; PABEE's always, as
+    every baseline's setting is matched to its speed-up."""
+    wanted = {ALL_METHODS[m][3] for m in methods} | {"pabee"}
+    return [model for model in MODELS if model in wanted]
+
 
 # Dev-set numbers published in the paper (Table 1), for the checkpoints it used.
 REFERENCE = {
@@ -111,9 +136,9 @@ def cell(seed_rows, task, criterion, setting):
                          "max": max(r.speed_up for r in rows)}}
 
 
-def build_table(results, tasks, tolerance, model_name=""):
-    """results: {(method model, task): [result rows of each seed]} (final checkpoint rows of the task).
-    Returns the table as a JSON-ready dict."""
+def build_table(results, tasks, tolerance, model_name="", methods=tuple(METHODS)):
+    """results: {(method model, task): [result rows of each seed]} (final checkpoint rows of the task);
+    `methods`: the method names to show. Returns the table as a JSON-ready dict."""
     cells, chosen = {}, {}
     for task in tasks:
         metric = columns_of(task)[0]
@@ -123,26 +148,26 @@ def build_table(results, tasks, tolerance, model_name=""):
             patience = choose_patience(pabee, metric, tolerance)
             target = median_of(rows_at(pabee, "patience", patience), "speed_up")
             chosen[task] = {"patience": patience, "speed_up": target}
-        for method, (_, criterion, _, model) in METHODS.items():
+        for method, (_, criterion, how, model, _) in ALL_METHODS.items():
             seed_rows = results.get((model, task))
-            if not seed_rows:
+            if not seed_rows or (method not in methods):
                 continue
-            if criterion == "patience" and method == "PABEE":
+            if method == "PABEE":
                 setting = chosen[task]["patience"]
-            elif criterion == "patience":
+            elif how.startswith("full depth"):
                 setting = 0
-            elif target is None or task == "sts-b" and criterion in ("entropy", "confidence"):
+            elif target is None or (RULES[criterion].needs_probabilities and TASKS[task].is_regression):
                 continue  # no PABEE speed-up to match, or no class probabilities
             else:
                 setting = closest_speed_up(seed_rows, criterion, metric, target)
                 if setting is None:
                     continue
             cells[f"{method}|{task}"] = cell(seed_rows, task, criterion, setting)
-    methods = [m for m in METHODS if any(f"{m}|{t}" in cells for t in tasks)]
+    methods = [m for m in ALL_METHODS if any(f"{m}|{t}" in cells for t in tasks)]  # in the table's order
     averages = {m: statistics.mean(cells[f"{m}|{t}"]["values"][columns_of(t)[0]]["median"] for t in tasks)
                 for m in methods if all(f"{m}|{t}" in cells for t in tasks)}
     return {"tasks": tasks, "methods": methods, "cells": cells, "average": averages, "pabee_choice": chosen,
-            "tolerance": tolerance, "how_chosen": {m: METHODS[m][2] for m in methods},
+            "tolerance": tolerance, "how_chosen": {m: ALL_METHODS[m][2] for m in methods},
             "reference": REFERENCE.get(model_name, {})}
 
 

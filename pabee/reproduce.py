@@ -13,12 +13,13 @@ from pabee import glue, paper
 from pabee.backbones import BACKBONES, check_model_available, load_config
 from pabee.checkpoints import list_checkpoints
 from pabee.errors import UsageError
-from pabee.settings import ExitSettings
 from pabee.files import write_json, write_text
 from pabee.report import draw_tradeoff
 from pabee.results import read_rows
 from pabee.run import run as run_glue
-from pabee.settings import DataSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
+from pabee.exit_rules import RULES
+from pabee.options import STAGES
+from pabee.settings import DataSettings, EvalSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings
 from pabee.training import Interrupted
 
 DONE = "reproduce_done.json"  # written once a run or an evaluation finished
@@ -53,10 +54,15 @@ def model_depth(settings):
     return load_config(BACKBONES[settings.backbone], settings.model_name_or_path).num_hidden_layers
 
 
+def methods_of(settings):
+    """The method names to compare: --methods, else the paper's table."""
+    return settings.methods or tuple(paper.METHODS)
+
+
 def plan_runs(settings, tasks):
     out = Path(settings.output_dir)
     return [Run(task, model, lr, bs, seed, out / "runs" / task.folder / model / f"lr{lr}-bs{bs}-seed{seed}")
-            for task in tasks for model in paper.MODELS for lr in settings.learning_rates
+            for task in tasks for model in paper.models_for(methods_of(settings)) for lr in settings.learning_rates
             for bs in settings.batch_sizes for seed in range(1, settings.seeds + 1)]
 
 
@@ -68,17 +74,64 @@ def steps_of(settings, run):
         path = Path(settings.glue_dir) / run.task.folder / "train.tsv"
         rows = sum(1 for _ in open(path, encoding="utf-8")) - run.task.train_has_header
         first = (rows // run.batch_size) * int(settings.num_train_epochs)
-    return first * (2 if run.model in ("two_stage", "self_distill") else 1)
+    return first * len(STAGES[paper.MODELS[run.model]])
 
 
-def print_plan(settings, runs):
-    total = 0
+def print_plan(settings, tasks, runs):
+    """Every run with its steps, then the total and what it costs on this machine (estimate_step)."""
+    total, seconds = 0, 0.0
+    per_step, device = estimate_step(settings, tasks[0])
     for i, run in enumerate(runs, start=1):
         steps = steps_of(settings, run)
-        total += steps
+        total, seconds = total + steps, seconds + steps * per_step[run.batch_size]
         print(f"[{i}/{len(runs)}] {run.describe()}: {steps} steps -> {run.folder}")
-    print(f"{len(runs)} runs, {total} optimizer steps in all; then exit settings on dev, the table in "
-          f"{settings.output_dir}")
+    measured = ", ".join(f"{t:.3f} s at batch {bs}" for bs, t in per_step.items())
+    print(f"{len(runs)} runs, {total} optimizer steps in all; about {seconds / 3600:.1f} h of training on this machine "
+          f"({device}: {measured} per step), then exit settings on dev, the table in {settings.output_dir}")
+
+
+def estimate_step(settings, task):
+    """({batch size: seconds per optimizer step}, device) measured here: the model trained for five
+    steps on the task's first training examples at each batch size of the grid (the median of the
+    last three; every step priced as a full PABEE step, an upper bound for k-layer and second stages)."""
+    import statistics
+    import time
+
+    from pabee.backbones import load_model, load_tokenizer
+    from pabee.features import collate, to_device
+    from pabee.runtime import start_runtime
+    from pabee.settings import DeviceSettings
+    from pabee.sources import GlueFiles
+    from pabee.training import make_optimizer
+
+    runtime, backbone = start_runtime(DeviceSettings()), BACKBONES[settings.backbone]
+    model = load_model(backbone, settings.model_name_or_path, task, runtime.device, exit_pooling=settings.exit_pooling)[0]
+    tokenizer = load_tokenizer(backbone, settings.model_name_or_path, settings.do_lower_case)
+    optimizer = make_optimizer(model.train(), 1e-5, 0.0, 1e-8)
+    examples = GlueFiles(task, Path(settings.glue_dir) / task.folder).examples(task, "train")
+    per_step = {}
+    for size in settings.batch_sizes:
+        rows = list(zip(examples["text_a"], examples["text_b"], examples["label"]))[:size]
+        batch = to_device(collate([{**tokenizer(a, b, truncation=True, max_length=settings.max_seq_length,
+                                                return_token_type_ids=True), "label": label} for a, b, label in rows],
+                                  tokenizer.pad_token_id), runtime.device)
+        times = []
+        for _ in range(5):
+            runtime.synchronize()
+            start = time.perf_counter()
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            runtime.synchronize()
+            times.append(time.perf_counter() - start)
+        per_step[size] = statistics.median(times[2:])
+    return per_step, f"{runtime.device}, {torch_threads()} threads" if runtime.device.type == "cpu" else str(runtime.device)
+
+
+def torch_threads():
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_settings(settings, run, model, exits, training=None, do_predict=False):
@@ -117,15 +170,13 @@ def train(settings, run, depth):
     return "resumed" if checkpoints else "trained"
 
 
-def evaluate(settings, run, criterion, setting_text, predict=False):
-    """Exit settings of one finished run on dev (rows added to its pabee_results.json); once."""
-    marker = run.folder / f"reproduce_{criterion}{'_predict' if predict else ''}.json"
+def evaluate(settings, run, exits, predict=False):
+    """Exit settings `exits` of one finished run on dev (rows added to its pabee_results.json); once."""
+    marker = run.folder / f"reproduce_{exits.criterion}{'_predict' if predict else ''}.json"
     if marker.is_file():
         return
-    exits = ExitSettings.parse(criterion, setting_text if criterion == "patience" else "0",
-                               "" if criterion == "patience" else setting_text, settings.regression_threshold)
     run_glue(run_settings(settings, run, str(run.folder), exits, do_predict=predict))
-    write_json(marker, {"criterion": criterion, "settings": setting_text})
+    write_json(marker, {"criterion": exits.criterion, "settings": list(exits.settings)})
 
 
 def full_depth(run):
@@ -144,14 +195,19 @@ def chosen_runs(runs, task, model):
 
 
 def exits_to_evaluate(settings, task, model, depth):
-    """(criterion, settings) to evaluate on dev for a model; entropy and confidence need classes."""
+    """The exit settings (ExitSettings) to evaluate on dev for a model: every setting of the
+    criteria its compared methods use (PABEE's patience always, for the speed-up others match)."""
     patience = ",".join(str(p) for p in range(depth))
-    layers = ",".join(str(k) for k in range(1, depth + 1))
-    exits = {"pabee": [("patience", patience), ("entropy", settings.entropy_thresholds),
-                       ("confidence", settings.confidence_thresholds), ("fixed", layers)],
-             "two_stage": [("entropy", settings.entropy_thresholds)],
-             "self_distill": [("confidence", settings.confidence_thresholds)]}.get(model, [])
-    return [(c, s) for c, s in exits if not (task.is_regression and c in ("entropy", "confidence"))]
+    grids = {"patience": (patience, ""), "entropy": ("0", settings.entropy_thresholds),
+             "confidence": ("0", settings.confidence_thresholds), "fixed": ("0", ",".join(map(str, range(1, depth + 1)))),
+             "kl_patience": ("1,2,3", settings.divergence_thresholds), "js_patience": ("1,2,3", settings.divergence_thresholds),
+             "entropy_patience": ("1,2,3", settings.entropy_thresholds), "past_entropy": ("0", settings.entropy_thresholds),
+             "lte": ("0", settings.lte_thresholds)}
+    criteria = [criterion for m in methods_of(settings)
+                for _, criterion, how, needs, _ in [paper.ALL_METHODS[m]] if needs == model and not how.startswith("full depth")]
+    criteria = (["patience"] if model == "pabee" else []) + criteria
+    return [ExitSettings.parse(c, *grids[c], settings.regression_threshold) for c in dict.fromkeys(criteria)
+            if not (task.is_regression and RULES[c].needs_probabilities)]
 
 
 def final_rows(run):
@@ -166,21 +222,21 @@ def reproduce(settings, tasks, runs, depth):
         print(f"[run {i}/{len(runs)}] {run.describe()}: {train(settings, run, depth)}", flush=True)
     results, chosen = {}, {}
     for task in tasks:
-        for model in paper.MODELS:
+        for model in paper.models_for(methods_of(settings)):
             picked = chosen_runs(runs, task, model)
-            for criterion, setting_text in exits_to_evaluate(settings, task, model, depth):
+            for exits in exits_to_evaluate(settings, task, model, depth):
                 for run in picked:
-                    evaluate(settings, run, criterion, setting_text)
+                    evaluate(settings, run, exits)
             results[model, task.name] = [final_rows(r) for r in picked]
             chosen[model, task.name] = picked
     table = paper.build_table(results, [t.name for t in tasks], settings.tolerance,
-                              Path(settings.model_name_or_path).name)
+                              Path(settings.model_name_or_path).name, methods_of(settings))
     table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (m, t), rs in chosen.items()}
     write_json(out / "paper_table.json", table)
     write_text(out / "paper_table.md", paper.markdown(table))
     write_text(out / "paper_table.tex", paper.latex(table))
     write_submissions(settings, table, chosen)
-    plot_tasks(tasks, results, out)
+    plot_tasks(settings, tasks, results, out)
     print(paper.markdown(table))
     print(f"Wrote {out / 'paper_table.md'}, .json and .tex")
 
@@ -192,8 +248,9 @@ def write_submissions(settings, table, chosen):
         task = glue.TASKS[task_name]
         if not (Path(settings.glue_dir) / task.folder / task.file_for("test")).is_file():
             continue
-        run = chosen[paper.METHODS[method][3], task_name][0]
-        evaluate(settings, run, cell["criterion"], str(cell["setting"]), predict=True)
+        run = chosen[paper.ALL_METHODS[method][3], task_name][0]
+        evaluate(settings, run, ExitSettings(cell["criterion"], (cell["setting"],), settings.regression_threshold),
+                 predict=True)
         folder = Path(settings.output_dir) / "submission" / paper.method_folder(method)
         folder.mkdir(parents=True, exist_ok=True)
         source = run.folder / "predictions" / f"{cell['criterion']}-{cell['setting']}"
@@ -202,19 +259,18 @@ def write_submissions(settings, table, chosen):
                 shutil.copy(source / name, folder / name)
 
 
-def plot_tasks(tasks, results, out):
-    """One trade-off plot per task: each method's dev metric against speed-up (first seed)."""
+def plot_tasks(settings, tasks, results, out):
+    """One trade-off plot per task: each method's dev metric against speed-up (first seed); the
+    full-depth methods as their one point."""
     for task in tasks:
         metric = paper.columns_of(task.name)[0]
         series = []
-        for model, criterion in [("pabee", "patience"), ("two_stage", "entropy"), ("self_distill", "confidence"),
-                                 ("pabee", "entropy"), ("pabee", "confidence"), ("pabee", "fixed"),
-                                 ("vanilla", "patience"), ("k-layer", "patience")]:
+        for method in methods_of(settings):
+            _, criterion, how, model, _ = paper.ALL_METHODS[method]
             seed_rows = results.get((model, task.name))
             points = sorted((r for r in (seed_rows or [[]])[0] if r.criterion == criterion
-                             and (criterion != "patience" or model == "pabee" or r.setting == 0)),
-                            key=lambda r: r.speed_up)
+                             and (not how.startswith("full depth") or r.setting == 0)), key=lambda r: r.speed_up)
             if points:
-                series.append((f"{model} model, {criterion}", points))
+                series.append((method, points))
         draw_tradeoff([{"metric": metric, "series": series, "ylabel": f"dev {metric}",
                         "title": f"{task.folder}: every method on dev"}], out / f"paper_tradeoff_{task.folder}.png")

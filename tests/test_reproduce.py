@@ -120,3 +120,39 @@ def test_reference_rows_beside_ours():
     text = paper.markdown(table)
     assert "| paper: BERT-base | 92.1 (ours +0.0) | - |" in text
     assert "| paper: BERT-base + PABEE (1.62x) | 92.0 (ours +0.1) | - |" in text
+
+
+def test_dry_run_lists_the_models_the_chosen_methods_need_and_what_they_cost(world, tmp_path, capsys):
+    assert call(world, tmp_path / "out", "--dry_run", "--methods", "vanilla,pabee,fpabee-kl,berxit-lte",
+                tasks=("SST-2",)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines[:-1]] == ["vanilla", "pabee", "alternate_lte"]
+    total = lines[-1]
+    assert total.startswith("3 runs, 180 optimizer steps in all; about ") and " h of training on this machine (cpu" in total
+    assert " s at batch 16 per step)" in total and not (tmp_path / "out").exists()
+
+
+def test_an_unknown_method_is_one_line(world, tmp_path, capsys):
+    assert call(world, tmp_path / "out", "--methods", "pabee,cosee") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--methods: unknown method 'cosee'" in err and "fpabee-kl" in err
+
+
+def test_later_methods_join_the_table_at_matched_speed_ups(world, tmp_path):
+    out = tmp_path / "later"
+    assert call(world, out, "--methods", "pabee,fpabee-js,pcee,berxit-lte,elasticbert", tasks=("SST-2",)) == 0
+    table = json.loads((out / "paper_table.json").read_text())
+    assert table["methods"][0] == "PABEE" and {"F-PABEE (JS)", "PCEE-BERT", "BERxiT-LTE",
+                                               "ElasticBERT (patience)"} <= set(table["methods"])
+    for method in table["methods"]:
+        cell = table["cells"][f"{method}|sst-2"]
+        (folder,) = table["runs"][f"{paper.ALL_METHODS[method][3]}|sst-2"]
+        rows = json.loads((Path(folder) / "pabee_results.json").read_text())
+        row = next(r for r in rows if r["checkpoint"] == "final" and r["criterion"] == cell["criterion"]
+                   and r["setting"] == cell["setting"])
+        assert cell["values"]["acc"]["median"] == row["acc"] and row["training"] == paper.ALL_METHODS[method][0]
+        if method != "PABEE":  # the setting whose speed-up is closest to PABEE's, among its own rows
+            speed_ups = [r["speed_up"] for r in rows if r["checkpoint"] == "final" and r["criterion"] == cell["criterion"]]
+            target = table["pabee_choice"]["sst-2"]["speed_up"]
+            assert abs(row["speed_up"] - target) == min(abs(v - target) for v in speed_ups)
+    assert {p.name for p in (out / "submission").iterdir()} >= {"pabee", "berxit-lte", "pcee-bert"}
