@@ -216,7 +216,8 @@ def for_training(model, runtime):
 
 
 def backward(runtime, model, batch, scaler, accumulation, regime):
-    """Forward and backward of one batch under the stage's loss; returns the loss as a float."""
+    """Forward and backward of one batch under the stage's loss; returns the loss, a float64 tensor
+    on the device: the host reads it only when it logs, so it never waits for the device per step."""
     model.train()
     with torch.autocast(runtime.device.type, dtype=runtime.amp_dtype, enabled=runtime.amp_dtype is not None):
         loss = model(**to_device(batch, runtime.device), training_regime=regime).loss
@@ -224,7 +225,7 @@ def backward(runtime, model, batch, scaler, accumulation, regime):
         loss = loss.mean()
     loss = loss / accumulation
     (scaler.scale(loss) if scaler else loss).backward()
-    return loss.item()
+    return loss.detach().double()
 
 
 def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm):
@@ -302,9 +303,11 @@ class StopOnSignal:
 
 
 def mean_over_processes(runtime, value):
+    """A loss summed on this process (a float, or a tensor on the device), as a float averaged over
+    processes."""
     if not runtime.distributed:
-        return value
-    total = torch.tensor([value], dtype=torch.float64, device=runtime.device)
+        return float(value)
+    total = torch.as_tensor(value, dtype=torch.float64, device=runtime.device).reshape(1).clone()
     torch.distributed.all_reduce(total)
     return float(total) / runtime.world_size
 

@@ -3,8 +3,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# The suite runs on the CPU, where its bitwise claims (resume, batch against one example) are made,
+# unless PABEE_TEST_DEVICE=cuda asks for the GPU: hidden before torch starts, for every process the
+# tests start too.
+if os.environ.get("PABEE_TEST_DEVICE", "cpu") != "cuda":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Feature caches of the tests (and of the processes they start) stay out of the user's cache.

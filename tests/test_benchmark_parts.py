@@ -45,3 +45,18 @@ def test_sampled_batches_are_evaluation_batches_spread_over_lengths():
     assert picked == [t for start in starts for t in ordered[start:start + 32]]
     batches = bench_speed.encode(tokenizer, picked, 32, torch.device("cpu"))
     assert [b["input_ids"].shape[1] for b in batches] == [lengths[start] for start in starts]
+
+
+def test_host_costs_count_the_waits_of_early_exit_and_none_more_at_full_depth():
+    texts = bench_speed.sentences()[0][:48]
+    tokenizer, _ = bench_speed.tokenizer_for(texts)
+    model = BertForSequenceClassificationWithPabee(
+        tiny_bert_config(num_labels=3, layers=6, vocab_size=len(tokenizer), max_position_embeddings=160)).eval()
+    batches = bench_speed.encode(tokenizer, texts, 16, torch.device("cpu"))
+    bench_speed.spread_exits(model, batches, patience=2)
+    operators, full_depth_waits = bench_speed.counted(model, batches, PatienceRule(0))
+    _, early_waits = bench_speed.counted(model, batches, PatienceRule(2))
+    assert full_depth_waits == len(batches)  # the padding mask is checked once per batch
+    assert len(batches) < early_waits <= len(batches) * (1 + 6 - 3 + 1)  # then one wait per window
+    costs = bench_speed.host_costs(model, batches[:1], batches, torch.device("cpu"))
+    assert costs["operators_per_layer_bs32"] == operators / len(batches) / 6
