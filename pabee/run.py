@@ -41,6 +41,7 @@ def run(settings):
 
 
 def train_and_evaluate(settings):
+    """run's body, once the output folder is this run's."""
     check_output_dir(settings)
     backbone = BACKBONES[settings.model.model_type]
     models = models_to_load(settings)
@@ -57,7 +58,7 @@ def train_and_evaluate(settings):
     configs = [load_config(backbone, name, settings.cache_dir) for name in config_names]
     tokenizer = load_tokenizer(backbone, settings.model.tokenizer_name or models[0], settings.model.do_lower_case,
                                settings.cache_dir)
-    check_depth(settings, plan, configs)
+    check_model_fits(settings, plan, configs)
     max_seq_length, clamped = usable_length(settings.data.max_seq_length, configs, tokenizer)
     model, loaded = load_model(backbone, models[0], plan.task, runtime.device, settings.model.config_name,
                                settings.cache_dir, exit_pooling=settings.model.exit_pooling, **regime(settings))
@@ -118,7 +119,7 @@ def regime(settings):
             "num_hidden_layers": settings.training.num_hidden_layers or None}
 
 
-def check_depth(settings, plan, configs):
+def check_model_fits(settings, plan, configs):
     """What the model does not have: layers beyond its depth (--num_hidden_layers, fixed exits), a
     learning-to-exit head for a rule that reads it."""
     regimes = [settings.training.exit_training] if settings.training else [getattr(c, "exit_training", "pabee")
