@@ -71,6 +71,9 @@ def main(argv=None):
     except OSError as e:  # a disk that fills, a file that cannot be written
         print(f"predict.py: error: {os_error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the answers written so far are whole lines
+        print("predict.py: stopped by SIGINT", file=sys.stderr)
+        return 130
     if n:
         print(f"predict.py: {n} examples in {seconds:.2f} s ({n / seconds:.1f} examples/s), mean exit layer "
               f"{mean_exit:.2f} of {layers}, speed-up {layers / mean_exit:.2f}x", file=sys.stderr)

@@ -117,6 +117,9 @@ def main(argv=None):
     except (UsageError, OSError) as e:
         print(f"reproduce_paper.py: error: {os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a run stopped in training saves a checkpoint first (it ends in UsageError)
+        print("reproduce_paper.py: stopped by SIGINT; call again to go on where it stopped", file=sys.stderr)
+        return 130
     return 0
 
 

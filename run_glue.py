@@ -210,6 +210,9 @@ def main(argv=None):
         return 128 + e.signum
     except OSError as e:
         return usage_error(os_error_line(e))
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and stops): every file written is whole
+        print("run_glue.py: stopped by SIGINT before the run ended; the files it wrote are complete", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,6 +4,7 @@ text, tables or a stream) and the output (JSON lines or TSV, in input order)."""
 
 import csv
 import json
+import os
 import queue
 import sys
 import threading
@@ -123,7 +124,8 @@ def read_input(path, batch_size, text_columns=None, pause=0.2, tsv_quoting=False
     """(batches, column names, number of examples or None when streaming) of `path` (- for
     standard input, answered batch by batch as lines arrive)."""
     if path == "-":
-        return batches_as_they_come(plain_examples(sys.stdin.buffer, "standard input"), batch_size, pause), \
+        return batches_as_they_come(plain_examples(raw_lines(sys.stdin.fileno()), "standard input"), batch_size,
+                                    pause), \
             ("text", None), None
     if Path(path).suffix.lower() in PLAIN:
         with open(path, "rb") as f:
@@ -151,6 +153,20 @@ def plain_examples(stream, name):
             raise DataError(f"{name} line {number} holds {what}: give one example per line, a tab between the two "
                             "texts of a pair")
         yield a, (b if tab else None)
+
+
+def raw_lines(fd):
+    """The lines of a file descriptor, read with os.read: the reader thread blocks holding no lock
+    of Python's, so the interpreter can still shut down cleanly (a thread blocked inside
+    sys.stdin.buffer holds its lock, and shutdown then aborts the process)."""
+    pending = bytearray()
+    while chunk := os.read(fd, 1 << 16):
+        pending += chunk
+        *lines, rest = pending.split(b"\n")
+        yield from (bytes(line) + b"\n" for line in lines)
+        pending = bytearray(rest)
+    if pending:
+        yield bytes(pending)
 
 
 def in_batches(examples, size):

@@ -341,3 +341,27 @@ def test_results_or_a_model_config_that_are_not_json_are_one_line(world, model, 
     (broken / "tokenizer.json").write_text("{ not json")
     proc = predict("--model_dir", str(broken), "--patience", "1", stdin="a great film\n")
     one_line_error(proc.returncode, proc.stderr, "cannot load a tokenizer from")
+
+
+def test_ctrl_c_outside_training_is_one_line(world, model, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while predict.py waits for input, or while run_glue evaluates: one line, exit 130.
+    Three times: a reader blocked inside sys.stdin aborted the shutdown about half the time."""
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), "--model_dir", str(model), "--patience", "1"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdin.write("a great film\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["label"]  # answered; now waiting for more input
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == "predict.py: stopped by SIGINT"
+    import pabee.evaluation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pabee.evaluation, "run_inference", interrupted)
+    capsys.readouterr()
+    assert run_glue.main(eval_argv(world, world / "bert", tmp_path / "out")) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("run_glue.py: stopped by SIGINT")

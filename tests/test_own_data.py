@@ -5,9 +5,11 @@ equal to run_glue's predictions and answering a stream, and hostile files refuse
 import csv
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -239,6 +241,30 @@ def test_predict_answers_a_stream_before_it_ends(trained):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_raw_lines_gives_the_lines_a_file_iterator_gives(tmp_path):
+    """predict.py reads standard input with os.read (pabee.prediction.raw_lines); the lines must be
+    those of a file, whatever the chunks: a line split across reads, a CR, a last line without LF."""
+    from pabee.prediction import raw_lines
+
+    data = b"first line\r\nsecond\tpair\n" + b"x" * 70000 + b"\n\nlast without newline"
+    read, write = os.pipe()
+
+    def feed():  # more than a pipe holds, in uneven pieces: the long line arrives in several reads
+        with os.fdopen(write, "wb", buffering=0) as w:
+            for start in range(0, len(data), 3001):
+                w.write(data[start:start + 3001])
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    got = list(raw_lines(read))
+    feeder.join()
+    os.close(read)
+    path = tmp_path / "lines.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        assert got == list(f) and len(got) == 5
 
 
 def test_metric_for_table_leads_the_table(world, tmp_path):

@@ -64,8 +64,7 @@ def test_a_failing_save_leaves_no_checkpoint_that_looks_complete(world, tmp_path
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(torch, "save", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        run_glue.main(train_argv(world, world / "bert", out))
+    assert run_glue.main(train_argv(world, world / "bert", out)) == 130  # Ctrl-C outside a step: one line, exit 130
     assert not list(out.glob("checkpoint-*"))
     assert [p.name for p in out.glob(".checkpoint-*")] == [".checkpoint-4.tmp"]
 
