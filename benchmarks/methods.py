@@ -33,7 +33,7 @@ from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSetting
 PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 1)}  # task: (steps, seeds): 3 epochs of MRPC, STS-B
 MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium")
 TARGETS = (1.3, 1.5, 2.0)
-ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6"
+ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.65,0.68"  # up to ln 2 = 0.693, the most two classes have
 DIVERGENCE = "0.001,0.003,0.01,0.03,0.1,0.3"
 # method: (model, criterion, patience, thresholds); patience-only rules take --patience
 METHODS = {
