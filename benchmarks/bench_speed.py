@@ -40,6 +40,7 @@ from pabee.exits import exit_layers_from_logits, logits_at_exit  # noqa: E402
 from workload import (  # noqa: E402
     CLASSIC_LENGTH,
     PATIENCE,
+    SST2_DEV,
     base_shaped_model,
     encode,
     in_length_order,
@@ -169,10 +170,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="Fewer examples and repetitions: under 2 minutes on 2 CPU cores.")
     p.add_argument("--json", default=None, help="Also write the ratios here as JSON.")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--sst2_dev", default=str(SST2_DEV), help="SST-2's dev.tsv, the inputs' lengths (default: ../shared's).")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     n_bs1, n_batches, train_batch, reps, train_reps = (16, 2, 8, 3, 7) if args.quick else (120, 8, 16, 5, 15)
-    texts, source = sentences()
+    texts, source = sentences(args.sst2_dev)
     tokenizer, tokenization = tokenizer_for(texts)
     model = base_shaped_model(len(tokenizer), device)
     picked = sample_of_batches(in_length_order(tokenizer, texts), 32, n_batches)

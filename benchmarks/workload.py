@@ -23,12 +23,13 @@ CLASSIC_LENGTH = 128
 SST2_DEV_SIZE = 872
 
 
-def sentences():
-    """The SST-2 dev sentences, or as many synthetic reviews."""
-    if SST2_DEV.is_file():
-        return glue.read_split(glue.TASKS["sst-2"], SST2_DEV, "dev")["text_a"], "SST-2 dev"
+def sentences(path=SST2_DEV):
+    """The SST-2 dev sentences from `path`, or as many synthetic reviews when it is absent."""
+    path = Path(path)
+    if path.is_file():
+        return glue.read_split(glue.TASKS["sst-2"], path, "dev")["text_a"], "SST-2 dev"
     rng = random.Random(0)
-    return [demo.review(rng)[0] for _ in range(SST2_DEV_SIZE)], "synthetic reviews (../shared/glue_data absent)"
+    return [demo.review(rng)[0] for _ in range(SST2_DEV_SIZE)], f"synthetic reviews ({path} absent)"
 
 
 def tokenizer_for(texts):

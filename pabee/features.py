@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +131,15 @@ def eval_loader(features, pad_id, batch_size):
 
 def train_loader(features, pad_id, batch_size, runtime, seed):
     """DistributedSampler orders each epoch from seed + epoch, with one process as well: the
-    order is reproducible, so a resumed run sees the batches it would have seen."""
+    order is reproducible, so a resumed run sees the batches it would have seen. On CUDA two
+    worker processes collate into pinned memory, so that batches are ready before the GPU asks."""
     sampler = DistributedSampler(features, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=seed)
-    loader = DataLoader(features, batch_size=batch_size, sampler=sampler, collate_fn=lambda f: collate(f, pad_id),
-                        generator=torch.Generator())  # keeps the global RNG (dropout) untouched
+    cuda = runtime.device.type == "cuda"
+    loader = DataLoader(features, batch_size=batch_size, sampler=sampler, collate_fn=partial(collate, pad_id=pad_id),
+                        generator=torch.Generator(),  # keeps the global RNG (dropout) untouched
+                        num_workers=2 if cuda else 0, pin_memory=cuda)
     return loader, sampler
 
 
 def to_device(batch, device):
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
