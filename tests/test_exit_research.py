@@ -9,7 +9,7 @@ import run_glue
 from pabee.exit_rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
 from pabee.exits import exit_layers_from_logits, logits_at_exit
 from conftest import KINDS, varied_batch
-from test_modeling import configure
+from test_modeling import assert_batch_exits_equal_one_at_a_time, configure
 
 SETTINGS = [
     ("patience", [PatienceRule(p, 0.5) for p in range(0, 7)]),
@@ -53,14 +53,8 @@ def test_one_pass_sweep_equals_real_early_exit(kind, criterion, rules, pooling):
 def test_baseline_criteria_in_batches_equal_one_example_at_a_time(criterion, rules):
     model = configure("bert", 3, "sdpa")
     ids, mask = varied_batch(24, seed=12)
-    with torch.no_grad():
-        for rule in rules:
-            batch = model(input_ids=ids, attention_mask=mask, exit_rule=rule)
-            for j in range(24):
-                n = int(mask[j].sum())
-                one = model(input_ids=ids[j:j + 1, :n], attention_mask=mask[j:j + 1, :n], exit_rule=rule)
-                assert int(one.exit_layers[0]) == int(batch.exit_layers[j])
-                assert int(one.logits.argmax()) == int(batch.logits[j].argmax())
+    for rule in rules:
+        assert_batch_exits_equal_one_at_a_time(model, ids, mask, rule)
 
 
 def test_criteria_follow_their_definitions():

@@ -23,7 +23,7 @@ from pabee.exit_rules import (
 from pabee.exits import answers_at_exit, exit_layers_from_logits
 from pabee.losses import batch_regime, training_loss
 from pabee.settings import ExitSettings
-from test_modeling import configure, make
+from test_modeling import assert_batch_exits_equal_one_at_a_time, configure, make
 
 # [batch 3, layers 4, 3 classes]: distributions that drift apart, settle, or stay flat
 LOGITS = torch.tensor([
@@ -139,14 +139,8 @@ def test_new_rules_in_batches_equal_one_example_at_a_time(kind):
     model = configure(kind, 3, "eager", "mean", exit_training="alternate_lte")
     ids, mask = varied_batch(16, seed=22)
     rules, _ = rules_at_quantiles(model, ids, mask)
-    with torch.no_grad():
-        for rule in rules:
-            batch = model(input_ids=ids, attention_mask=mask, exit_rule=rule)
-            for j in range(16):
-                n = int(mask[j].sum())
-                one = model(input_ids=ids[j:j + 1, :n], attention_mask=mask[j:j + 1, :n], exit_rule=rule)
-                assert int(one.exit_layers[0]) == int(batch.exit_layers[j]), rule.name
-                torch.testing.assert_close(one.logits[0], batch.logits[j], rtol=1e-4, atol=1e-5)
+    for rule in rules:
+        assert_batch_exits_equal_one_at_a_time(model, ids, mask, rule)
 
 
 # --- training regimes ---------------------------------------------------------------------------

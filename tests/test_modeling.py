@@ -221,6 +221,17 @@ def configure(kind, num_labels, attn=None, pooling="first", **config):
     return model
 
 
+def assert_batch_exits_equal_one_at_a_time(model, ids, mask, rule):
+    """Every example of the batch exits where it exits alone, without its padding, with the same logits."""
+    with torch.no_grad():
+        batch = model(input_ids=ids, attention_mask=mask, exit_rule=rule)
+        for j in range(len(ids)):
+            n = int(mask[j].sum())
+            one = model(input_ids=ids[j:j + 1, :n], attention_mask=mask[j:j + 1, :n], exit_rule=rule)
+            assert int(one.exit_layers[0]) == int(batch.exit_layers[j]), (rule.name, j)
+            torch.testing.assert_close(one.logits[0], batch.logits[j], rtol=1e-4, atol=1e-5)
+
+
 def agreement_threshold(model, ids, mask):
     """A regression threshold that about half the neighbouring layers meet, whatever the heads'
     scale, in the widest gap between the middle differences so that rounding cannot flip one."""
