@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project on one GPU in one command, without network, within about 6 minutes: fp16 fine-tuning of
+# The project on one GPU in one command, without network, within 6 minutes (each step has its limit): fp16 fine-tuning of
 # MRPC and batch-1 timed patience inference through the classic scripts, bf16 training under torchrun,
 # predict.py, bench_speed.py, and the CUDA-only tests; one summary at the end.
 #   usage: benchmarks/gpu_check.sh [MODEL_DIR] [GLUE_DIR]   (default: .gpu/model .gpu/glue from gpu_prepare.sh)
@@ -35,17 +35,17 @@ step() {  # step NAME TIMEOUT_SECONDS COMMAND...: runs it with its output in $LO
 }
 
 RUN=$WORK/mrpc
-step finetune 150 env OUTPUT_DIR="$RUN" GLUE_DIR="$GLUE" MODEL_NAME_OR_PATH="$MODEL" \
+step finetune 70 env OUTPUT_DIR="$RUN" GLUE_DIR="$GLUE" MODEL_NAME_OR_PATH="$MODEL" \
   ./finetune_bert.sh MRPC 345 --fp16 --num_train_epochs 3
-step infer_bs1 150 env OUTPUT_DIR="$RUN" GLUE_DIR="$GLUE" PATIENCE=0,1,2,3,4 \
+step infer_bs1 50 env OUTPUT_DIR="$RUN" GLUE_DIR="$GLUE" PATIENCE=0,1,2,3,4 \
   ./patience_infer_bert.sh MRPC 345 --timed_inference
-step torchrun 120 "$PYTHON" -m torch.distributed.run --nproc_per_node 1 run_glue.py --model_type bert \
+step torchrun 40 "$PYTHON" -m torch.distributed.run --nproc_per_node 1 run_glue.py --model_type bert \
   --model_name_or_path "$MODEL" --task_name MRPC --data_dir "$GLUE/MRPC" --do_train --do_eval --do_lower_case \
   --max_steps 60 --per_gpu_train_batch_size 32 --bf16 --output_dir "$WORK/ddp"
-step predict 60 "$PYTHON" predict.py --model_dir "$RUN" --input "$GLUE/MRPC/dev.tsv" \
+step predict 30 "$PYTHON" predict.py --model_dir "$RUN" --input "$GLUE/MRPC/dev.tsv" \
   --text_columns "#1 String,#2 String" --output "$LOGS/predict.tsv" --output_format tsv
-step bench 240 "$PYTHON" benchmarks/bench_speed.py --json "$LOGS/bench_speed.json" --sst2_dev "$GLUE/SST-2/dev.tsv"
-step cuda_tests 120 env PABEE_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step bench 100 "$PYTHON" benchmarks/bench_speed.py --json "$LOGS/bench_speed.json" --sst2_dev "$GLUE/SST-2/dev.tsv"
+step cuda_tests 70 env PABEE_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py
 
 {
   echo "## gpu_check on $("$PYTHON" -c "import torch; print(torch.cuda.get_device_name())")"

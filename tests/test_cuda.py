@@ -46,7 +46,7 @@ def test_exits_on_cuda_equal_exits_on_cpu(kind):
     torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["bert", "deberta-v2"])  # one training loop for all; DeBERTa failed here once
 def test_run_glue_trains_and_resumes_on_cuda(kind, world, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     assert run(world, kind, world / kind, full) == 0
