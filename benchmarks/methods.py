@@ -11,7 +11,8 @@ learning to exit (`alternate_lte`), ElasticBERT (`equilibrium`). Methods are a m
 rule: PABEE's patience, F-PABEE (kl_patience, js_patience), PCEE-BERT (entropy_patience), GPFEE's
 past part (past_entropy) on the PABEE model; BERxiT with DeeBERT's entropy rule; BERxiT-LTE (lte);
 ElasticBERT with patience and with entropy. Rules that read class probabilities are left out on
-STS-B (regression). For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) the
+STS-B (regression), where every patience is paired with every agreement threshold of
+REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) the
 table gives the best dev metric among its settings that reach at least that speed-up, as the mean
 and (min-max) over seeds; vanilla is at full depth. Results go to methods.json and methods.md.
 """
@@ -35,6 +36,8 @@ MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium")
 TARGETS = (1.3, 1.5, 2.0)
 ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.65,0.68"  # up to ln 2 = 0.693, the most two classes have
 DIVERGENCE = "0.001,0.003,0.01,0.03,0.1,0.3"
+# a learned uncertainty that has not learned much sits near sigmoid(0) = 0.5: a fine grid there
+LTE = "0.05,0.1,0.2,0.3,0.4,0.45,0.48,0.5,0.52,0.54,0.56,0.58,0.6,0.65,0.7,0.8"
 # method: (model, criterion, patience, thresholds); patience-only rules take --patience
 METHODS = {
     "PABEE": ("pabee", "patience", "1,2,3,4,5", ""),
@@ -43,11 +46,12 @@ METHODS = {
     "PCEE-BERT": ("pabee", "entropy_patience", "1,2,3", ENTROPY),
     "GPFEE (past)": ("pabee", "past_entropy", "0", ENTROPY),
     "BERxiT (entropy)": ("alternate", "entropy", "0", ENTROPY),
-    "BERxiT-LTE": ("alternate_lte", "lte", "0", "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7"),
+    "BERxiT-LTE": ("alternate_lte", "lte", "0", LTE),
     "ElasticBERT (patience)": ("equilibrium", "patience", "1,2,3,4,5", ""),
     "ElasticBERT (entropy)": ("equilibrium", "entropy", "0", ENTROPY),
 }
-REGRESSION_THRESHOLD = 0.25  # STS-B's scores run from 0 to 5: heads agreeing within a quarter point
+# STS-B's scores run from 0 to 5: "agree" means within these of the previous head, each a setting
+REGRESSION_THRESHOLDS = (0.05, 0.1, 0.25, 0.5, 0.75)
 
 
 def parse_args(argv):
@@ -117,7 +121,8 @@ def evaluate(args, task, model_name, seed, folder, steps, seconds):
 
 
 def methods_on(model_name, task, dev, layers, depth):
-    """{method: [[setting, metric, speed-up], ...]} for the methods that use this model."""
+    """{method: [[setting, metric, speed-up], ...]} for the methods that use this model; on
+    regression, patience rules take every patience with every agreement threshold."""
     from pabee.evaluation import swept
     from pabee.exit_rules import RULES
 
@@ -125,8 +130,12 @@ def methods_on(model_name, task, dev, layers, depth):
     for name, (model, criterion, patience, thresholds) in METHODS.items():
         if model != model_name or (task.is_regression and RULES[criterion].needs_probabilities):
             continue
-        exits = ExitSettings.parse(criterion, patience, thresholds, REGRESSION_THRESHOLD)
-        found[name] = [[setting, *score(dev, *swept(layers, exits.rule(setting)), depth)] for setting in exits.settings]
+        found[name] = []
+        for agree in REGRESSION_THRESHOLDS if task.is_regression and criterion == "patience" else (0.0,):
+            exits = ExitSettings.parse(criterion, patience, thresholds, agree)
+            for setting in exits.settings:
+                label = f"{setting}@{agree:g}" if agree else setting  # patience@regression threshold
+                found[name].append([label, *score(dev, *swept(layers, exits.rule(setting)), depth)])
     return found
 
 
