@@ -159,14 +159,16 @@ def raw_lines(fd):
     """The lines of a file descriptor, read with os.read: the reader thread blocks holding no lock
     of Python's, so the interpreter can still shut down cleanly (a thread blocked inside
     sys.stdin.buffer holds its lock, and shutdown then aborts the process)."""
-    pending = bytearray()
+    pieces = []  # of the line not yet ended; only each new chunk is searched for line ends
     while chunk := os.read(fd, 1 << 16):
-        pending += chunk
-        *lines, rest = pending.split(b"\n")
-        yield from (bytes(line) + b"\n" for line in lines)
-        pending = bytearray(rest)
-    if pending:
-        yield bytes(pending)
+        *lines, rest = chunk.split(b"\n")
+        if lines:
+            lines[0] = b"".join(pieces) + lines[0]
+            pieces = []
+            yield from (line + b"\n" for line in lines)
+        pieces.append(rest)
+    if tail := b"".join(pieces):
+        yield tail
 
 
 def in_batches(examples, size):
