@@ -20,7 +20,8 @@ from pathlib import Path
 from pabee.errors import UsageError, os_error_line
 from pabee.files import describe_missing
 from pabee.exit_rules import RULES
-from pabee.settings import ExitSettings
+from pabee.options import ENGINE_STEPS
+from pabee.settings import ExitSettings, parse_buckets
 
 
 def build_parser():
@@ -36,7 +37,14 @@ def build_parser():
     add("--input", default="-", help="A file (.txt, .csv, .tsv, .json, .jsonl) or - for standard input (plain text).")
     add("--output", default="-", help="Where answers go: a file or - for standard output.")
     add("--output_format", choices=["jsonl", "tsv"], default="jsonl", help="One JSON object per line, or TSV with a header.")
-    add("--batch_size", type=int, default=32, help="Examples per batch; each exits at its own layer.")
+    add("--batch_size", type=int, default=32, help="Most rows a layer call of the exit engine runs; each example exits "
+        "at its own layer and new ones take the places of those that left.")
+    add("--row_buckets", default="auto", help="Row counts a layer call is padded to (auto: fixed on a GPU, exact on "
+        "the CPU; exact; or a comma list), as run_glue.py.")
+    add("--engine_step", choices=ENGINE_STEPS, default="auto", help="Compile each layer call (CUDA: a CUDA "
+        "graph) or run it eagerly; auto: compiled on a GPU, eager on the CPU, as run_glue.py.")
+    add("--length_buckets", default="auto", help="Token lengths examples are padded to (auto, exact or a comma "
+        "list), as run_glue.py.")
     add("--text_columns", default=None, help="Text column(s) of a CSV/TSV/JSON input, comma-separated for pairs.")
     add("--tsv_quoting", action="store_true", help="Read quotes in a .tsv input as CSV does (as run_glue.py).")
     add("--max_seq_length", type=int, default=None, help="Longest input in tokens (default: the training run's).")
@@ -55,7 +63,10 @@ def main(argv=None):
         setup_logging()
         check_output(flags.output, flags.input, flags.model_dir)
         exits, why = exit_settings(flags)
-        predictor = Predictor.load(flags.model_dir, exits, flags.max_seq_length, flags.no_cuda)
+        buckets = parse_buckets(flags.row_buckets, "--row_buckets"), parse_buckets(flags.length_buckets,
+                                                                                   "--length_buckets")
+        predictor = Predictor.load(flags.model_dir, exits, flags.max_seq_length, flags.no_cuda, flags.batch_size,
+                                   buckets, flags.engine_step)
         batches, columns, total = read_input(flags.input, flags.batch_size, flags.text_columns, flags.pause,
                                              flags.tsv_quoting)
         print(f"predict.py: exit {exits.criterion} {exits.settings[0]}: {why}", file=sys.stderr, flush=True)

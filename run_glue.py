@@ -18,7 +18,7 @@ from pathlib import Path
 from pabee.backbones import BACKBONES
 from pabee.errors import UsageError, os_error_line
 from pabee.exit_rules import RULES
-from pabee.options import EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT
+from pabee.options import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT
 from pabee.settings import (
     DataSettings,
     DeviceSettings,
@@ -111,6 +111,14 @@ def build_parser():
              "depth: the median of --timing_repeats rounds, with min and max (default: one full-depth pass "
              "serves every setting, same answers, no timing).")
     add("--timing_repeats", type=int, default=E.timing_repeats, help="Rounds of timing per setting with --timed_inference.")
+    add("--row_buckets", default=E.row_buckets, help="Exit engine: the row counts a layer call is padded to (auto: "
+        "1,8,16,32,64,96,128,192,256 up to the eval batch size on a GPU, exact on the CPU; exact; or a comma list). "
+        "See docs/engine.md.")
+    add("--engine_step", choices=ENGINE_STEPS, default=E.engine_step, help="Exit engine: compile each layer call "
+        "with its head and exit rule into one graph (CUDA: replayed as a CUDA graph), or run it eagerly; auto: "
+        "compiled on a GPU, eager on the CPU.")
+    add("--length_buckets", default=E.length_buckets, help="Exit engine: the token lengths examples are padded to "
+        "(auto: 32,64,128,256,512 up to the longest example on a GPU, exact on the CPU; exact; or a comma list).")
     own = p.add_argument_group("own data (instead of GLUE)")
     add = own.add_argument
     add("--train_file", default=D.train_file, help="Training examples: .csv, .tsv, .json (a list of objects) or .jsonl.")

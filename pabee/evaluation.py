@@ -11,6 +11,8 @@ import torch
 from tqdm import tqdm
 
 from pabee import glue
+from pabee.compiled import compiled_step, compiles
+from pabee.engine import Shapes, layer_step, stream
 from pabee.exit_rules import PatienceRule
 from pabee.exits import answers_at_exit, exit_layers_from_logits, exit_stats
 from pabee.features import eval_loader, to_device
@@ -19,19 +21,31 @@ from pabee.results import ResultRow
 
 @dataclass(frozen=True)
 class EvalSet:
-    """One task's dev or test features, batched for inference."""
+    """One task's dev or test features: batched for full-depth passes, and as examples (longest
+    first, as the batches) for the exit engine's stream."""
 
     task: glue.Task
     loader: object
     order: torch.Tensor  # dataset index of each example in loader order
     labels: np.ndarray | None
     index: list  # the examples' ids, for submission files
+    examples: list  # tokenized examples in loader order
+    pad_id: int
+    batch_size: int
+    buckets: tuple = ("auto", "auto")  # the engine's row and length buckets (engine.Shapes.of)
+    step: str = "auto"  # the engine's step: options.ENGINE_STEPS
 
     @classmethod
-    def of(cls, task, features, pad_id, batch_size):
+    def of(cls, task, features, pad_id, batch_size, buckets=("auto", "auto"), step="auto"):
         loader, order = eval_loader(features, pad_id, batch_size)
         labels = np.array(features["label"]) if "label" in features.column_names else None
-        return cls(task, loader, order, labels, list(features["index"]))
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in features.column_names]
+        examples = features.select_columns(columns).select(order.tolist()).to_list()
+        return cls(task, loader, order, labels, list(features["index"]), examples, pad_id, batch_size, buckets, step)
+
+    def shapes(self, fixed):
+        longest = max((len(e["input_ids"]) for e in self.examples), default=1)
+        return Shapes.of(self.batch_size, longest, *self.buckets, fixed=fixed)
 
 
 class LayerOutputs(NamedTuple):
@@ -41,30 +55,68 @@ class LayerOutputs(NamedTuple):
     uncertainty: torch.Tensor | None
 
 
+class Inference(NamedTuple):
+    """What a pass over a set gives, in dataset order: each example's answer (or every layer's
+    outputs, a LayerOutputs), its exit layer, the wall-clock seconds, and the exit engine's layer
+    calls (flow.Launch; empty for a full-depth pass of every layer's heads)."""
+
+    logits: object
+    exit_layers: torch.Tensor
+    seconds: float
+    launches: list
+
+
 def run_inference(runtime, model, eval_set, rule=None, all_layers=False):
-    """Runs the set once. Returns, in dataset order, what each example answers (all_layers: every
-    layer's outputs, a LayerOutputs) and its exit layer, and the wall-clock seconds. Nothing waits
-    for the device inside the loop but the exit loop's own sync."""
+    """Runs the set once: every layer's outputs (all_layers), or each example exiting by `rule`
+    through the exit engine's stream (DataParallel: batch by batch, as the original). Nothing
+    waits for the device but the engine's own reads."""
     model.eval()
-    logits, exits, uncertainty = [], [], []
     runtime.synchronize()
     start = time.perf_counter()
-    with torch.inference_mode():
-        for batch in tqdm(eval_set.loader, desc="Evaluating", disable=not runtime.is_main, leave=False):
-            batch.pop("labels", None)
-            with torch.autocast(runtime.device.type, dtype=runtime.amp_dtype, enabled=runtime.amp_dtype is not None):
-                out = model(**to_device(batch, runtime.device), exit_rule=rule, output_all_layer_logits=all_layers)
-            logits.append(out.all_layer_logits if all_layers else out.logits)
-            exits.append(out.exit_layers)
-            uncertainty.append(out.all_layer_uncertainty)
-        logits, exits = torch.cat(logits).float().cpu(), torch.cat(exits).cpu()
+    with torch.inference_mode(), torch.autocast(runtime.device.type, dtype=runtime.amp_dtype,
+                                                enabled=runtime.amp_dtype is not None):
+        if all_layers or runtime.data_parallel:
+            logits, exits, uncertainty = batch_by_batch(runtime, model, eval_set, rule, all_layers)
+            launches = []
+        else:
+            logits, exits, launches = streamed(runtime, model, eval_set, rule or model.exit_rule())
     seconds = time.perf_counter() - start
     back = torch.empty_like(eval_set.order)
     back[eval_set.order] = torch.arange(len(eval_set.order))
     if all_layers:
-        learned = None if uncertainty[0] is None else torch.cat(uncertainty).float().cpu()[back]
-        return LayerOutputs(logits[back], learned), exits[back], seconds
-    return logits[back], exits[back], seconds
+        learned = None if uncertainty is None else uncertainty[back]
+        return Inference(LayerOutputs(logits[back], learned), exits[back], seconds, launches)
+    return Inference(logits[back], exits[back], seconds, launches)
+
+
+def batch_by_batch(runtime, model, eval_set, rule, all_layers):
+    logits, exits, uncertainty = [], [], []
+    for batch in tqdm(eval_set.loader, desc="Evaluating", disable=not runtime.is_main, leave=False):
+        batch.pop("labels", None)
+        out = model(**to_device(batch, runtime.device), exit_rule=rule, output_all_layer_logits=all_layers)
+        logits.append(out.all_layer_logits if all_layers else out.logits)
+        exits.append(out.exit_layers)
+        uncertainty.append(out.all_layer_uncertainty)
+    learned = None if uncertainty[0] is None else torch.cat(uncertainty).float().cpu()
+    return torch.cat(logits).float().cpu(), torch.cat(exits).cpu(), learned
+
+
+def streamed(runtime, model, eval_set, rule):
+    """(answers, exit layers, launches) of the exit engine over the set, in loader order."""
+    size = eval_set.batch_size
+    chunks = (eval_set.examples[i:i + size] for i in range(0, len(eval_set.examples), size))
+    bar = tqdm(total=len(eval_set.examples), desc="Evaluating", disable=not runtime.is_main, leave=False)
+    compiled = compiles(eval_set.step, runtime.device.type)
+    shapes = eval_set.shapes(fixed=compiled or runtime.device.type == "cuda")
+    step = compiled_step(model.num_layers, shapes, runtime.device.type) if compiled else layer_step
+    logits, exits, launches = [], [], []
+    for answered in stream(model, rule, chunks, shapes, eval_set.pad_id, step):
+        logits.append(answered.logits)
+        exits.append(answered.exit_layers)
+        launches += answered.launches
+        bar.update(len(answered.exit_layers))
+    bar.close()
+    return torch.cat(logits), torch.cat(exits), launches
 
 
 def swept(layers, rule):
@@ -99,7 +151,7 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
                              training=getattr(model.config, "exit_training", None), regression_threshold=threshold,
                              **timing)
 
-        layers, _, _ = run_inference(runtime, wrapped, dev, all_layers=True)
+        layers = run_inference(runtime, wrapped, dev, all_layers=True).logits
         answers = {setting: swept(layers, plan.rule(setting)) for setting in plan.settings}
         timings = {}
         if repeats and plan.settings:
@@ -123,11 +175,11 @@ def time_settings(runtime, model, dev, plan, repeats):
     rules = {s: plan.rule(s) for s in plan.settings}
     full, seconds, answers = [], {s: [] for s in plan.settings}, {}
     for _ in range(repeats):
-        full.append(run_inference(runtime, model, dev, full_depth)[2])
+        full.append(run_inference(runtime, model, dev, full_depth).seconds)
         for setting, rule in rules.items():
             elapsed = full[-1]
             if rule.exits_early:
-                logits, exits, elapsed = run_inference(runtime, model, dev, rule)
+                logits, exits, elapsed, _ = run_inference(runtime, model, dev, rule)
                 answers[setting] = logits, exits
             seconds[setting].append(elapsed)
     timings = {}
@@ -176,7 +228,7 @@ def predict_test_sets(runtime, plan, model, test_sets):
     full-depth pass per test set."""
     predictions = {}
     for test in test_sets:
-        layers, _, _ = run_inference(runtime, model, test, all_layers=True)
+        layers = run_inference(runtime, model, test, all_layers=True).logits
         for setting in plan.settings:
             predictions[setting, test.task.name] = predictions_of(test.task, swept(layers, plan.rule(setting))[0])
     return predictions

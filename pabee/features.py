@@ -105,9 +105,9 @@ def tokenize(task, split, tokenizer, max_seq_length, examples):
                                                     desc=f"Tokenizing {task.name} {split}")
 
 
-def collate(features, pad_id):
-    """Pads a batch to its longest sequence."""
-    longest = max(len(f["input_ids"]) for f in features)
+def collate(features, pad_id, length=None):
+    """Pads a batch to its longest sequence, or to `length` tokens."""
+    longest = length or max(len(f["input_ids"]) for f in features)
 
     def padded(key, value):
         return torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])

@@ -1,23 +1,26 @@
-"""What PABEE adds to a backbone: per-layer heads and what they read, and the one exit loop.
+"""What PABEE adds to a backbone: per-layer heads and what they read, and its losses.
 
 Each modeling file subclasses its backbone's PreTrainedModel together with `PabeeMixin` and
 says only how the backbone embeds inputs (`embed`), what its layers read besides the hidden
 states (`layer_inputs`, when more than the attention mask), runs layer i (`run_layer`) and
-turns a layer's summary vector into the head input (`pool`). Everything else, training and
-inference, lives here once for every backbone.
+turns a layer's summary vector into the head input (`pool`). Heads, losses and the training
+forward live here once for every backbone; how examples flow through the layers at inference is
+the exit engine's (pabee/engine.py).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
+from pabee.engine import exit_batch
 from pabee.exit_rules import PatienceRule, check_setting
 from pabee.exits import answers_at_exit, exit_layers_from_logits
 from pabee.losses import layer_loss, training_loss
 from pabee.options import EXIT_POOLING, EXIT_TRAINING, LEARNS_TO_EXIT, STAGES, check_choice
+from pabee.rows import LayerInputs
 
 
 @dataclass
@@ -31,30 +34,6 @@ class PabeeOutput(ModelOutput):
     exit_layers: torch.Tensor | None = None
     all_layer_logits: torch.Tensor | None = None
     all_layer_uncertainty: torch.Tensor | None = None  # learning to exit: [batch, num_layers]
-
-
-def select_rows(x, rows):
-    """Keeps the batch rows `rows` of a tensor whose first dimension is the batch, or of each
-    tensor in a tuple (the attention mask is None when nothing is padded)."""
-    if isinstance(x, tuple):
-        return tuple(select_rows(t, rows) for t in x)
-    return None if x is None else x.index_select(0, rows)
-
-
-@dataclass
-class LayerInputs:
-    """What the layers read besides the hidden states, built once per forward. `rows` are batch
-    first (attention masks, rotary tables) and lose the rows of exited examples together with the
-    hidden states; `shared` hold the same for every example (relative-position tables)."""
-
-    rows: dict
-    shared: dict = field(default_factory=dict)
-
-    def __getitem__(self, name):
-        return self.rows[name] if name in self.rows else self.shared[name]
-
-    def keep(self, index):
-        return LayerInputs({k: select_rows(v, index) for k, v in self.rows.items()}, self.shared)
 
 
 class PabeeMixin:
@@ -136,7 +115,8 @@ class PabeeMixin:
 
     def layer_inputs(self, hidden, attention_mask, position_ids):
         """What every layer reads besides the hidden states: here the attention mask alone."""
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                         allow_is_bidirectional_skip=False)  # no host read of the mask; rows can join
         return LayerInputs({"mask": mask})
 
     def token_weights(self, attention_mask, hidden):
@@ -200,7 +180,7 @@ class PabeeMixin:
             exit_layers = exit_layers_from_logits(all_layer_logits, rule, uncertainty)
             logits = answers_at_exit(all_layer_logits, exit_layers, rule)
         else:
-            logits, exit_layers = self.early_exit(hidden, inputs, weights, rule)
+            logits, exit_layers = exit_batch(self, hidden, inputs, weights, rule)
         loss = None
         if labels is not None and self.training:
             loss = training_loss(all_layer_logits, labels, regime, self.config.distill_temperature, uncertainty)
@@ -241,60 +221,6 @@ class PabeeMixin:
         pooled = self.head_input(self.pool(torch.stack(summaries, dim=1)))
         logits = [self.exit_head(first_layer + j)(pooled[:, j]) for j in range(len(summaries))]
         return logits, torch.sigmoid(self.lte(pooled)).squeeze(-1) if hasattr(self, "lte") else None
-
-    def early_exit(self, hidden, inputs, weights, rule):
-        """Runs the layers on the rows still active: an example that exits leaves the batch, so
-        later layers cost only what is left. Heads run only where they can matter: the rule
-        says how many layers must pass before any active row could exit (patience p: p minus
-        the highest agreement count), those layers run back to back, then their heads together
-        update the rule. The host waits for the device once per such window, to learn which
-        rows exit and how long the next window is; never when the rule cannot exit early."""
-        num_layers = self.num_layers
-        batch_size, device = hidden.shape[0], hidden.device
-        rows = torch.arange(batch_size, device=device)
-        exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
-        answers = None
-        state = rule.start(batch_size, device)
-        done = 0
-        window = rule.earliest_exit if rule.exits_early else num_layers
-        while done + window < num_layers:
-            summaries = []
-            for i in range(done, done + window):
-                hidden = self.run_layer(i, hidden, inputs)
-                summaries.append(self.summary(hidden, weights))
-            state, logits = self.step_rule(rule, state, *self.heads(summaries, done))
-            done += window
-            waits = rule.waits(state).tolist()
-            if answers is None:
-                answers = logits.new_zeros(batch_size, logits.shape[-1])
-            if 0 in waits:
-                exits = torch.tensor([j for j, w in enumerate(waits) if w == 0], device=device)
-                answers[rows[exits]] = rule.answer(logits, state)[exits].to(answers.dtype)
-                exit_layers[rows[exits]] = done
-                if len(exits) == len(waits):
-                    return answers, exit_layers
-                keep = torch.tensor([j for j, w in enumerate(waits) if w > 0], device=device)
-                rows, hidden, inputs, weights = rows[keep], hidden[keep], inputs.keep(keep), select_rows(weights, keep)
-                state = tuple(s[keep] for s in state)
-            window = min(w for w in waits if w > 0)
-        for i in range(done, num_layers):
-            hidden = self.run_layer(i, hidden, inputs)
-        if rule.answers_from_state:  # its answer reads the last layer too
-            state, logits = self.step_rule(rule, state, *self.heads([self.summary(hidden, weights)], num_layers - 1))
-            logits = rule.answer(logits, state)
-        else:
-            logits = self.classify(num_layers - 1, hidden, weights)
-        if answers is None:
-            return logits, exit_layers
-        answers[rows] = logits.to(answers.dtype)
-        return answers, exit_layers
-
-    @staticmethod
-    def step_rule(rule, state, logits, uncertainty):
-        """The rule's state after the layers of one window, and the last of their logits."""
-        for j, layer_logits in enumerate(logits):
-            state = rule.step(layer_logits, state, None if uncertainty is None else uncertainty[:, j])
-        return state, logits[-1]
 
 
 class ScaleGradient(torch.autograd.Function):

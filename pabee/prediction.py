@@ -2,6 +2,7 @@
 (`Predictor`); the exit setting used when none is asked for (`chosen_exit`); the input (plain
 text, tables or a stream) and the output (JSON lines or TSV, in input order)."""
 
+import collections
 import csv
 import json
 import os
@@ -15,7 +16,6 @@ from pabee.backbones import BACKBONES, load_config, load_model, load_tokenizer, 
 from pabee.checkpoints import NAME as CHECKPOINT_NAME
 from pabee.errors import DataError, UsageError, first_line
 from pabee.settings import ExitSettings
-from pabee.features import collate, to_device
 from pabee.files import describe_missing, read_json
 from pabee.results import fastest_within, read_rows
 from pabee.tables import read_texts
@@ -25,17 +25,24 @@ TOLERANCE = 0.01  # the exit chosen on dev keeps the main metric within this of 
 
 
 class Predictor:
-    """A loaded model, its tokenizer and the exit rule, answering batches of texts."""
+    """A loaded model, its tokenizer and the exit rule, answering a stream of texts through the exit
+    engine (`shapes`: its call shapes, engine.Shapes)."""
 
-    def __init__(self, model, tokenizer, rule, max_seq_length, device):
+    def __init__(self, model, tokenizer, rule, max_seq_length, device, shapes, step):
         self.model, self.tokenizer, self.rule = model, tokenizer, rule
-        self.max_seq_length, self.device = max_seq_length, device
+        self.max_seq_length, self.device, self.shapes, self.step = max_seq_length, device, shapes, step
 
     @classmethod
-    def load(cls, folder, exits, max_seq_length=None, no_cuda=False):
+    def load(cls, folder, exits, max_seq_length=None, no_cuda=False, batch_size=32, buckets=("auto", "auto"),
+             step="auto"):
         """The model run_glue wrote in `folder`, exiting by `exits` (exit_rules.ExitSettings, one
-        setting), at the training run's --max_seq_length unless told (clamped as run_glue does)."""
+        setting), at the training run's --max_seq_length unless told (clamped as run_glue does);
+        the engine's calls take at most `batch_size` rows, in `buckets` (engine.Shapes.of), with
+        its step compiled or not (options.ENGINE_STEPS)."""
         import torch
+
+        from pabee.compiled import compiled_step, compiles
+        from pabee.engine import Shapes, layer_step
 
         model_type = read_json(Path(folder) / "config.json").get("model_type")
         if model_type not in BACKBONES:
@@ -48,37 +55,51 @@ class Predictor:
         exits.check_learned_exit(getattr(config, "exit_training", "pabee"))
         tokenizer = load_tokenizer(backbone, str(folder))
         length = usable_length(max_seq_length or trained_length(Path(folder)), [config], tokenizer)[0]
-        return cls(model, tokenizer, exits.rule(exits.settings[0]), length, device)
+        compiled = compiles(step, device)
+        shapes = Shapes.of(batch_size, length, *buckets, fixed=compiled or device == "cuda")
+        return cls(model, tokenizer, exits.rule(exits.settings[0]), length, device, shapes,
+                   compiled_step(config.num_hidden_layers, shapes, device) if compiled else layer_step)
 
-    def answer(self, batch):
-        """(label or value, probability or None, exit layer) for each (text_a, text_b) of `batch`."""
-        import torch
+    def tokenized(self, batch):
+        """The model's input for each (text_a, text_b) of `batch` (pairs and singles may mix)."""
+        return [dict(self.tokenizer(a, b, truncation=True, max_length=self.max_seq_length, return_token_type_ids=True))
+                for a, b in batch]
 
-        features = [dict(self.tokenizer(a, b, truncation=True, max_length=self.max_seq_length,
-                                        return_token_type_ids=True)) for a, b in batch]  # pairs and singles may mix
-        with torch.inference_mode():
-            out = self.model(**to_device(collate(features, self.tokenizer.pad_token_id), self.device),
-                             exit_rule=self.rule)
-        layers = out.exit_layers.tolist()
+    def answers(self, answered):
+        """(label or value, probability or None, exit layer) of each example of an engine.Answered."""
+        layers = answered.exit_layers.tolist()
         if self.model.config.num_labels == 1:
-            return [(float(v), None, k) for v, k in zip(out.logits[:, 0].tolist(), layers)]
-        probs = out.logits.float().softmax(-1)
+            return [(float(v), None, k) for v, k in zip(answered.logits[:, 0].tolist(), layers)]
+        probs = answered.logits.softmax(-1)
         best = probs.argmax(-1).tolist()
         names = self.model.config.id2label
         return [(names[c], float(probs[i, c]), k) for i, (c, k) in enumerate(zip(best, layers))]
 
     def run(self, batches, write, total):
-        """Answers every batch as it comes and writes it at once; returns (examples, seconds,
-        mean exit layer, layers)."""
+        """Answers the examples as they come (a short batch, after a pause in the input, is answered
+        before more is read) and writes each answer as soon as those before it are written; returns
+        (examples, seconds, mean exit layer, layers)."""
+        import torch
         from tqdm import tqdm
+
+        from pabee.engine import stream
+
+        texts = collections.deque()
+
+        def chunks():
+            for batch in batches:
+                texts.extend(batch)
+                yield self.tokenized(batch)
 
         bar = tqdm(total=total, unit="ex", disable=total is None, file=sys.stderr)
         n, exits, start = 0, 0, time.perf_counter()
-        for batch in batches:
-            answers = self.answer(batch)
-            write(batch, answers)
-            n, exits = n + len(batch), exits + sum(a[2] for a in answers)
-            bar.update(len(batch))
+        with torch.inference_mode():
+            for answered in stream(self.model, self.rule, chunks(), self.shapes, self.tokenizer.pad_token_id,
+                                   self.step):
+                answers = self.answers(answered)
+                write([texts.popleft() for _ in answers], answers)
+                n, exits = n + len(answers), exits + sum(a[2] for a in answers)
+                bar.update(len(answers))
         bar.close()
         return n, time.perf_counter() - start, exits / max(n, 1), self.model.config.num_hidden_layers
 

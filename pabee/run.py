@@ -174,7 +174,8 @@ def warn_if_collapsed(runtime, model, dev_sets):
 
 def eval_sets(settings, plan, runtime, features, split, tokenizer):
     batch_size = settings.evaluation.per_gpu_eval_batch_size * max(1, runtime.n_gpu)
-    return [EvalSet.of(t, features[t.name, split], tokenizer.pad_token_id, batch_size)
+    return [EvalSet.of(t, features[t.name, split], tokenizer.pad_token_id, batch_size, settings.evaluation.buckets,
+                       settings.evaluation.engine_step)
             for t in plan.eval_tasks if (t.name, split) in features]
 
 

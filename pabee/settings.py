@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from pabee.errors import UsageError
 from pabee.exit_rules import RULES, PatienceRule, make_rule
-from pabee.options import LEARNS_TO_EXIT
+from pabee.options import ENGINE_STEPS, LEARNS_TO_EXIT
 
 OWN_DATA_FILES = {"train": "train_file", "dev": "validation_file", "test": "test_file"}
 
@@ -143,12 +143,36 @@ class TrainingSettings:
     evaluate_during_training: bool = False
 
 
+def parse_buckets(text, flag):
+    """The exit engine's buckets as engine.Shapes.of takes them: "auto" (fixed buckets on a GPU,
+    exact sizes on the CPU), None for "exact" (every size its own bucket), else the sizes."""
+    if text in ("auto", "exact"):
+        return None if text == "exact" else text
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(re.fullmatch(r"\d+", part) and int(part) >= 1 for part in parts):
+        raise UsageError(f"bad {flag} '{text}': give auto, exact or a comma list of sizes >= 1, e.g. 1,8,32,64")
+    return tuple(sorted({int(part) for part in parts}))
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     per_gpu_eval_batch_size: int = 8
     eval_all_checkpoints: bool = False
     timed_inference: bool = False
     timing_repeats: int = 3
+    row_buckets: str = "auto"  # the exit engine's call shapes (parse_buckets)
+    length_buckets: str = "auto"
+    engine_step: str = "auto"  # options.ENGINE_STEPS
+
+    def __post_init__(self):
+        self.buckets  # checked at once
+        if self.engine_step not in ENGINE_STEPS:
+            raise UsageError(f"--engine_step {self.engine_step}: give one of {', '.join(ENGINE_STEPS)}")
+
+    @property
+    def buckets(self):
+        """(row buckets, length buckets) for engine.Shapes.of."""
+        return parse_buckets(self.row_buckets, "--row_buckets"), parse_buckets(self.length_buckets, "--length_buckets")
 
     @property
     def repeats(self):

@@ -9,7 +9,8 @@ from conftest import CLASSIC, KINDS, TINY_CONFIGS, TRANSFORMERS_CLASSES, varied_
 from pabee.backbones import BACKBONES as REGISTRY
 from pabee.exit_rules import EntropyRule, FixedRule, PatienceRule
 from pabee.exits import exit_stats
-from pabee.model import LayerInputs, PabeeOutput
+from pabee.model import PabeeOutput
+from pabee.rows import LayerInputs
 from pabee.report import exit_line
 
 BACKBONES = {

@@ -318,7 +318,7 @@ def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
     widths = [b["input_ids"].shape[1] for b in loader]
     assert widths == sorted(widths, reverse=True) and sum(widths) * 2 < len(texts) * widths[0]
     rule = PatienceRule(1)
-    logits, exits, _ = run_inference(Runtime(torch.device("cpu"), 0), model, eval_set, rule)
+    logits, exits, _, _ = run_inference(Runtime(torch.device("cpu"), 0), model, eval_set, rule)
     for i, text in enumerate(texts):
         one = model(**tokenizer(text, return_tensors="pt"), exit_rule=rule)
         torch.testing.assert_close(logits[i], one.logits[0], rtol=1e-4, atol=1e-5)

@@ -12,7 +12,8 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import (
     DebertaV2PreTrainedModel,
 )
 
-from pabee.model import LayerInputs, PabeeMixin
+from pabee.model import PabeeMixin
+from pabee.rows import LayerInputs
 
 
 class DebertaV2ForSequenceClassificationWithPabee(PabeeMixin, DebertaV2PreTrainedModel):

@@ -14,7 +14,8 @@ from transformers.models.modernbert.modeling_modernbert import (
     ModernBertPreTrainedModel,
 )
 
-from pabee.model import LayerInputs, PabeeMixin
+from pabee.model import PabeeMixin
+from pabee.rows import LayerInputs
 
 
 class ModernBertForSequenceClassificationWithPabee(PabeeMixin, ModernBertPreTrainedModel):
@@ -48,8 +49,8 @@ class ModernBertForSequenceClassificationWithPabee(PabeeMixin, ModernBertPreTrai
             position_ids = torch.arange(length, device=hidden.device).unsqueeze(0)
         position_ids = position_ids.expand(batch, length)  # a rotary table per row, so rows can leave
         masks = {"config": self.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
-        rows = {"full_attention": create_bidirectional_mask(**masks),
-                "sliding_attention": create_bidirectional_sliding_window_mask(**masks)}
+        rows = {"full_attention": create_bidirectional_mask(**masks, allow_is_bidirectional_skip=False),
+                "sliding_attention": create_bidirectional_sliding_window_mask(**masks, allow_is_bidirectional_skip=False)}
         for kind in set(self.config.layer_types):
             rows["rotary_" + kind] = self.model.rotary_emb(hidden, position_ids, kind)
         return LayerInputs(rows)
