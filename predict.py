@@ -14,7 +14,9 @@ Bad input: one line on stderr, exit code 2.
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pabee.errors import UsageError, os_error_line
@@ -55,6 +57,13 @@ def build_parser():
 
 def main(argv=None):
     flags = build_parser().parse_args(argv)
+    interrupted = threading.Event()  # a Ctrl-C whose KeyboardInterrupt was swallowed still ends in 130
+
+    def on_sigint(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         check_flags(flags)
         from pabee.logs import setup_logging
@@ -73,6 +82,11 @@ def main(argv=None):
         with open_output(flags.output) as out:
             write = Writer(out, flags.output_format, columns, predictor.model.config.num_labels == 1)
             n, seconds, mean_exit, layers = predictor.run(batches, write, total)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        if n:
+            print(f"predict.py: {n} examples in {seconds:.2f} s ({n / seconds:.1f} examples/s), mean exit layer "
+                  f"{mean_exit:.2f} of {layers}, speed-up {layers / mean_exit:.2f}x", file=sys.stderr)
     except UsageError as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
         return 2
@@ -85,9 +99,6 @@ def main(argv=None):
     except KeyboardInterrupt:  # the answers written so far are whole lines
         print("predict.py: stopped by SIGINT", file=sys.stderr)
         return 130
-    if n:
-        print(f"predict.py: {n} examples in {seconds:.2f} s ({n / seconds:.1f} examples/s), mean exit layer "
-              f"{mean_exit:.2f} of {layers}, speed-up {layers / mean_exit:.2f}x", file=sys.stderr)
     return 0
 
 

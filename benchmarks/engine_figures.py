@@ -42,9 +42,9 @@ def train_sentences(count, path=SST2_TRAIN):
     return random.Random(0).sample(texts, min(count, len(texts)))
 
 
-def narrow_model(vocab_size):
+def narrow_model(vocab_size, layers=12):
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=12, num_attention_heads=4,
+    config = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
                         intermediate_size=128, num_labels=3)
     return BertForSequenceClassificationWithPabee(config).eval()
 

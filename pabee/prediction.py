@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from pabee.tables import read_texts
 
 PLAIN = (".txt", "")  # one example per line
 TOLERANCE = 0.01  # the exit chosen on dev keeps the main metric within this of full depth
+WAKE = 0.05  # seconds the input waiter sleeps at most between looks at the queue and at signals
 
 
 class Predictor:
@@ -204,6 +206,8 @@ def batches_as_they_come(examples, size, pause):
     arrived = queue.Queue()
 
     def read():
+        # Ctrl-C is for the main thread: delivered here, it would only restart os.read.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for example in examples:
                 arrived.put(example)
@@ -212,14 +216,16 @@ def batches_as_they_come(examples, size, pause):
             arrived.put(e)
 
     threading.Thread(target=read, daemon=True).start()
-    batch = []
+    batch, last = [], time.monotonic()
     while True:
-        try:
-            item = arrived.get(timeout=pause) if batch else arrived.get()
+        try:  # never an endless wait: Python runs a Ctrl-C's handler only when this thread wakes
+            item = arrived.get(timeout=WAKE)
         except queue.Empty:
-            yield batch
-            batch = []
+            if batch and time.monotonic() - last >= pause:
+                yield batch
+                batch = []
             continue
+        last = time.monotonic()
         if isinstance(item, BaseException):
             raise item if isinstance(item, UsageError) else UsageError(f"cannot read the input ({first_line(item)})")
         if item is None:

@@ -9,7 +9,7 @@ import torch._dynamo
 
 from conftest import varied_batch
 from test_engine import every_criterion, examples_of
-from test_modeling import configure
+from test_modeling import heads_of, make, use_attention
 from pabee.compiled import compiled_step, compiles
 from pabee.engine import Shapes, layer_step, stream
 
@@ -36,7 +36,10 @@ def run(model, rule, examples, shapes, step):
 @pytest.mark.parametrize("kind", ["bert", "albert"])
 def test_compiled_step_matches_eager_for_every_criterion_and_never_recompiles_after_warm_up(kind):
     torch._dynamo.reset()
-    model = configure(kind, 3, "sdpa", "mean", exit_training="alternate_lte")
+    model = make(kind, num_labels=3, layers=3, exit_pooling="mean", exit_training="alternate_lte")  # 3 layers: few graphs
+    use_attention(model, "sdpa")
+    for head in heads_of(model) + [model.lte]:  # spread opinions: exits vary
+        torch.nn.init.normal_(head.weight, std=2.0)
     ids, mask = varied_batch(40, seed=41)
     examples = examples_of(ids, mask)
     shapes = Shapes.of(16, 20, rows=(4, 16), lengths=(20,))  # few shapes: each compiles once per layer and rule

@@ -365,3 +365,29 @@ def test_ctrl_c_outside_training_is_one_line(world, model, tmp_path, monkeypatch
     capsys.readouterr()
     assert run_glue.main(eval_argv(world, world / "bert", tmp_path / "out")) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("run_glue.py: stopped by SIGINT")
+
+
+def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_waiting_input():
+    """The kernel may hand a process's SIGINT to any of its threads (torch has several); the main
+    thread waiting for input must still raise KeyboardInterrupt at once, not at the next line."""
+    import threading
+    import time
+
+    from pabee.prediction import batches_as_they_come
+
+    release = threading.Event()
+
+    def source():
+        release.wait(20)
+        yield "late", None
+
+    helper = threading.Thread(target=release.wait, args=(20,), daemon=True)  # a thread that takes SIGINT
+    helper.start()
+    threading.Timer(0.5, signal.pthread_kill, (helper.ident, signal.SIGINT)).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(batches_as_they_come(source(), 4, pause=0.2))
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()

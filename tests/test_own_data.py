@@ -376,3 +376,23 @@ def test_own_data_resumes_bitwise_from_a_checkpoint(world, tmp_path):
                           "--output_dir", str(tmp_path / "part"), *common]) == 0
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_predict_answers_the_same_at_every_batch_size(trained):
+    """The exit engine groups examples into calls by length and lets new ones take the places of
+    those that exit, so a batch size changes which rows share a call, never an answer."""
+    out, test = trained
+    layers = set()
+    for patience in ("1", "2"):
+        answers = {}
+        for size in (1, 7, 64):
+            proc = predict("--model_dir", str(out), "--input", str(test), "--patience", patience, "--batch_size",
+                           str(size))
+            assert proc.returncode == 0, proc.stderr
+            answers[size] = [json.loads(line) for line in proc.stdout.splitlines()]
+        for size in (7, 64):
+            assert [(a["text"], a["label"], a["exit_layer"]) for a in answers[size]] == \
+                [(a["text"], a["label"], a["exit_layer"]) for a in answers[1]]
+            assert max(abs(a["probability"] - b["probability"]) for a, b in zip(answers[size], answers[1])) < 1e-5
+        layers |= {a["exit_layer"] for a in answers[1]}
+    assert len(layers) >= 2, "exits should vary, or the test proves little"
