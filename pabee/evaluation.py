@@ -1,6 +1,7 @@
 """Running a model over a dev or test set and turning what it answers into result rows. Nothing
 here prints or writes: the report does."""
 
+import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class EvalSet:
     order: torch.Tensor  # dataset index of each example in loader order
     labels: np.ndarray | None
     index: list  # the examples' ids, for submission files
-    examples: list  # tokenized examples in loader order
+    features: object  # the tokenized dataset
     pad_id: int
     batch_size: int
     buckets: tuple = ("auto", "auto")  # the engine's row and length buckets (engine.Shapes.of)
@@ -39,9 +40,14 @@ class EvalSet:
     def of(cls, task, features, pad_id, batch_size, buckets=("auto", "auto"), step="auto"):
         loader, order = eval_loader(features, pad_id, batch_size)
         labels = np.array(features["label"]) if "label" in features.column_names else None
-        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in features.column_names]
-        examples = features.select_columns(columns).select(order.tolist()).to_list()
-        return cls(task, loader, order, labels, list(features["index"]), examples, pad_id, batch_size, buckets, step)
+        return cls(task, loader, order, labels, list(features["index"]), features, pad_id, batch_size, buckets, step)
+
+    @functools.cached_property
+    def examples(self):
+        """The tokenized examples in loader order, as the engine takes them: built when a set is
+        first streamed (a test set swept in one full-depth pass never needs them)."""
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in self.features.column_names]
+        return self.features.select_columns(columns).select(self.order.tolist()).to_list()
 
     def shapes(self, fixed):
         longest = max((len(e["input_ids"]) for e in self.examples), default=1)
