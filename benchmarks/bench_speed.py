@@ -36,7 +36,7 @@ from transformers import BertForSequenceClassification  # noqa: E402
 
 from pabee.exit_rules import PatienceRule  # noqa: E402
 from compiled_figures import compiled_figures  # noqa: E402
-from host_costs import counted, host_costs  # noqa: E402
+from host_costs import host_costs  # noqa: E402
 from engine_figures import engine_figures, infer  # noqa: E402
 from pabee.exits import exit_layers_from_logits, logits_at_exit  # noqa: E402
 from workload import (  # noqa: E402

@@ -103,7 +103,6 @@ def report(bench, table):
 
 def main(argv=None):
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(description="The GPU report: measured figures beside the predictions.")
     p.add_argument("--bench", required=True, help="bench_speed.py's (or engine_figures.py's) JSON.")

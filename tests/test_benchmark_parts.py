@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_speed  # noqa: E402
 import engine_figures  # noqa: E402
+import host_costs  # noqa: E402
 from conftest import tiny_bert_config  # noqa: E402
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
 from pabee.engine import Shapes  # noqa: E402
@@ -56,8 +57,8 @@ def test_host_costs_count_the_waits_of_early_exit_and_none_more_at_full_depth():
         tiny_bert_config(num_labels=3, layers=6, vocab_size=len(tokenizer), max_position_embeddings=160)).eval()
     batches = bench_speed.encode(tokenizer, texts, 16, torch.device("cpu"))
     bench_speed.spread_exits(model, batches, patience=2)
-    operators, full_depth_waits = bench_speed.counted(model, batches, PatienceRule(0))
-    _, early_waits = bench_speed.counted(model, batches, PatienceRule(2))
+    operators, full_depth_waits = host_costs.counted(model, batches, PatienceRule(0))
+    _, early_waits = host_costs.counted(model, batches, PatienceRule(2))
     assert full_depth_waits == len(batches)  # one read of the answers per batch, none per layer
     reads = 0  # and one per layer call where a row may exit, nothing else
     for b in batches:
@@ -65,5 +66,5 @@ def test_host_costs_count_the_waits_of_early_exit_and_none_more_at_full_depth():
         shapes = Shapes.of(len(examples), b["input_ids"].shape[1])
         reads += sum(x.read for x in engine_figures.launch_log(model, examples, shapes, 0, PatienceRule(2))[1])
     assert len(batches) < early_waits == len(batches) + reads
-    costs = bench_speed.host_costs(model, batches[:1], batches, torch.device("cpu"))
+    costs = host_costs.host_costs(model, batches[:1], batches, torch.device("cpu"))
     assert costs["operators_per_layer_bs32"] == operators / len(batches) / 6
