@@ -44,7 +44,7 @@ def build_parser():
     add("--tolerance", type=float, default=R.tolerance, help="PABEE's patience: the fastest within this of full depth on dev.")
     add("--regression_threshold", type=float, default=R.regression_threshold, help="STS-B's agreement threshold (scores 0-5).")
     add("--methods", default=",".join(PAPER_METHODS), help="Comma list of the methods to compare: "
-        + ", ".join(KEYS) + " (README: 'The methods that beat PABEE').")
+        + ", ".join(KEYS) + " (docs/methods.md).")
     add("--entropy_thresholds", default=R.entropy_thresholds, help="Entropy thresholds to evaluate (DeeBERT, BERxiT, "
         "PCEE-BERT, GPFEE).")
     add("--confidence_thresholds", default=R.confidence_thresholds, help="Shallow-Deep's thresholds to evaluate.")
@@ -53,7 +53,7 @@ def build_parser():
     add("--lte_thresholds", default=R.lte_thresholds, help="BERxiT-LTE's uncertainty thresholds.")
     add("--per_gpu_eval_batch_size", type=int, default=R.per_gpu_eval_batch_size, help="As run_glue.py.")
     add("--exit_pooling", choices=EXIT_POOLING, default=R.exit_pooling,
-        help="What every head reads, for every model (default: first token, the paper; see README on small models).")
+        help="What every head reads, for every model (default: first token, the paper; see docs/real_model.md on small models).")
     add("--do_lower_case", action="store_true", help="As run_glue.py (uncased models).")
     add("--dry_run", action="store_true", help="Print the plan (runs, steps per run) and stop.")
     return p

@@ -66,7 +66,8 @@ def build_parser():
     add("--per_gpu_eval_batch_size", type=int, default=E.per_gpu_eval_batch_size,
         help="Evaluation batch per GPU; examples exit one by one.")
     add("--gradient_accumulation_steps", type=int, default=T.gradient_accumulation_steps, help="Batches per optimizer step.")
-    add("--learning_rate", type=float, default=T.learning_rate, help="AdamW's peak learning rate (small models: see README).")
+    add("--learning_rate", type=float, default=T.learning_rate,
+        help="AdamW's peak learning rate (small models: see docs/real_model.md).")
     add("--weight_decay", type=float, default=T.weight_decay, help="AdamW weight decay (not on biases and LayerNorm).")
     add("--adam_epsilon", type=float, default=T.adam_epsilon, help="AdamW's epsilon.")
     add("--max_grad_norm", type=float, default=T.max_grad_norm, help="Gradients are clipped to this norm.")
@@ -105,7 +106,7 @@ def build_parser():
              "paper's k-layer baseline rows.")
     add("--head_bias_init", choices=HEAD_BIAS_INIT, default=T.head_bias_init,
         help="zero: new heads start with zero bias (the original); label_prior: at the training labels' mean "
-             "(regression) or log class frequencies. See README, 'Fine-tuning a real model'.")
+             "(regression) or log class frequencies. See docs/real_model.md.")
     add("--timed_inference", action="store_true",
         help="Also run real early-exit inference for each setting and report its wall-clock speed-up over full "
              "depth: the median of --timing_repeats rounds, with min and max (default: one full-depth pass "
@@ -136,6 +137,9 @@ def build_parser():
         help="Default: regression when the training labels are floats, else classification over their sorted names.")
     add("--tsv_quoting", action="store_true", help="Read quotes in .tsv files as CSV does (a quoted field may hold "
         "tabs and newlines); by default every character of a .tsv file is text, as in GLUE's files.")
+    add("--skip_unlabeled_rows", action="store_true", help="Leave out training and validation rows that give no "
+        "label (an empty cell, null, a missing key, NaN, or NA, N/A, None, null... among numeric labels), counted in "
+        "one line per file; by default such a row is an error naming its file and line.")
     add("--metric_for_table", default=D.metric_for_table, help="The main metric of tables and plots: acc (default), "
         "macro_f1, and for two labels f1 or mcc; regression: pearson (default), spearmanr or mse.")
     return p

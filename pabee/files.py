@@ -1,13 +1,15 @@
 """Small file helpers shared by the readers and writers of data, results, checkpoints and caches:
-JSON, what a path that is not a readable file is, whether a folder can be written, and the lock
-that keeps two runs out of one output folder."""
+JSON, csv fields of any length, what a path that is not a readable file is, whether a folder can
+be written, and the lock that keeps two runs out of one output folder."""
 
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +39,16 @@ def read_json(path):
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON ({e}): restore or remove the file") from None
+
+
+def allow_long_csv_fields():
+    """Lets the csv module read a field of any length: its default limit (131072 characters)
+    refuses a legitimate long text. The limit is one for the whole process; raising it changes no
+    read that succeeded, it only lets through fields that were refused."""
+    try:
+        csv.field_size_limit(sys.maxsize)
+    except OverflowError:  # the limit is a C long, 32 bits on Windows
+        csv.field_size_limit(2**31 - 1)
 
 
 def describe_missing(path):

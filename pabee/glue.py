@@ -3,9 +3,11 @@ submission file it produces. Reading keeps the original processors' quirks (see 
 
 import csv
 import logging
+import math
 from dataclasses import dataclass
 
 from pabee.errors import DataError
+from pabee.files import allow_long_csv_fields
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ def read_split(task, path, split):
     As the original processors: tab-separated, quote characters literal, a byte-order mark
     ignored, a header line skipped except in CoLA's train and dev files, and QQP rows that
     lack columns skipped. Anything else malformed is an error naming file and line."""
+    allow_long_csv_fields()
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -135,9 +138,12 @@ def read_split(task, path, split):
 def parse_label(task, value, path, line_number):
     if task.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise DataError(f"{path}:{line_number}: score '{value}' is not a number") from None
+        if not math.isfinite(score):  # float() reads NaN and inf: no score, never trained on
+            raise DataError(f"{path}:{line_number}: score '{value}' is not a finite number: give the row its score")
+        return score
     if value not in task.labels:
         raise DataError(f"{path}:{line_number}: label '{value}' is not one of {', '.join(task.labels)} for {task.folder}")
     return task.labels.index(value)

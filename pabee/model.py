@@ -102,7 +102,7 @@ class PabeeMixin:
         """Starts the heads of `layers` (0-based) at the training labels' prior: the mean label for
         regression, the log class frequencies (add-one) for classification. With zero biases (the
         original) a regression head must reach the label mean through the shared pooler and the
-        backbone, since AdamW moves a bias by about the learning rate per step (see README)."""
+        backbone, since AdamW moves a bias by about the learning rate per step (see docs/real_model.md)."""
         labels = torch.as_tensor(labels)
         if self.config.num_labels == 1:
             prior = labels.double().mean().reshape(1)

@@ -2,7 +2,9 @@
 (kept in the model's config), regression or classification, the seeded validation split, and the
 task all that makes: `open_own` gives a source of examples (see pabee.sources).
 
-Every problem with the data is a DataError whose one line names the file, the line and the fix.
+Every problem with the data is a DataError whose one line names the file, the line and the fix. A
+training or validation row that gives no label (see `unlabeled`) is one, unless --skip_unlabeled_rows
+leaves such rows out, counted in one line per file.
 """
 
 import hashlib
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 METRICS = {"classification": ("acc", "macro_f1", "f1", "mcc"), "regression": ("pearson", "spearmanr", "mse")}
 FLAGS = {"train": "--train_file", "dev": "--validation_file", "test": "--test_file"}
+# pandas' default missing-value strings besides NaN's own spellings (float() reads those), in any case
+MISSING_WORDS = frozenset({"na", "n/a", "#n/a", "#n/a n/a", "#na", "<na>", "null", "none", "1.#ind", "-1.#ind",
+                           "1.#qnan", "-1.#qnan"})
 MISSING = {"train": "--do_train needs training data: pass --train_file",
            "dev": "no validation data for --do_eval: pass --validation_file or --validation_split_percentage",
            "test": "no test data for --do_predict: pass --test_file"}
@@ -82,9 +87,6 @@ def label_values(table, column):
     one, else numbers when every label is one, else names: labels are the one column whose type
     is inferred."""
     values = table[column]
-    for i, value in enumerate(values):
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise DataError(f"{table.where(i)}: no label: fill or remove the row")
     if table.typed:
         return [number(v) if isinstance(v, Number) else ("true" if v else "false") if isinstance(v, bool) else v
                 for v in values]
@@ -99,6 +101,75 @@ def label_values(table, column):
 
 def number(text):
     return int(text) if INTEGER.fullmatch(text) else float(text)
+
+
+def labelled(table, column, classes, skip):
+    """The table's rows that give a label (`unlabeled`): a row without one is an error naming it,
+    unless `skip` (--skip_unlabeled_rows), which leaves such rows out and says how many in one line."""
+    missing = [(i, why) for i, row in enumerate(table.rows) if (why := unlabeled(row, column, classes))]
+    if not missing:
+        return table
+    if not skip:
+        i, why = missing[0]
+        raise DataError(f"{table.where(i)}: no label in column '{column}' ({why}): give the row its label, or pass "
+                        "--skip_unlabeled_rows to leave out rows without one")
+    if len(missing) == len(table):
+        raise DataError(f"{table.source}: no row gives a label in column '{column}': check --label_column")
+    logger.warning("%s: %d of %d rows give no label in column '%s' and are left out (--skip_unlabeled_rows), the "
+                   "first at %s", table.source, len(missing), len(table), column, table.where(missing[0][0]))
+    left_out = {i for i, _ in missing}
+    return table.select([i for i in range(len(table)) if i not in left_out])
+
+
+def unlabeled(row, column, classes):
+    """Why the row gives no label in `column`, or None when it gives one: nothing there (a key the
+    object lacks, JSON null, an empty cell), NaN however written, or a missing-value word
+    (MISSING_WORDS) that is not one of `classes`."""
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "empty" if value is not None else "null" if column in row else "the row has no such key"
+    if is_nan(value) or (missing_word(value) and value not in classes):
+        return f"{value if isinstance(value, str) else 'NaN'!r} marks a missing value"
+    return None
+
+
+def is_nan(value):
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):  # a name, a JSON object or list
+        return False
+
+
+def missing_word(value):
+    return isinstance(value, str) and value.strip().lower() in MISSING_WORDS
+
+
+def word_classes(table, column):
+    """The missing-value words among the training labels that are class names: none in a column of
+    numbers, where they mark rows without a label; all in a column of names (a relation "NA"
+    among relation names), said in one line."""
+    values = table[column]
+    words = sorted({v for v in values if missing_word(v)})
+    if not words or not any(is_name(v, table.typed) for v in values):
+        return frozenset()
+    logger.warning("%s: label %s is read as a class name, as the other labels in column '%s' are names; if it marks "
+                   "rows without a label, empty those labels and pass --skip_unlabeled_rows", table.source,
+                   " and ".join(map(repr, words)), column)
+    return frozenset(words)
+
+
+def is_name(value, typed):
+    """Whether a label is a name: a text (not a JSON number) that no reader takes for a number or
+    a missing value."""
+    if not isinstance(value, str) or not value.strip() or missing_word(value) or is_nan(value):
+        return False
+    if typed:
+        return not isinstance(value, Number)
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
 
 
 def label_scheme(values, table, column, task_type):
@@ -151,7 +222,12 @@ def open_own(data, wanted, seed, cache_dir=None, model_config=None):
     check_request(data, wanted)
     tables = read_tables(data, cache_dir)
     texts, label = columns_of(data, tables)
+    if "train" in tables:
+        tables["train"] = labelled(tables["train"], label, word_classes(tables["train"], label),
+                                   data.skip_unlabeled_rows)
     kind, names = task_labels(data.task_type, tables, label, model_config)  # from the whole training file
+    if "dev" in tables:
+        tables["dev"] = labelled(tables["dev"], label, frozenset(names or ()), data.skip_unlabeled_rows)
     tables = carve_validation(data.validation_split_percentage, seed, tables)
     for split in wanted:
         if split not in tables:

@@ -32,7 +32,7 @@ def method_folder(method):
 
 
 # method: (training regime, criterion, how its setting is chosen, the model it needs, its --methods key):
-# the paper's table, then the later methods that beat PABEE (README, "The methods that beat PABEE").
+# the paper's table, then the later methods that beat PABEE (docs/methods.md).
 CLOSEST = "speed-up closest to PABEE's"
 METHODS = {
     "Vanilla": ("last", "patience", "full depth", "vanilla", "vanilla"),

@@ -109,6 +109,7 @@ class DataSettings:
     task_type: str | None = None
     metric_for_table: str | None = None
     tsv_quoting: bool = False  # .tsv files: quotes as CSV reads them (fields may hold tabs and newlines)
+    skip_unlabeled_rows: bool = False  # training and validation rows without a label: left out, not an error
 
     @property
     def own(self):

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from pabee.errors import DataError, first_line
-from pabee.files import describe_missing
+from pabee.files import allow_long_csv_fields, describe_missing
 from pabee.hub import hub_unavailable
 
 FORMATS = (".csv", ".tsv", ".json", ".jsonl")
@@ -24,6 +24,7 @@ TEXT_GUESSES = [("sentence1", "sentence2"), ("question1", "question2"), ("premis
                 ("question", "sentence"), ("sentence", None), ("text", None)]
 LABEL_GUESSES = ["label", "labels", "score"]
 INTEGER = re.compile(r"[+-]?\d+")
+LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # with its end; the last may have none
 
 
 class Number(str):
@@ -95,7 +96,8 @@ def read_delimited(path, text, literal_quotes):
     per line, as GLUE's files are read): rows of exactly the header's width."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     options = {"quoting": csv.QUOTE_NONE} if literal_quotes else {"strict": True}
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter, **options)
+    allow_long_csv_fields()
+    reader = csv.reader(lines_of(text), delimiter=delimiter, **options)
     rows, lines, start = [], [], 1
     try:
         header = next(reader)
@@ -115,6 +117,13 @@ def read_delimited(path, text, literal_quotes):
     return Table(path, header, rows, [f"{path}:{line}" for line in lines])
 
 
+def lines_of(text):
+    """The lines of a text, each with its end, one at a time. Lines end at LF, CRLF or CR alone:
+    str.splitlines also ends them at characters a text may hold (U+2028, U+0085, a form feed),
+    which would cut its row in two."""
+    return (match.group() for match in LINE.finditer(text))
+
+
 def check_header(path, header):
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
@@ -123,7 +132,7 @@ def check_header(path, header):
 
 def read_json_lines(path, text):
     items, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines_of(text), start=1):
         if line.strip():
             items.append(parse_json(line, path, number))
             lines.append(number)

@@ -1,6 +1,6 @@
 """The backbones beyond the paper's (RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT):
 their checkpoints load as transformers saves them, a PABEE checkpoint loads back into
-transformers' own classifier, run_glue trains, sweeps and resumes with each, and the README's
+transformers' own classifier, run_glue trains, sweeps and resumes with each, and docs/backbones.md's
 table says what the registry holds. Parity with transformers' classifier at full depth and
 batch == one-at-a-time exits are in test_modeling, for every backbone."""
 
@@ -20,7 +20,7 @@ from pabee.backbones import BACKBONES, load_model, log_new_parameters
 from conftest import CLASSIC, KINDS, TINY_CONFIGS, TRANSFORMERS_CLASSES, varied_batch
 
 MODERN = [kind for kind in KINDS if kind not in CLASSIC]
-README = Path(__file__).resolve().parents[1] / "README.md"
+BACKBONES_DOC = Path(__file__).resolve().parents[1] / "docs" / "backbones.md"
 
 
 def transformers_class(kind, which):
@@ -121,8 +121,8 @@ def test_run_glue_trains_sweeps_and_resumes_bitwise(kind, world, tmp_path, capsy
     assert metrics(part) == metrics(full)
 
 
-def test_readme_backbone_table_is_the_registry():
-    text = README.read_text().split("## Backbones")[1].split("\n## ")[0]
+def test_docs_backbone_table_is_the_registry():
+    text = BACKBONES_DOC.read_text().split("# Backbones")[1].split("\n## ")[0]
     rows = re.findall(r"^\| `([\w-]+)` \| `([^`]+)` \| ([^|]+) \|", text, flags=re.M)
     assert [(name, checkpoint, head.strip()) for name, checkpoint, head in rows] == [
         (b.name, b.default_checkpoint, b.head) for b in BACKBONES.values()]

@@ -57,6 +57,15 @@ def test_original_quirks(tmp_path):
         glue.read_split(rte, tmp_path / "rte.tsv", "train")
 
 
+@pytest.mark.parametrize("score", ["NaN", "nan", "inf"])
+def test_a_score_that_is_no_number_is_refused_not_trained_on(score, tmp_path):
+    """float() reads NaN and inf; an STS-B row with either has no score to learn."""
+    row = "\t".join(["0", "g", "2015", "x", "y", "z", "w", "a man plays", "a man sings"])
+    (tmp_path / "train.tsv").write_text("\t".join(["h"] * 9 + ["score"]) + f"\n{row}\t3.2\n{row}\t{score}\n")
+    with pytest.raises(glue.DataError, match=rf"train.tsv:3: score '{score}' is not a finite number"):
+        glue.read_split(glue.find_task("sts-b"), tmp_path / "train.tsv", "train")
+
+
 def test_metrics_by_task():
     m = glue.compute_metrics(glue.TASKS["mrpc"], [1, 0, 1, 1], [1, 0, 0, 1])
     assert m == {"acc": 0.75, "f1": pytest.approx(0.8), "acc_and_f1": pytest.approx(0.775)}

@@ -396,3 +396,170 @@ def test_predict_answers_the_same_at_every_batch_size(trained):
             assert max(abs(a["probability"] - b["probability"]) for a, b in zip(answers[size], answers[1])) < 1e-5
         layers |= {a["exit_layer"] for a in answers[1]}
     assert len(layers) >= 2, "exits should vary, or the test proves little"
+
+
+# --- labels a row does not give, and long texts -----------------------------------------------
+
+def own(path, **settings):
+    from pabee.own_data import open_own
+    from pabee.settings import DataSettings
+
+    splits = ("train", "dev") if "validation_file" in settings else ("train",)
+    return open_own(DataSettings(train_file=str(path), **settings), splits, seed=1)
+
+
+NUMBERS = "text,label\na great film,1\nan awful plot,0\n"  # then a third row whose label is missing
+
+
+@pytest.mark.parametrize("name,content,where,why", [
+    ("t.csv", NUMBERS + "a fine one,NaN\n", "t.csv:4", "('NaN' marks a missing value)"),
+    ("t.csv", NUMBERS + "a fine one,\n", "t.csv:4", "(empty)"),
+    ("t.csv", NUMBERS + "a fine one, nan \n", "t.csv:4", "(' nan ' marks a missing value)"),
+    ("t.csv", NUMBERS + "a fine one,NA\n", "t.csv:4", "('NA' marks a missing value)"),
+    ("t.csv", "text,label\na,0.5\nb,1.25\nc,-nan\n", "t.csv:4", "('-nan' marks a missing value)"),
+    ("t.tsv", NUMBERS.replace(",", "\t") + "a fine one\tN/A\n", "t.tsv:4", "('N/A' marks a missing value)"),
+    ("t.tsv", NUMBERS.replace(",", "\t") + "a fine one\tnull\n", "t.tsv:4", "('null' marks a missing value)"),
+    ("t.tsv", NUMBERS.replace(",", "\t") + "a fine one\tNone\n", "t.tsv:4", "('None' marks a missing value)"),
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n\n{"text": "c", "label": NaN}\n',
+     "t.jsonl:4", "('NaN' marks a missing value)"),
+    ("t.jsonl", '{"text": "a", "label": 1.5}\n{"text": "b", "label": null}\n', "t.jsonl:2", "(null)"),
+    ("t.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b"}\n', "t.jsonl:2", "(the row has no such key)"),
+    ("t.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b", "label": "nan"}\n', "t.jsonl:2",
+     "('nan' marks a missing value)"),
+    ("t.json", '[{"text": "a", "label": 1}, {"text": "b", "label": 0}, {"text": "c", "label": "NULL"}]',
+     "t.json (item 3)", "('NULL' marks a missing value)"),
+])
+def test_a_label_the_row_does_not_give_is_an_error_naming_the_row(name, content, where, why, tmp_path):
+    from pabee.errors import DataError
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as error:
+        own(path)
+    assert str(error.value) == (f"{tmp_path / where}: no label in column 'label' {why}: give the row its label, or "
+                                "pass --skip_unlabeled_rows to leave out rows without one")
+
+
+def test_a_missing_label_in_the_validation_file_is_named_too(tmp_path):
+    from pabee.errors import DataError
+
+    train = write(tmp_path / "t.csv", records(20))
+    (tmp_path / "d.csv").write_text("text,label\na great film,pos\nan awful plot,NA\n")
+    with pytest.raises(DataError, match=r"d\.csv:3: no label in column 'label' \('NA' marks a missing value\)"):
+        own(train, validation_file=str(tmp_path / "d.csv"))
+
+
+def test_skip_unlabeled_rows_leaves_them_out_and_counts_them_per_file(tmp_path, caplog):
+    rows = records(20)
+    for i, missing in ((2, ""), (7, "NaN"), (11, " ")):
+        rows[i]["label"] = missing
+    train = write(tmp_path / "t.csv", rows)
+    dev = records(6, seed=1)
+    dev[4]["label"] = None
+    dev = write(tmp_path / "d.jsonl", dev)
+    data = own(train, validation_file=str(dev), skip_unlabeled_rows=True)
+    assert data.splits["train"]["index"] == [str(i) for i in range(20) if i not in (2, 7, 11)]
+    assert data.splits["dev"]["index"] == ["0", "1", "2", "3", "5"]
+    assert data.task.labels == ("mid", "neg", "pos")
+    said = [r.getMessage() for r in caplog.records if "--skip_unlabeled_rows" in r.getMessage()]
+    assert said == [f"{train}: 3 of 20 rows give no label in column 'label' and are left out (--skip_unlabeled_rows), "
+                    f"the first at {train}:4",
+                    f"{dev}: 1 of 6 rows give no label in column 'label' and are left out (--skip_unlabeled_rows), "
+                    f"the first at {dev}:5"]
+    (tmp_path / "none.csv").write_text("text,label\na,\nb,NaN\n")
+    from pabee.errors import DataError
+
+    with pytest.raises(DataError, match="none.csv: no row gives a label in column 'label': check --label_column"):
+        own(tmp_path / "none.csv", skip_unlabeled_rows=True)
+
+
+def test_missing_value_words_among_names_are_class_names_and_said(tmp_path, caplog):
+    """Relation data names its no-relation class "NA": among names it is a class, and one line says
+    so; NaN, as written by str() of a float, is never a class."""
+    path = tmp_path / "rel.csv"
+    path.write_text("text,label\na b,born_in\nc d,NA\ne f,works_for\ng h,NA\n")
+    data = own(path)
+    assert data.task.labels == ("NA", "born_in", "works_for") and data.splits["train"]["label"] == [1, 0, 2, 0]
+    assert "label 'NA' is read as a class name, as the other labels in column 'label' are names" in caplog.text
+    path.write_text("text,label\na b,born_in\nc d,nan\ne f,works_for\n")
+    from pabee.errors import DataError
+
+    with pytest.raises(DataError, match=r"rel\.csv:3: no label in column 'label' \('nan' marks a missing value\)"):
+        own(path)
+
+
+def test_a_missing_label_ends_run_glue_in_one_line_or_is_skipped(world, tmp_path, capsys):
+    rows = records(40)
+    rows[5]["label"] = "NaN"
+    train = write(tmp_path / "t.csv", rows)
+    out = tmp_path / "out"
+    code = run(world, out, "--train_file", str(train), "--validation_split_percentage", "25", "--do_train",
+               "--do_eval", "--max_steps", "2")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines() == [
+        f"run_glue.py: error: {train}:7: no label in column 'label' ('NaN' marks a missing value): give the row its "
+        "label, or pass --skip_unlabeled_rows to leave out rows without one"], err
+    assert not out.exists()
+    assert run(world, out, "--train_file", str(train), "--validation_split_percentage", "25", "--do_train",
+               "--do_eval", "--max_steps", "2", "--skip_unlabeled_rows") == 0
+    assert rows_of(out)[0]["n"] == 10  # a quarter of the 39 rows that give a label
+
+
+LONG = 5_000_000  # characters in one text: far beyond the csv module's default field limit (131072)
+
+
+def long_text():
+    rng = random.Random(7)
+    return " ".join(rng.choice(FILLER) for _ in range(LONG // 4))[:LONG - 6] + " great"
+
+
+@pytest.mark.parametrize("name,options", [("t.csv", {}), ("t.tsv", {}), ("t.tsv", {"tsv_quoting": True}),
+                                          ("t.jsonl", {}), ("t.json", {})])
+def test_a_multi_megabyte_text_is_read_whole(name, options, tmp_path):
+    from pabee.tables import read_file
+
+    text = long_text()
+    path = write(tmp_path / name, [{"text": "a short one", "label": "neg"}, {"text": text, "label": "pos"}])
+    table = read_file(path, **options)
+    assert len(table) == 2 and len(table["text"][1]) == LONG and table["text"][1] == text
+    assert table.where(1) == {".json": f"{path} (item 2)", ".jsonl": f"{path}:2"}.get(path.suffix, f"{path}:3")
+
+
+def test_a_multi_megabyte_text_in_a_glue_file_is_read_whole(tmp_path):
+    from pabee import glue
+
+    text = long_text()
+    (tmp_path / "train.tsv").write_text(f"sentence\tlabel\na short one\t0\n{text}\t1\n")
+    examples = glue.read_split(glue.find_task("sst-2"), tmp_path / "train.tsv", "train")
+    assert [len(t) for t in examples["text_a"]] == [11, LONG] and examples["label"] == [0, 1]
+
+
+def test_a_run_trains_on_a_multi_megabyte_text(world, tmp_path):
+    rows = records(40)
+    rows[3]["text"] = long_text()
+    train = write(tmp_path / "t.csv", rows)
+    assert run(world, tmp_path / "out", "--train_file", str(train), "--validation_split_percentage", "25",
+               "--do_train", "--do_eval", "--max_steps", "2") == 0
+
+
+def test_predict_answers_a_multi_megabyte_line_of_standard_input(trained):
+    out, _ = trained
+    text = long_text()
+    proc = predict("--model_dir", str(out), stdin=f"a great film\n{text}\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [len(a["text"]) for a in answers] == [12, LONG] and answers[1]["text"] == text
+
+
+def test_a_line_separator_inside_a_text_does_not_split_its_row(tmp_path):
+    """U+2028, U+0085 and a form feed end a line for str.splitlines, never for a CSV or JSONL file."""
+    from pabee.tables import read_file
+
+    texts = ["one\u2028two", "three\x85four", "five\x0csix"]
+    for name in ("t.csv", "t.tsv", "t.jsonl"):
+        path = tmp_path / name
+        if name == "t.jsonl":
+            path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
+        else:
+            path.write_text("text\n" + "".join(f"{t}\n" for t in texts), encoding="utf-8")
+        assert read_file(path)["text"] == texts, name

@@ -1,5 +1,5 @@
 """The shape of the code: the root holds what users run, the library is one package whose imports
-run one way (in the order README's Layout lists its modules), modules and functions stay short,
+run one way (in the order docs/layout.md lists its modules), modules and functions stay short,
 no library module sees the parsed flags, and the package logs under its own names."""
 
 import ast
@@ -46,9 +46,9 @@ def package_imports(path):
     return found
 
 
-def readme_layout():
-    """[(module pattern, imports)] in README's order: `pabee/<name>.py` (imports a, b): ..."""
-    section = (ROOT / "README.md").read_text().split("\n## Layout")[1].split("\n## ")[0]
+def layout_doc():
+    """[(module pattern, imports)] in docs/layout.md's order: `pabee/<name>.py` (imports a, b): ..."""
+    section = (ROOT / "docs" / "layout.md").read_text().split("# Layout\n")[1].split("\n## ")[0]
     listed = re.findall(r"^- `pabee/([\w/<>]+)\.py` \(imports ([^)]*)\):", section, flags=re.M)
     return [(name.replace("/", "."), set() if imports == "nothing" else set(imports.split(", ")))
             for name, imports in listed]
@@ -62,8 +62,8 @@ def test_the_root_holds_what_users_run_and_the_library_is_one_package():
         assert not [n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))], classic
 
 
-def test_readme_layout_lists_every_module_with_its_imports_in_the_order_they_run():
-    layout = readme_layout()
+def test_docs_layout_lists_every_module_with_its_imports_in_the_order_they_run():
+    layout = layout_doc()
     modules = package_modules()
     adapters = {m for m in modules if m.startswith("adapters.")}
     listed = [name for name, _ in layout]
