@@ -81,12 +81,15 @@ def main(argv=None):
         print(f"predict.py: exit {exits.criterion} {exits.settings[0]}: {why}", file=sys.stderr, flush=True)
         with open_output(flags.output) as out:
             write = Writer(out, flags.output_format, columns, predictor.model.config.num_labels == 1)
-            n, seconds, mean_exit, layers = predictor.run(batches, write, total)
+            done = predictor.run(batches, write, total)
         if interrupted.is_set():
             raise KeyboardInterrupt
-        if n:
-            print(f"predict.py: {n} examples in {seconds:.2f} s ({n / seconds:.1f} examples/s), mean exit layer "
-                  f"{mean_exit:.2f} of {layers}, speed-up {layers / mean_exit:.2f}x", file=sys.stderr)
+        if done.examples:
+            print(f"predict.py: {done.examples} examples in {done.seconds:.2f} s ({done.examples / done.seconds:.1f} "
+                  f"examples/s), mean exit layer {done.mean_exit:.2f} of {done.layers}, speed-up "
+                  f"{done.layers / done.mean_exit:.2f}x", file=sys.stderr)
+        if warning := done.one_class():
+            print(f"predict.py: warning: {warning}", file=sys.stderr)
     except UsageError as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
         return 2

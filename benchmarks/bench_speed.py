@@ -169,7 +169,7 @@ def main(argv=None):
     p.add_argument("--sst2_dev", default=str(SST2_DEV), help="SST-2's dev.tsv, the inputs' lengths (default: ../shared's).")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    n_bs1, n_batches, train_batch, reps, train_reps = (16, 2, 8, 3, 7) if args.quick else (120, 8, 16, 5, 15)
+    n_bs1, n_batches, train_batch, reps, train_reps = (32, 2, 8, 3, 7) if args.quick else (120, 8, 16, 5, 15)
     texts, source = sentences(args.sst2_dev)
     tokenizer, tokenization = tokenizer_for(texts)
     model = base_shaped_model(len(tokenizer), device)

@@ -28,10 +28,10 @@ from pabee.report import markdown as markdown_table  # noqa: E402
 from pabee.results import fastest_within, read_rows  # noqa: E402
 
 METHODS = {
-    "vanilla/zero": ["--exit_training", "last", "--head_bias_init", "zero"],
-    "vanilla/prior": ["--exit_training", "last", "--head_bias_init", "label_prior"],
-    "pabee-first/zero": ["--head_bias_init", "zero"],
-    "pabee-first/prior": ["--head_bias_init", "label_prior"],
+    "vanilla/zero": ["--exit_training", "last", "--exit_pooling", "first", "--head_bias_init", "zero"],
+    "vanilla/prior": ["--exit_training", "last", "--exit_pooling", "first", "--head_bias_init", "label_prior"],
+    "pabee-first/zero": ["--exit_pooling", "first", "--head_bias_init", "zero"],
+    "pabee-first/prior": ["--exit_pooling", "first", "--head_bias_init", "label_prior"],
     "pabee-mean/prior": ["--exit_pooling", "mean", "--head_bias_init", "label_prior"],
 }
 REGRESSION_THRESHOLD = "0.25"  # STS-B's scores run from 0 to 5: heads agreeing within a quarter point

@@ -1,5 +1,5 @@
 """The backbones PABEE runs on, one line each. `--model_type`'s choices, model and tokenizer
-loading, the tests' backbone list and the README's table all read this table. A backbone is an
+loading, the tests' backbone list and docs/backbones.md's table all read this table. A backbone is an
 adapter module (pabee/adapters/<name>.py: how it embeds, runs layer i and pools) plus one line here.
 
 Model and tokenizer classes are imported on first use, transformers with them."""
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pabee.errors import UsageError, first_line
-from pabee.files import describe_missing
+from pabee.files import describe_missing, read_json
 from pabee.hub import hub_unavailable
 
 logger = logging.getLogger(__name__)
@@ -24,9 +24,9 @@ class Backbone:
     adapter: str  # module holding the PABEE model class
     model_class: str
     tokenizer_class: str  # in transformers
-    default_checkpoint: str  # what the classic scripts and the README name
+    default_checkpoint: str  # what the classic scripts and docs name
     tokenizer_files: tuple  # a folder without any of these holds no tokenizer
-    head: str  # what every layer's head reads, for the README's table
+    head: str  # what every layer's head reads, for docs/backbones.md's table
 
     def load_model_class(self):
         return getattr(importlib.import_module(self.adapter), self.model_class)
@@ -122,6 +122,8 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
     from transformers.utils import logging as hf_logging
 
     config = load_config(backbone, config_name or path, cache_dir, **task_labels(task))
+    if settings.get("exit_pooling") is None and getattr(config, "exit_pooling", None) is None:
+        settings = {**settings, "exit_pooling": declared_pooling(path)}
     for name, value in settings.items():  # from_pretrained would drop attributes the config class lacks
         if value is not None:
             setattr(config, name, value)
@@ -141,6 +143,30 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
                               "dropped_keys": dropped,
                               "new_heads": model.new_heads(missing),
                               "new_head_parameters": [k for k in missing if k.startswith(model.head_parameters)]}
+
+
+POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "first"}
+
+
+def declared_pooling(path):
+    """The exit pooling a sentence-transformers folder declares for its embeddings (its Pooling
+    module's config: mean of the tokens, or the first), else None. Heads that read what the
+    checkpoint was trained to summarise learn from lower layers too: all-MiniLM-L6-v2's first token
+    says little below layer 4."""
+    folder = Path(path)
+    modules = folder / "modules.json"
+    listed = read_json(modules) if modules.is_file() else []
+    listed = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+    where = next((str(m.get("path", "")) for m in listed if str(m.get("type", "")).endswith(".Pooling")), "1_Pooling")
+    config = folder / where / "config.json"
+    if not config.is_file():
+        return None
+    modes = read_json(config)
+    pooling = next((name for key, name in POOLING_MODES.items() if modes.get(key)), None)
+    if pooling:
+        logger.info("%s declares %s pooling (%s): exit heads read the %s (--exit_pooling decides otherwise)", path,
+                    pooling, config.relative_to(folder), "mean of the tokens" if pooling == "mean" else "first token")
+    return pooling
 
 
 def task_labels(task):

@@ -15,7 +15,7 @@ from pabee import glue
 from pabee.compiled import compiled_step, compiles
 from pabee.engine import Shapes, layer_step, stream
 from pabee.exit_rules import PatienceRule
-from pabee.exits import answers_at_exit, exit_layers_from_logits, exit_stats
+from pabee.exits import answers_at_exit, exit_counts, exit_layers_from_logits, exit_stats
 from pabee.features import eval_loader, to_device
 from pabee.results import ResultRow
 
@@ -141,27 +141,30 @@ def for_inference(model, runtime):
 
 
 def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
-    """Rows for every exit setting of `plan` on every dev set, then one row per layer's own head.
-    One full-depth pass serves every setting; with `repeats` > 0 each setting also runs real
-    early exit and is timed against full depth (`time_settings`)."""
+    """Rows for every exit setting of `plan` on every dev set, then one row per layer's own head,
+    each saying whether its answers ignore the input (`collapse`). One full-depth pass serves every
+    setting; with `repeats` > 0 each setting also runs real early exit and is timed against full
+    depth (`time_settings`)."""
     wrapped = for_inference(model, runtime)
     num_layers = model.config.num_hidden_layers
     rows = []
     for dev in dev_sets:
 
         def row(criterion, setting, logits, exits, **timing):
-            metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, logits), dev.labels)
+            predictions = predictions_of(dev.task, logits)
+            metrics = glue.compute_metrics(dev.task, predictions, dev.labels)
             threshold = plan.exits.regression_threshold if dev.task.is_regression and criterion == "patience" else None
             return ResultRow(checkpoint, dev.task.name, criterion, setting, len(dev.labels),
-                             **exit_stats(exits, num_layers), metrics=metrics, main_metric=dev.task.metric,
+                             **exit_stats(exits, num_layers), exits_per_layer=exit_counts(exits, num_layers),
+                             metrics=metrics, main_metric=dev.task.metric,
                              training=getattr(model.config, "exit_training", None), regression_threshold=threshold,
-                             **timing)
+                             ignores_input=collapse(dev.task, predictions, dev.labels), **timing)
 
         layers = run_inference(runtime, wrapped, dev, all_layers=True).logits
         answers = {setting: swept(layers, plan.rule(setting)) for setting in plan.settings}
         timings = {}
         if repeats and plan.settings:
-            timings, timed_answers = time_settings(runtime, wrapped, dev, plan, repeats)
+            timings, timed_answers = time_settings(runtime, wrapped, dev, plan, repeats, num_layers)
             answers.update(timed_answers)  # the same answers (tested); these come from real early exit
         for setting in plan.settings:
             rows.append(row(plan.criterion, setting, *answers[setting], **timings.get(setting, {})))
@@ -170,12 +173,12 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
     return rows
 
 
-def time_settings(runtime, model, dev, plan, repeats):
+def time_settings(runtime, model, dev, plan, repeats, num_layers):
     """{setting: timing fields}, and {setting: (logits, exit layers)} of its real early exit.
     After a warm-up pass, each round runs full depth and then every setting with real early exit;
     a setting's speed-up is the median over rounds of that round's full-depth time over its own,
-    so that the machine's drift hits both alike. A setting that cannot exit early is full depth:
-    speed-up 1, not timed against itself."""
+    so that the machine's drift hits both alike. A setting that cannot exit before the last of
+    `num_layers` layers is full depth: speed-up 1, not timed against itself."""
     full_depth = PatienceRule(0)
     run_inference(runtime, model, dev, full_depth)
     rules = {s: plan.rule(s) for s in plan.settings}
@@ -184,7 +187,7 @@ def time_settings(runtime, model, dev, plan, repeats):
         full.append(run_inference(runtime, model, dev, full_depth).seconds)
         for setting, rule in rules.items():
             elapsed = full[-1]
-            if rule.exits_early:
+            if rule.heads_before_last(num_layers):
                 logits, exits, elapsed, _ = run_inference(runtime, model, dev, rule)
                 answers[setting] = logits, exits
             seconds[setting].append(elapsed)

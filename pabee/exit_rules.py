@@ -2,7 +2,7 @@
 the registry of them that --exit_criterion names. PABEE's patience, the baselines the paper
 compares with (entropy, confidence, a fixed layer), and the later methods that beat PABEE:
 divergence patience (F-PABEE), entropy patience (PCEE-BERT), the past layers' ensemble (GPFEE's
-past part) and learning to exit (BERxiT's LTE). README's "Exit rules" cites each definition.
+past part) and learning to exit (BERxiT's LTE). docs/methods.md cites each definition.
 
 This module imports no torch (the rules only call methods of the tensors they are given), so that
 the entry points can list the choices and check flags before anything heavy is loaded.
@@ -46,6 +46,12 @@ class Rule:
 
     def answer(self, logits, state):
         return logits
+
+    def heads_before_last(self, num_layers):
+        """Whether the heads below the last layer can change an answer or an exit: not when no
+        example could exit before layer `num_layers` (patience L-1 or more on L layers) and the
+        answer reads the last head alone. Full depth then costs what it costs without exits."""
+        return self.exits_early and (self.earliest_exit < num_layers or self.answers_from_state)
 
     def layer_answers(self, all_layer_logits):
         return all_layer_logits

@@ -41,3 +41,8 @@ def exit_stats(exit_layers, num_layers):
         "speed_up": num_layers / mean,
         "original_speed_up": 1 - mean / num_layers,
     }
+
+
+def exit_counts(exit_layers, num_layers):
+    """How many examples exit at each layer, 1..L."""
+    return torch.bincount(torch.as_tensor(exit_layers).long().flatten(), minlength=num_layers + 1)[1:].tolist()

@@ -13,6 +13,9 @@ from pabee.features import collate
 from pabee.rows import first_rows, join_rows, pad_rows, select_rows
 
 
+JOIN = 1.12  # an example may run padded to an active length bucket up to this many times its tokens
+
+
 class Launch(NamedTuple):
     """One layer call of a stream."""
 
@@ -96,13 +99,22 @@ class Flow:
         self.unread, self.issued, self.base = [], 0, 0  # calls issued, and before the unemitted launches
         self.finished = np.zeros(0, dtype=bool)
         self.limit = (self.layers + 1) * shapes.batch_size
+        self.heads = rule.heads_before_last(self.layers)  # else only the last layer runs its head
 
     def take_in(self, chunk):
         for example in chunk:
-            length = self.shapes.length_bucket(len(example["input_ids"]))
+            length = self.bucket_of(len(example["input_ids"]))
             self.intake.setdefault(length, []).append((self.seen, example))
             self.seen += 1
         self.finished = np.concatenate([self.finished, np.zeros(len(chunk), dtype=bool)])
+
+    def bucket_of(self, tokens):
+        """The length bucket an example of `tokens` joins: the smallest one that holds rows now and
+        pads it by at most JOIN, so that a thinning stream (a chunk, the end of the input) still
+        makes few large calls, as a length-sorted batch padded to its longest would; else its own."""
+        own = self.shapes.length_bucket(tokens)
+        active = set(self.intake) | {length for length, _ in self.queues} | {u.length for u in self.unread}
+        return min((b for b in active if own <= b <= tokens * JOIN), default=own)
 
     def run_full_calls(self):
         """Runs full calls while there are any (the deepest layer first, so rows leave before new
@@ -166,7 +178,7 @@ class Flow:
         hidden = model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), None, None)
         inputs = model.layer_inputs(hidden, batch["attention_mask"], None)
         self.shared.setdefault(length, inputs.shared)
-        earliest = self.rule.earliest_exit if self.rule.exits_early else self.layers
+        earliest = self.rule.earliest_exit if self.heads else self.layers
         self.enqueue(length, 0, Group(np.array([i for i, _ in taken]), hidden, inputs.rows,
                                       model.token_weights(batch["attention_mask"], hidden),
                                       self.rule.start(n, self.device), np.full(n, earliest)))
@@ -198,8 +210,8 @@ class Flow:
         hidden, state, answers, waits = self.step(
             self.model, self.rule, layer, pad_rows(group.hidden, padded),
             {k: pad_rows(v, padded) for k, v in group.rows.items()}, self.shared[length],
-            pad_rows(group.weights, padded), pad_rows(group.state, padded), self.rule.exits_early or last)
-        read = not last and self.rule.exits_early and int(group.earliest.min()) <= layer + 1
+            pad_rows(group.weights, padded), pad_rows(group.state, padded), self.heads or last)
+        read = not last and self.heads and int(group.earliest.min()) <= layer + 1
         self.launches.append(Launch(layer + 1, n, padded, length, read))
         self.issued += 1
         hidden, state = first_rows(hidden, n), first_rows(state, n)

@@ -17,7 +17,7 @@ LEARNS_TO_EXIT = ("alternate_lte",)  # regimes whose model has BERxiT's learning
 HEAD_BIAS_INIT = ("zero", "label_prior")  # new heads' bias: zero (the original) or the training labels' prior
 
 # The exit engine's step (pabee/compiled.py): compiled on CUDA and eager on the CPU (auto), or as said.
-ENGINE_STEPS = ("auto", "eager", "compiled")  # new heads' bias: zero (the original) or the training labels' prior
+ENGINE_STEPS = ("auto", "eager", "compiled")
 
 
 def check_choice(name, value, choices):

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from pabee.backbones import BACKBONES, load_config, load_model, load_tokenizer, usable_length
 from pabee.checkpoints import NAME as CHECKPOINT_NAME
@@ -23,6 +24,7 @@ from pabee.tables import read_texts
 
 PLAIN = (".txt", "")  # one example per line
 TOLERANCE = 0.01  # the exit chosen on dev keeps the main metric within this of full depth
+ONE_CLASS_INPUT, ONE_CLASS_SHARE = 100, 0.99  # as large an input, and as large a share, as make one class suspect
 WAKE = 0.05  # seconds the input waiter sleeps at most between looks at the queue and at signals
 
 
@@ -80,7 +82,7 @@ class Predictor:
     def run(self, batches, write, total):
         """Answers the examples as they come (a short batch, after a pause in the input, is answered
         before more is read) and writes each answer as soon as those before it are written; returns
-        (examples, seconds, mean exit layer, layers)."""
+        a Summary."""
         import torch
         from tqdm import tqdm
 
@@ -94,16 +96,39 @@ class Predictor:
                 yield self.tokenized(batch)
 
         bar = tqdm(total=total, unit="ex", disable=total is None, file=sys.stderr)
-        n, exits, start = 0, 0, time.perf_counter()
+        n, exits, classes, start = 0, 0, collections.Counter(), time.perf_counter()
         with torch.inference_mode():
             for answered in stream(self.model, self.rule, chunks(), self.shapes, self.tokenizer.pad_token_id,
                                    self.step):
                 answers = self.answers(answered)
                 write([texts.popleft() for _ in answers], answers)
                 n, exits = n + len(answers), exits + sum(a[2] for a in answers)
+                classes.update(a[0] for a in answers if a[1] is not None)
                 bar.update(len(answers))
         bar.close()
-        return n, time.perf_counter() - start, exits / max(n, 1), self.model.config.num_hidden_layers
+        return Summary(n, time.perf_counter() - start, exits / max(n, 1), self.model.config.num_hidden_layers, classes)
+
+
+class Summary(NamedTuple):
+    """What a Predictor.run answered: how many examples, in how many seconds, their mean exit layer
+    of how many, and how many got each class (empty for regression)."""
+
+    examples: int
+    seconds: float
+    mean_exit: float
+    layers: int
+    classes: collections.Counter
+
+    def one_class(self):
+        """A line saying that nearly every answer of a large input is one class (what a model that
+        ignores its input, or an exit whose heads do, answers), else None."""
+        if self.examples < ONE_CLASS_INPUT or not self.classes:
+            return None
+        label, count = self.classes.most_common(1)[0]
+        if count < ONE_CLASS_SHARE * self.examples:
+            return None
+        return (f"{count} of the {self.examples} answers ({count / self.examples:.1%}) are {label}: at this exit the "
+                f"model may ignore its input; compare full depth (--patience 0) on labelled data")
 
 
 def trained_length(folder):
@@ -117,19 +142,23 @@ def trained_length(folder):
 
 def chosen_exit(folder):
     """(exit settings, why) when none is asked for: the fastest setting run_glue evaluated on dev
-    whose main metric stays within TOLERANCE of full depth (pabee_results.json of the run that wrote
-    `folder`), else the patience of the model's config (0, full depth, unless set_patience said)."""
-    folder = Path(folder)
-    checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
-    rows = read_rows((folder.parent if checkpoint != "final" else folder) / "pabee_results.json")
-    rows = [r for r in rows if r.checkpoint == checkpoint]
-    rows = [r for r in rows if r.task == rows[0].task] if rows else []
+    (pabee_results.json of the run that wrote `folder`) whose main metric stays within TOLERANCE of
+    full depth and whose answers do not ignore the input. Full depth when dev results exist but no
+    setting qualifies for that reason, or when full depth's own answers ignore the input; without
+    dev results, the patience of the model's config (0, full depth, unless set_patience said)."""
+    rows = dev_rows(Path(folder))
     full = max((r for r in rows if r.criterion == "layer"), key=lambda r: r.setting, default=None)
-    candidates = [r for r in rows if r.criterion != "layer"]
+    if full is not None and full.ignores_input:
+        return FULL_DEPTH, f"full depth: on dev its answers ignore the input even there ({full.ignores_input})"
+    candidates = [r for r in rows if r.criterion != "layer" and not r.ignores_input]
     best = full and fastest_within([(r, r.metrics[r.main], r.speed_up) for r in candidates], full.metrics[full.main],
                                    TOLERANCE)
+    skipped = [f"{r.criterion} {r.setting}" for r in rows if r.criterion != "layer" and r.ignores_input]
+    skipping = f"; skipped {', '.join(skipped)}: their answers ignore the input" if skipped else ""
+    if best is None and skipped:
+        return FULL_DEPTH, f"full depth: no other setting evaluated on dev qualifies{skipping}"
     if best is None:
-        config = read_json(folder / "config.json")
+        config = read_json(Path(folder) / "config.json")
         patience, threshold = config.get("patience", 0), config.get("regression_threshold", 0.0)
         why = (f"{folder} holds no dev results to choose from (run_glue.py --do_eval writes them), so the config's "
                f"patience {patience}{' (full depth)' if patience == 0 else ''}")
@@ -137,8 +166,19 @@ def chosen_exit(folder):
     threshold = best.regression_threshold if best.regression_threshold is not None else 0.0
     why = (f"chosen on dev: the fastest setting evaluated within {TOLERANCE * 100:g} point of full depth ({best.task} "
            f"{best.main} {best.metrics[best.main]:.4f} against {full.metrics[full.main]:.4f}, {best.speed_up:.2f}x "
-           f"fewer layers)")
+           f"fewer layers){skipping}")
     return ExitSettings(best.criterion, (best.setting,), threshold), why
+
+
+FULL_DEPTH = ExitSettings("patience", (0,), 0.0)
+
+
+def dev_rows(folder):
+    """The dev rows of the run that wrote `folder` (a checkpoint: its own), of its first task."""
+    checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
+    rows = read_rows((folder.parent if checkpoint != "final" else folder) / "pabee_results.json")
+    rows = [r for r in rows if r.checkpoint == checkpoint]
+    return [r for r in rows if r.task == rows[0].task] if rows else []
 
 
 # --- input ------------------------------------------------------------------------------------

@@ -38,6 +38,23 @@ def print_exit_lines(rows):
                            checkpoint, task, UNSTEADY * 100)
 
 
+def warn_ignored_inputs(rows):
+    """One warning line per checkpoint and task naming the exit settings and layers' heads whose
+    answers ignore the input (ResultRow.ignores_input), each with its main metric, beside full
+    depth's: their speed-up is no speed-up."""
+    for checkpoint, task in dict.fromkeys((r.checkpoint, r.task) for r in rows):
+        mine = [r for r in rows if (r.checkpoint, r.task) == (checkpoint, task)]
+        ignoring = [r for r in mine if r.ignores_input]
+        full = max((r for r in mine if r.criterion == "layer"), key=lambda r: r.setting, default=None)
+        if not ignoring or full is None:
+            continue
+        named = ", ".join(f"{r.criterion} {r.setting} ({r.metrics[r.main]:.4f})" for r in ignoring)
+        logger.warning("%s (%s): the answers of %s ignore the input (one class for nearly every example; "
+                       "regression: no correlation with the labels, or answers that hardly vary); full depth %s %.4f. "
+                       "predict.py's chosen exit skips them; docs/real_model.md says what helps", checkpoint, task,
+                       named, full.main, full.metrics[full.main])
+
+
 def merged_with_saved(path, rows):
     """The rows saved at `path` by earlier runs in the same output dir, then `rows`: a row this
     run measured again (same checkpoint, task, criterion, setting) replaces the saved one."""
@@ -59,7 +76,7 @@ def write_eval_results(output_dir, rows):
 
 
 def eval_results_lines(rows):
-    skip = {"checkpoint", "task", "criterion", "setting", "patience"}
+    skip = {"checkpoint", "task", "criterion", "setting", "patience", "ignores_input", "exits_per_layer"}  # the originals' keys
     return [f"{key}_{r.criterion}_{r.setting} = {value}"
             for r in rows for key, value in sorted(r.to_json().items()) if key not in skip]
 

@@ -35,6 +35,8 @@ class ResultRow:
     main_metric: str | None = None  # the task's metric for tables and plots (rows of older runs lack it)
     training: str | None = None  # how the model was fine-tuned (its config's exit_training)
     regression_threshold: float | None = None  # patience rows of regression tasks: what "agree" meant
+    exits_per_layer: list | None = None  # how many examples exit at layers 1..L
+    ignores_input: str | None = None  # what shows that its answers ignore the input (evaluation.collapse)
 
     @property
     def main(self):

@@ -22,7 +22,7 @@ from pabee.errors import UsageError
 from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
 from pabee.features import prepare_features
 from pabee.files import OutputLock, check_writable, read_json, write_json
-from pabee.report import print_exit_lines, write_eval_results, write_report, write_submissions
+from pabee.report import print_exit_lines, warn_ignored_inputs, write_eval_results, write_report, write_submissions
 from pabee.runtime import set_seed, start_runtime
 from pabee.settings import ExitPlan
 from pabee.sources import open_source
@@ -168,7 +168,7 @@ def warn_if_collapsed(runtime, model, dev_sets):
         sign = collapse(dev.task, predictions[dev.task.name], dev.labels)
         if sign:
             logger.warning("fine-tuning collapsed on %s: %s. Try --head_bias_init label_prior, --exit_pooling mean, "
-                           "a lower --learning_rate or more --warmup_steps (README: 'Fine-tuning a real model')",
+                           "a lower --learning_rate or more --warmup_steps (docs/real_model.md)",
                            dev.task.folder, sign)
 
 
@@ -196,6 +196,7 @@ def evaluate_and_report(settings, plan, runtime, backbone, features, final_model
             new = evaluate(runtime, plan, model, eval_sets(settings, plan, runtime, features, "dev", tokenizer), name,
                            settings.evaluation.repeats)
             print_exit_lines(new)
+            warn_ignored_inputs(new)
             rows += new
         if settings.do_predict and name == "final":
             tests = eval_sets(settings, plan, runtime, features, "test", tokenizer)

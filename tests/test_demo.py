@@ -37,10 +37,17 @@ def test_demo_pipeline_at_reduced_size_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "synthetic-sentiment-NOT-GLUE" / "SST-2" / "train.tsv").is_file()
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-    assert table[0] == "| patience | acc | mean exit layer | layer speed-up | wall-clock speed-up |"
+    assert table[0] == ("| patience | acc | mean exit layer | examples exiting at layers 1-6 | layer speed-up | "
+                        "wall-clock speed-up (min-max) |")
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
     assert [r[0] for r in rows] == ["0", "1", "2", "3", "4", "5"]
-    assert rows[0][2] == "6.00" and all(r[4].endswith("x") and float(r[4][:-1]) > 0 for r in rows)
+    assert rows[0][2] == "6.00" and rows[0][3] == "0 0 0 0 0 64"
+    for r in rows:  # the counts are the exits the mean says
+        counts = [int(c) for c in r[3].split()]
+        assert len(counts) == 6 and sum(counts) == 64 and abs(sum(k * c for k, c in enumerate(counts, 1)) / 64
+                                                              - float(r[2])) < 0.006, r
+        assert float(r[5].split("x")[0]) > 0, r
+    assert rows[5][5].startswith("1.00x") and rows[5][2] == "6.00"  # patience 5 of 6 layers is full depth: not timed
     assert float(rows[0][1]) > 0.6, rows  # learns the synthetic task; chance is about 0.5
     saved = (out / "demo_results.md").read_text()
     assert "synthetic data, not GLUE" in saved and "\n".join(table) in saved

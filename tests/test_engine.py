@@ -125,6 +125,41 @@ def test_calls_keep_declared_shapes_stay_full_and_read_once_at_most():
     assert all(launch.read for launch in stalled) and len(stalled) < len(reads) / 4  # most reads wait behind a call
 
 
+def test_a_patience_that_cannot_exit_before_the_last_layer_costs_what_full_depth_costs():
+    """Patience L-1 on L layers answers as full depth, and with full depth's calls: no head below
+    the last layer (their answers could change nothing), no read; the one given batch the same."""
+    model = spread_model(layers=4)
+    ids, mask = varied_batch(40, max_len=16, seed=5)
+    examples = examples_of(ids, mask)
+    heads = []
+    hook = model.classifiers[0].register_forward_hook(lambda *args: heads.append(1))
+    full, full_exits, full_calls = run_stream(model, PatienceRule(0), examples, 8)
+    for patience in (3, 4):
+        answers, exits, calls = run_stream(model, PatienceRule(patience), examples, 8)
+        assert torch.equal(answers, full) and torch.equal(exits, full_exits) and calls == full_calls
+        with torch.inference_mode():
+            given = model(input_ids=ids, attention_mask=mask, exit_rule=PatienceRule(patience))
+        torch.testing.assert_close(given.logits.float(), full)
+    hook.remove()
+    assert not heads
+    assert PatienceRule(2).heads_before_last(4) and not PatienceRule(3).heads_before_last(4)
+
+
+def test_a_length_sorted_chunk_joins_an_open_length_bucket_close_above():
+    """Longest first, as run_glue evaluates: an example joins a bucket already holding rows when that
+    pads it by flow.JOIN (12%) at most, so a thinning chunk makes fewer, larger calls; one that
+    would pad more opens its own bucket."""
+    model = spread_model(layers=4)
+    lengths = [30, 29, 28, 27, 27, 25, 24, 12]  # own CPU buckets: 30 30 30 27 27 27 24 12
+    examples = [{"input_ids": [(7 * j + k) % 90 + 5 for k in range(n)], "attention_mask": [1] * n}
+                for j, n in enumerate(lengths)]
+    answers, exits, launches = run_stream(model, PatienceRule(0), examples, 16, ("auto", "auto"))
+    assert sorted({(launch.layer, launch.length, launch.rows) for launch in launches}) == [
+        (layer, length, rows) for layer in (1, 2, 3, 4) for length, rows in ((12, 1), (24, 1), (27, 1), (30, 5))]
+    alone, _, _ = run_stream(model, PatienceRule(0), examples, 16)  # exact lengths: a bucket each
+    torch.testing.assert_close(answers, alone, rtol=1e-4, atol=1e-4)
+
+
 def test_a_shrinking_batch_against_refill_on_the_same_stream():
     """Batch by batch (each batch run to its end, as model(...) does) calls shrink as rows exit;
     the stream keeps them at the batch size."""

@@ -3,6 +3,9 @@ label prior, heads that read the mean of the tokens, and a warning when a model 
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from pabee.exit_rules import PatienceRule
 from pabee.losses import layer_loss, pabee_loss, training_loss
 from test_modeling import make
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--do_train", "--do_lower_case", "--per_gpu_train_batch_size", "16", "--per_gpu_eval_batch_size", "16",
          "--learning_rate", "3e-3", "--num_train_epochs", "3", "--logging_steps", "100", "--save_steps", "100",
          "--seed", "7"]
@@ -205,3 +209,106 @@ def test_collapse_signs_for_regression():
     assert "Pearson" in collapse(task, labels * 0 + 2.5 + 1e-4 * labels, labels)  # no spread
     assert "Pearson" in collapse(task, labels[::-1].copy(), labels)  # spread, but no correlation
     assert collapse(task, labels * 0.9 + 0.3, labels) is None
+
+
+# --- exits whose answers ignore the input say so, and are never the chosen exit -----------------
+
+def with_constant_heads(source, folder, layers):
+    """A copy of the model in `source` whose heads of the first `layers` layers answer class 1 whatever the input."""
+    model = BertForSequenceClassificationWithPabee.from_pretrained(source)
+    with torch.no_grad():
+        for head in model.classifiers[:layers]:
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([0.0, 5.0]))
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((source / name).read_bytes())
+    return folder
+
+
+def test_settings_and_heads_that_ignore_the_input_are_named_and_never_chosen(world, tmp_path, caplog):
+    from pabee.prediction import chosen_exit
+
+    trained = tmp_path / "trained"
+    assert run_glue.main(glue_args(world, trained, "SST-2", world / "bert", *TRAIN)) == 0
+    broken, out = with_constant_heads(trained, tmp_path / "broken", 2), tmp_path / "eval"
+    with caplog.at_level(logging.WARNING, logger="pabee"):
+        assert run_glue.main(glue_args(world, out, "SST-2", broken, "--do_eval", "--patience", "0,1,2,3")) == 0
+    lines = [r.getMessage() for r in caplog.records if "ignore the input" in r.getMessage()]
+    rows = {(r["criterion"], r["setting"]): r for r in json.loads((out / "pabee_results.json").read_text())}
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    for key in (("patience", 1), ("layer", 1), ("layer", 2)):  # heads 1 and 2 agree at once: patience 1 is their answer
+        assert "predicts class 1 for 100.0%" in rows[key]["ignores_input"]
+        assert f"{key[0]} {key[1]} ({rows[key]['acc']:.4f})" in lines[0]
+    assert "ignores_input" not in rows["layer", 4] and rows["layer", 4]["acc"] >= 0.85
+    assert f"full depth acc {rows['layer', 4]['acc']:.4f}" in lines[0]
+    exits, why = chosen_exit(out)
+    assert exits.settings != (1,) and "skipped patience 1: their answers ignore the input" in why, why
+    # predict.py says so of a large input answered at such an exit, and not at full depth
+    lines = [row.split("\t")[0] for row in (world / "glue" / "SST-2" / "dev.tsv").read_text().splitlines()[1:]] * 2
+    assert len(lines) >= 100
+    for patience, warned in ((1, True), (0, False)):
+        proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--model_dir", str(broken), "--input", "-",
+                               "--patience", str(patience)], input="\n".join(lines) + "\n", capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        warning = [line for line in proc.stderr.splitlines() if "warning" in line]
+        assert bool(warning) == warned, proc.stderr
+        if warned:
+            assert warning == [f"predict.py: warning: {len(lines)} of the {len(lines)} answers (100.0%) are 1: at "
+                               "this exit the model may ignore its input; compare full depth (--patience 0) on "
+                               "labelled data"]
+
+
+def results_folder(folder, rows):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"patience": 1}))
+    (folder / "pabee_results.json").write_text(json.dumps(
+        [{"checkpoint": "final", "task": "sst-2", "n": 100, "mean_exit_layer": 4 / speed_up, "speed_up": speed_up,
+          "original_speed_up": 1 - 1 / speed_up, "acc": acc, "criterion": criterion, "setting": setting, **extra}
+         for criterion, setting, speed_up, acc, extra in rows]))
+    return folder
+
+
+def test_the_chosen_exit_skips_settings_that_ignore_the_input_even_within_tolerance(tmp_path):
+    """On an unbalanced-looking dev set an exit answering one class can score within a point of
+    full depth: it is still never chosen; where full depth itself ignores the input, nothing is."""
+    from pabee.prediction import chosen_exit
+
+    ignoring = {"ignores_input": "it predicts class 1 for 100.0% of the 100 dev examples"}
+    rows = [("layer", 4, 1.0, 0.52, {}), ("patience", 1, 2.0, 0.52, ignoring), ("patience", 2, 1.5, 0.515, {}),
+            ("patience", 3, 1.2, 0.52, {})]
+    exits, why = chosen_exit(results_folder(tmp_path / "a", rows))
+    assert (exits.criterion, exits.settings) == ("patience", (2,)) and "skipped patience 1" in why
+    exits, why = chosen_exit(results_folder(tmp_path / "b", rows[:2]))
+    assert exits.settings == (0,) and why.startswith("full depth: no other setting") and "skipped patience 1" in why
+    rows[0] = ("layer", 4, 1.0, 0.52, ignoring)
+    exits, why = chosen_exit(results_folder(tmp_path / "c", rows))
+    assert exits.settings == (0,) and "ignore the input even there" in why
+    exits, why = chosen_exit(results_folder(tmp_path / "d", [r[:4] + ({},) for r in rows]))
+    assert exits.settings == (1,) and "skipped" not in why  # without the sign, as before: the fastest within a point
+
+
+def test_a_checkpoint_that_declares_its_pooling_is_followed_unless_the_flag_says_otherwise(world, tmp_path, caplog):
+    """A sentence-transformers folder (all-MiniLM-L6-v2 is one) declares how its embeddings read
+    the tokens; a plain folder declares nothing and keeps the first token, as the originals."""
+    import shutil
+
+    from pabee.backbones import BACKBONES, load_model
+
+    folder = tmp_path / "st"
+    shutil.copytree(world / "bert", folder)
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "x.Transformer"},
+                                                     {"idx": 1, "name": "1", "path": "1_Pool",
+                                                      "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pool").mkdir()
+    (folder / "1_Pool" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": False,
+                                                               "pooling_mode_mean_tokens": True}))
+    task, cpu, bert = glue.TASKS["sst-2"], torch.device("cpu"), BACKBONES["bert"]
+    with caplog.at_level(logging.INFO, logger="pabee"):
+        assert load_model(bert, folder, task, cpu)[0].config.exit_pooling == "mean"
+    assert any("declares mean pooling (1_Pool/config.json)" in r.getMessage() for r in caplog.records)
+    assert load_model(bert, folder, task, cpu, exit_pooling="first")[0].config.exit_pooling == "first"
+    assert load_model(bert, world / "bert", task, cpu)[0].config.exit_pooling == "first"
+    (folder / "1_Pool" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert load_model(bert, folder, task, cpu)[0].config.exit_pooling == "first"
