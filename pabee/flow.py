@@ -102,18 +102,20 @@ class Flow:
         self.heads = rule.heads_before_last(self.layers)  # else only the last layer runs its head
 
     def take_in(self, chunk):
+        active = set(self.intake) | {length for length, _ in self.queues} | {u.length for u in self.unread}
         for example in chunk:
-            length = self.bucket_of(len(example["input_ids"]))
+            length = self.bucket_of(len(example["input_ids"]), active)
+            active.add(length)
             self.intake.setdefault(length, []).append((self.seen, example))
             self.seen += 1
         self.finished = np.concatenate([self.finished, np.zeros(len(chunk), dtype=bool)])
 
-    def bucket_of(self, tokens):
-        """The length bucket an example of `tokens` joins: the smallest one that holds rows now and
-        pads it by at most JOIN, so that a thinning stream (a chunk, the end of the input) still
-        makes few large calls, as a length-sorted batch padded to its longest would; else its own."""
+    def bucket_of(self, tokens, active):
+        """The length bucket an example of `tokens` joins: the smallest of the `active` ones (holding
+        rows now) that pads it by at most JOIN, so that a thinning stream (a chunk, the end of the
+        input) still makes few large calls, as a length-sorted batch padded to its longest would;
+        else its own."""
         own = self.shapes.length_bucket(tokens)
-        active = set(self.intake) | {length for length, _ in self.queues} | {u.length for u in self.unread}
         return min((b for b in active if own <= b <= tokens * JOIN), default=own)
 
     def run_full_calls(self):

@@ -150,10 +150,11 @@ def chosen_exit(folder):
     full = max((r for r in rows if r.criterion == "layer"), key=lambda r: r.setting, default=None)
     if full is not None and full.ignores_input:
         return FULL_DEPTH, f"full depth: on dev its answers ignore the input even there ({full.ignores_input})"
-    candidates = [r for r in rows if r.criterion != "layer" and not r.ignores_input]
+    settings = [r for r in rows if r.criterion != "layer"]
+    candidates = [r for r in settings if not r.ignores_input]
     best = full and fastest_within([(r, r.metrics[r.main], r.speed_up) for r in candidates], full.metrics[full.main],
                                    TOLERANCE)
-    skipped = [f"{r.criterion} {r.setting}" for r in rows if r.criterion != "layer" and r.ignores_input]
+    skipped = [f"{r.criterion} {r.setting}" for r in settings if r.ignores_input]
     skipping = f"; skipped {', '.join(skipped)}: their answers ignore the input" if skipped else ""
     if best is None and skipped:
         return FULL_DEPTH, f"full depth: no other setting evaluated on dev qualifies{skipping}"

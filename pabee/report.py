@@ -76,7 +76,8 @@ def write_eval_results(output_dir, rows):
 
 
 def eval_results_lines(rows):
-    skip = {"checkpoint", "task", "criterion", "setting", "patience", "ignores_input", "exits_per_layer"}  # the originals' keys
+    # the originals' keys: not the fields they lacked
+    skip = {"checkpoint", "task", "criterion", "setting", "patience", "ignores_input", "exits_per_layer"}
     return [f"{key}_{r.criterion}_{r.setting} = {value}"
             for r in rows for key, value in sorted(r.to_json().items()) if key not in skip]
 
