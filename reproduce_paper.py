@@ -51,6 +51,7 @@ def build_parser():
     add("--divergence_thresholds", default=R.divergence_thresholds, help="F-PABEE's divergence thresholds (with "
         "patience 1, 2, 3).")
     add("--lte_thresholds", default=R.lte_thresholds, help="BERxiT-LTE's uncertainty thresholds.")
+    add("--energy_thresholds", default=R.energy_thresholds, help="COSEE's normalized energy thresholds.")
     add("--per_gpu_eval_batch_size", type=int, default=R.per_gpu_eval_batch_size, help="As run_glue.py.")
     add("--exit_pooling", choices=EXIT_POOLING, default=R.exit_pooling,
         help="What every head reads, for every model (default: first token, the paper; see docs/real_model.md on small models).")
@@ -77,7 +78,8 @@ def settings_from_flags(flags):
     if not (flags.tolerance >= 0 and flags.regression_threshold >= 0 and flags.k_layers >= 0):
         raise UsageError("--tolerance, --regression_threshold and --k_layers must be >= 0")
     numbers(flags.learning_rates, "learning_rates")
-    for flag in ("entropy_thresholds", "confidence_thresholds", "divergence_thresholds", "lte_thresholds"):
+    for flag in ("entropy_thresholds", "confidence_thresholds", "divergence_thresholds", "lte_thresholds",
+                 "energy_thresholds"):
         numbers(getattr(flags, flag), flag)
     unknown = [m for m in flags.methods.split(",") if m not in KEYS]
     if unknown:
@@ -94,6 +96,7 @@ def settings_from_flags(flags):
         k_layers=flags.k_layers, tolerance=flags.tolerance, regression_threshold=flags.regression_threshold,
         entropy_thresholds=flags.entropy_thresholds, confidence_thresholds=flags.confidence_thresholds,
         divergence_thresholds=flags.divergence_thresholds, lte_thresholds=flags.lte_thresholds,
+        energy_thresholds=flags.energy_thresholds,
         methods=tuple(KEYS[m] for m in flags.methods.split(",")),
         per_gpu_eval_batch_size=flags.per_gpu_eval_batch_size, exit_pooling=flags.exit_pooling,
         do_lower_case=flags.do_lower_case)

@@ -7,14 +7,19 @@ over the whole dev set (the one-pass sweep, equal to real early exit: tested):
     .venv/bin/python benchmarks/methods.py --glue_dir ../shared/glue_data --output_dir /tmp/methods
 
 Models (--exit_training): vanilla (`last`), PABEE (`pabee`), BERxiT (`alternate`), BERxiT with
-learning to exit (`alternate_lte`), ElasticBERT (`equilibrium`). Methods are a model with an exit
-rule: PABEE's patience, F-PABEE (kl_patience, js_patience), PCEE-BERT (entropy_patience), GPFEE's
-past part (past_entropy) on the PABEE model; BERxiT with DeeBERT's entropy rule; BERxiT-LTE (lte);
-ElasticBERT with patience and with entropy. Rules that read class probabilities are left out on
-STS-B (regression), where every patience is paired with every agreement threshold of
-REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) the
-table gives the best dev metric among its settings that reach at least that speed-up, as the mean
-and (min-max) over seeds; vanilla is at full depth. Results go to methods.json and methods.md.
+learning to exit (`alternate_lte`), ElasticBERT (`equilibrium`), COSEE (`cosee`). Methods are a
+model with an exit rule: PABEE's patience, F-PABEE (kl_patience, js_patience), PCEE-BERT
+(entropy_patience), GPFEE's past part (past_entropy) on the PABEE model; BERxiT with DeeBERT's
+entropy rule; BERxiT-LTE (lte); ElasticBERT with patience and with entropy; COSEE with its
+normalized energy (energy). Rules that read class probabilities are left out on STS-B
+(regression), where every patience is paired with every agreement threshold of
+REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) a
+setting is chosen on one random half of dev (the best metric among its settings reaching the
+target there) and scored on the other half, over SPLITS random halves (pabee.choice); the table
+gives the mean over seeds of the mean over halves, the min-max over seeds, the sd over seeds and
+halves, and the mean speed-up on the scoring halves. The optimistic figure (chosen and scored on
+all of dev) follows in a second table, labelled. Vanilla is at full depth, scored on the same
+halves. Results go to methods.json and methods.md.
 """
 
 import argparse
@@ -29,15 +34,18 @@ sys.path.insert(0, str(ROOT))
 
 from demo import default_model_dir  # noqa: E402
 from pabee import glue  # noqa: E402
+from pabee.choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
 from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
 
-PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 1)}  # task: (steps, seeds): 3 epochs of MRPC, STS-B
-MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium")
+PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds): 3 epochs of MRPC, STS-B
+MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium", "cosee")
 TARGETS = (1.3, 1.5, 2.0)
 ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.65,0.68"  # up to ln 2 = 0.693, the most two classes have
 DIVERGENCE = "0.001,0.003,0.01,0.03,0.1,0.3"
 # a learned uncertainty that has not learned much sits near sigmoid(0) = 0.5: a fine grid there
 LTE = "0.05,0.1,0.2,0.3,0.4,0.45,0.48,0.5,0.52,0.54,0.56,0.58,0.6,0.65,0.7,0.8"
+# COSEE's signal 1 / (1 + sum exp(logits)) is 1/3 for two classes at logits 0 and falls as a head grows sure
+ENERGY = "0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.13,0.16,0.2,0.25,0.3,0.35"
 # method: (model, criterion, patience, thresholds); patience-only rules take --patience
 METHODS = {
     "PABEE": ("pabee", "patience", "1,2,3,4,5", ""),
@@ -49,6 +57,7 @@ METHODS = {
     "BERxiT-LTE": ("alternate_lte", "lte", "0", LTE),
     "ElasticBERT (patience)": ("equilibrium", "patience", "1,2,3,4,5", ""),
     "ElasticBERT (entropy)": ("equilibrium", "entropy", "0", ENTROPY),
+    "COSEE": ("cosee", "energy", "0", ENERGY),
 }
 # STS-B's scores run from 0 to 5: "agree" means within these of the previous head, each a setting
 REGRESSION_THRESHOLDS = (0.05, 0.1, 0.25, 0.5, 0.75)
@@ -96,7 +105,8 @@ def train(args, task, model, seed, steps):
 
 def evaluate(args, task, model_name, seed, folder, steps, seconds):
     """Full depth, every layer's own head, and every setting of the methods on this model, all read
-    from one full-depth pass over the dev set."""
+    from one full-depth pass over the dev set: on all of dev, and chosen on one half and scored on
+    the other for each random split (pabee.choice)."""
     import torch
 
     from pabee.backbones import BACKBONES, load_model, load_tokenizer
@@ -113,16 +123,21 @@ def evaluate(args, task, model_name, seed, folder, steps, seconds):
     dev = EvalSet.of(source.task, features[source.task.name, "dev"], tokenizer.pad_token_id, 64)
     layers = run_inference(runtime, model, dev, all_layers=True)[0]
     depth = model.config.num_hidden_layers
-    each_layer = [score(dev, layers.logits[:, i], torch.full((len(dev.labels),), i + 1), depth)[0]
+    every_row = tuple(range(len(dev.labels)))
+    last = (layers.logits[:, -1], torch.full((len(dev.labels),), depth))
+    each_layer = [measure(dev, layers.logits[:, i], torch.full((len(dev.labels),), i + 1), depth, every_row)[0]
                   for i in range(depth)]
+    splits = random_halves(len(dev.labels))
     return {"task": task, "model": model_name, "seed": seed, "steps": steps, "train_seconds": seconds,
             "metric": source.task.metric, "full_depth": each_layer[-1], "each_layer": each_layer,
-            "methods": methods_on(model_name, source.task, dev, layers, depth)}
+            "full_depth_on_scoring_halves": [measure(dev, *last, depth, split.score)[0] for split in splits],
+            "methods": methods_on(model_name, source.task, dev, layers, depth, splits)}
 
 
-def methods_on(model_name, task, dev, layers, depth):
-    """{method: [[setting, metric, speed-up], ...]} for the methods that use this model; on
-    regression, patience rules take every patience with every agreement threshold."""
+def methods_on(model_name, task, dev, layers, depth, splits):
+    """{method: {"all_dev": [[setting, metric, speed-up], ...] on the whole dev set, "held_out":
+    {target: [[setting, metric, speed-up] or None per split]}}} for the methods that use this model;
+    on regression, patience rules take every patience with every agreement threshold."""
     from pabee.evaluation import swept
     from pabee.exit_rules import RULES
 
@@ -130,58 +145,108 @@ def methods_on(model_name, task, dev, layers, depth):
     for name, (model, criterion, patience, thresholds) in METHODS.items():
         if model != model_name or (task.is_regression and RULES[criterion].needs_probabilities):
             continue
-        found[name] = []
+        outputs = {}
         for agree in REGRESSION_THRESHOLDS if task.is_regression and criterion == "patience" else (0.0,):
             exits = ExitSettings.parse(criterion, patience, thresholds, agree)
             for setting in exits.settings:
                 label = f"{setting}@{agree:g}" if agree else setting  # patience@regression threshold
-                found[name].append([label, *score(dev, *swept(layers, exits.rule(setting)), depth)])
+                outputs[label] = swept(layers, exits.rule(setting))
+        found[name] = held_out_points(outputs, lambda label, rows: measure(dev, *outputs[label], depth, rows),
+                                      len(dev.labels), splits)
     return found
 
 
-def score(dev, answers, exit_layers, depth):
-    """(the task's main metric, speed-up L / mean exit layer) of one set of answers."""
+def held_out_points(outputs, measured, n, splits):
+    """A method's points on all of dev, and for each target its choice on each split's choosing
+    half scored on the other half."""
+    cache = {}
+
+    def cached(label, rows):
+        if (label, rows) not in cache:
+            cache[label, rows] = measured(label, rows)
+        return cache[label, rows]
+
+    every_row = tuple(range(n))
+    return {"all_dev": [[label, *cached(label, every_row)] for label in outputs],
+            "held_out": {str(t): [as_list(choose_and_score(list(outputs), cached, t, split)) for split in splits]
+                         for t in TARGETS}}
+
+
+def as_list(point):
+    return None if point is None else list(point)  # as methods.json gives it back
+
+
+def measure(dev, answers, exit_layers, depth, rows):
+    """(the task's main metric, speed-up L / mean exit layer) of one set of answers on `rows`."""
+    import torch
+
     from pabee.evaluation import predictions_of
     from pabee.exits import exit_stats
 
-    metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, answers), dev.labels)
-    return metrics[dev.task.metric], exit_stats(exit_layers, depth)["speed_up"]
+    index = torch.tensor(rows)
+    metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, answers[index]), dev.labels[list(rows)])
+    return metrics[dev.task.metric], exit_stats(exit_layers[index], depth)["speed_up"]
 
 
-def at_speed_up(points, target):
-    """The best metric among settings reaching at least `target` speed-up, or None."""
-    reached = [metric for _, metric, speed_up in points if speed_up >= target - 1e-9]
-    return max(reached) if reached else None
+def seed_mean(values):
+    return statistics.mean(values) if values and None not in values else None
 
 
-def spread(values):
-    """mean (min-max) x 100, or n/a when a seed has no setting fast enough."""
-    if not values or any(v is None for v in values):
+def cell(per_seed):
+    """mean over seeds x 100, with (min-max over seeds) when there are several; n/a when a seed
+    has no value."""
+    if not per_seed or any(v is None for v in per_seed):
         return "n/a"
-    text = f"{statistics.mean(values) * 100:.1f}"
-    return text if len(values) == 1 else f"{text} ({min(values) * 100:.1f}-{max(values) * 100:.1f})"
+    text = f"{statistics.mean(per_seed) * 100:.1f}"
+    return text if len(per_seed) == 1 else f"{text} ({min(per_seed) * 100:.1f}-{max(per_seed) * 100:.1f})"
+
+
+def held_out_cell(runs, name, target):
+    """A method's held-out score at `target` over seeds (each seed: the mean over splits), the
+    spread over every seed and split (sd), and the mean speed-up on the scoring halves."""
+    chosen = [[c for c in r["methods"][name]["held_out"][str(target)]] for r in runs]
+    if any(c is None for seed in chosen for c in seed):
+        return "n/a", None
+    scores = [c[1] for seed in chosen for c in seed]
+    speed_up = statistics.mean(c[2] for seed in chosen for c in seed)
+    per_seed = [statistics.mean(c[1] for c in seed) for seed in chosen]
+    return f"{cell(per_seed)} ±{statistics.pstdev(scores) * 100:.1f} @{speed_up:.2f}x", statistics.mean(per_seed)
 
 
 def markdown(results):
-    """Per task: vanilla at full depth, then each method's full depth (its model's last head) and its
-    best dev metric at each target speed-up, over seeds."""
+    """Per task: vanilla at full depth, then each method's full depth (its model's last head) and,
+    at each target speed-up, its setting chosen on one half of dev and scored on the other (mean
+    over seeds of the mean over splits, (min-max over seeds), ±sd over seeds and splits, @ mean
+    speed-up on the scoring halves); then the same choice made and scored on all of dev,
+    optimistic, for comparison."""
     from pabee.report import markdown as table
 
-    lines = []
+    held, optimistic = [], []
     for task in dict.fromkeys(r["task"] for r in results):
         mine = [r for r in results if r["task"] == task]
-        vanilla = [r["full_depth"] for r in mine if r["model"] == "last"]
-        lines.append([f"{task} ({mine[0]['metric']})", "vanilla", spread(vanilla), *["-"] * len(TARGETS), ""])
+        vanilla = [r for r in mine if r["model"] == "last"]
+        vanilla_halves = statistics.mean(seed_mean(r["full_depth_on_scoring_halves"]) for r in vanilla) if vanilla else None
+        label = f"{task} ({mine[0]['metric']})"
+        held.append([label, "vanilla", cell([seed_mean(r["full_depth_on_scoring_halves"]) for r in vanilla]),
+                     *["-"] * len(TARGETS), ""])
+        optimistic.append([label, "vanilla", cell([r["full_depth"] for r in vanilla]), *["-"] * len(TARGETS)])
         for name, (model, *_rest) in METHODS.items():
             runs = [r for r in mine if r["model"] == model and name in r["methods"]]
             if not runs:
                 continue
-            best = [[at_speed_up(r["methods"][name], t) for r in runs] for t in TARGETS]
-            close = best[0] and None not in best[0] and statistics.mean(best[0]) >= statistics.mean(vanilla) - 0.005
-            lines.append([f"{task}", name, spread([r["full_depth"] for r in runs]), *map(spread, best),
-                          "yes" if close else ""])
-    header = ["task (metric)", "method", "full depth", *[f">= {t}x" for t in TARGETS], "within 0.5 of vanilla at 1.3x"]
-    return table(header, lines)
+            cells = [held_out_cell(runs, name, t) for t in TARGETS]
+            close = None not in (cells[0][1], vanilla_halves) and cells[0][1] >= vanilla_halves - 0.005
+            held.append([task, name, cell([seed_mean(r["full_depth_on_scoring_halves"]) for r in runs]),
+                         *[text for text, _ in cells], "yes" if close else ""])
+            best = [[best_at(r["methods"][name]["all_dev"], t) for r in runs] for t in TARGETS]
+            optimistic.append([task, name, cell([r["full_depth"] for r in runs]),
+                               *[cell([b and b[1] for b in seeds]) for seeds in best]])
+    targets = [f">= {t}x" for t in TARGETS]
+    return ("Chosen on one half of dev, scored on the other (" + f"{SPLITS} random halves per task, the same for every "
+            "method and seed):\n\n"
+            + table(["task (metric)", "method", "full depth", *targets, "within 0.5 of vanilla at 1.3x"], held)
+            + "\nOptimistic, for comparison only: chosen and scored on all of dev:\n\n"
+            + table(["task (metric)", "method", "full depth", *targets], optimistic))
 
 
 def main(argv=None):

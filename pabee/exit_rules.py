@@ -2,7 +2,7 @@
 the registry of them that --exit_criterion names. PABEE's patience, the baselines the paper
 compares with (entropy, confidence, a fixed layer), and the later methods that beat PABEE:
 divergence patience (F-PABEE), entropy patience (PCEE-BERT), the past layers' ensemble (GPFEE's
-past part) and learning to exit (BERxiT's LTE). docs/methods.md cites each definition.
+past part), learning to exit (BERxiT's LTE) and the normalized energy score (COSEE). docs/methods.md cites each definition.
 
 This module imports no torch (the rules only call methods of the tensors they are given), so that
 the entry points can list the choices and check flags before anything heavy is loaded.
@@ -174,6 +174,27 @@ class LearnedExitRule(ThresholdRule):
         return uncertainty < self.threshold
 
 
+def normalized_energy(logits):
+    """COSEE's exit signal, the energy score squashed into (0, 1): 1 / (1 + sum_c exp(logit_c)),
+    that is sigmoid(-logsumexp(logits)) (the authors' code, He-Jianing/COSEE, function `energy`, at
+    temperature 1 as its scripts run it). Confident heads have large logits and a signal near 0."""
+    return (-logits.float().logsumexp(-1)).sigmoid()
+
+
+class EnergyRule(ThresholdRule):
+    """COSEE (He et al., "COSEE: Consistency-Oriented Signal-Based Early Exiting via Calibrated
+    Sample Weighting Mechanism", AAAI 2025): exit at the first layer whose normalized energy score
+    falls below `threshold` (strict, as its code compares). Its training is --exit_training cosee
+    (pabee.cosee); the rule reads any model's heads."""
+
+    name = "energy"
+    max_setting = 1  # the signal lies in (0, 1)
+    example = "0.05,0.1,0.2"
+
+    def passes(self, logits, uncertainty):
+        return normalized_energy(logits) < self.threshold
+
+
 class PastEnsembleRule(ThresholdRule):
     """The past part of GPFEE (Liao et al., NAACL 2021): a layer's answer is the average of the
     softmax distributions of layers 1..i (equal weights), and an example exits once the entropy of
@@ -319,7 +340,8 @@ class FixedRule(Rule):
 
 
 RULES = {rule.name: rule for rule in (PatienceRule, EntropyRule, ConfidenceRule, FixedRule, KLPatienceRule,
-                                      JSPatienceRule, EntropyPatienceRule, PastEnsembleRule, LearnedExitRule)}
+                                      JSPatienceRule, EntropyPatienceRule, PastEnsembleRule, LearnedExitRule,
+                                      EnergyRule)}
 
 
 def make_rule(criterion, setting, regression_threshold=0.0):

@@ -1,11 +1,13 @@
 """The losses of training: PABEE's weighted loss over every head, the losses of the baselines'
 stages (vanilla's last head, DeeBERT's internal heads, FastBERT's self-distillation), and of the
 later methods (BERxiT's alternating objectives and its learning-to-exit head, ElasticBERT's sum
-over every head). One loss serves every backbone: they read the stacked logits of every layer,
+over every head, COSEE's sample-weighted loss: pabee.cosee). One loss serves every backbone: they read the stacked logits of every layer,
 [batch, layers, labels] (and, to learn to exit, every layer's uncertainty, [batch, layers])."""
 
 import torch
 from torch.nn import functional as F
+
+from pabee.cosee import CoseeBatch, cosee_loss
 
 
 def batch_regime(stage_regime, batch_number):
@@ -29,7 +31,12 @@ def training_loss(all_layer_logits, labels, regime="pabee", temperature=1.0, unc
     stages the last layer is the fixed target. `all` and `equilibrium`: the sum of every head's
     loss (BERxiT's odd batches; ElasticBERT, whose gradient equilibrium acts in the forward pass).
     `last_lte` / `internal_lte`: the last head's loss / the internal heads' summed, plus the
-    learning-to-exit loss (lte_loss)."""
+    learning-to-exit loss (lte_loss). A CoseeBatch: COSEE's loss (pabee.cosee), which needs the
+    batch's thresholds and sharpness from the training loop."""
+    if isinstance(regime, CoseeBatch):
+        return cosee_loss(all_layer_logits, labels, regime)
+    if regime == "cosee":
+        raise ValueError("COSEE's loss needs its batch's thresholds: pass a pabee.cosee.CoseeBatch as the regime")
     internal = all_layer_logits[:, :-1].unbind(1)
     if regime == "last":
         return layer_loss(all_layer_logits[:, -1], labels)

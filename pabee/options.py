@@ -8,11 +8,14 @@ EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first 
 # frozen model; distill: stage 2 of FastBERT, internal heads towards the last layer's predictions;
 # alternate: BERxiT's alternating objectives (the last head's loss, then every head's, batch by
 # batch); alternate_lte: the same with BERxiT's learning-to-exit head; equilibrium: ElasticBERT,
-# every head's loss with gradient equilibrium. pabee.losses says what each one computes.
+# every head's loss with gradient equilibrium; cosee: COSEE's sample-weighted loss with signal calibration
+# (classification only). pabee.losses says what each one computes.
 STAGES = {"pabee": ("pabee",), "last": ("last",), "two_stage": ("last", "internal"), "self_distill": ("last", "distill"),
-          "alternate": ("alternate",), "alternate_lte": ("alternate_lte",), "equilibrium": ("equilibrium",)}
+          "alternate": ("alternate",), "alternate_lte": ("alternate_lte",), "equilibrium": ("equilibrium",),
+          "cosee": ("cosee",)}
 EXIT_TRAINING = tuple(STAGES)
 LEARNS_TO_EXIT = ("alternate_lte",)  # regimes whose model has BERxiT's learning-to-exit head
+CLASSIFICATION_ONLY = ("cosee",)  # regimes whose loss reads class logits
 
 HEAD_BIAS_INIT = ("zero", "label_prior")  # new heads' bias: zero (the original) or the training labels' prior
 

@@ -52,13 +52,14 @@ LATER_METHODS = {
     "BERxiT (entropy)": ("alternate", "entropy", CLOSEST, "alternate", "berxit"),
     "BERxiT-LTE": ("alternate_lte", "lte", CLOSEST, "alternate_lte", "berxit-lte"),
     "ElasticBERT (patience)": ("equilibrium", "patience", CLOSEST, "equilibrium", "elasticbert"),
+    "COSEE": ("cosee", "energy", CLOSEST, "cosee", "cosee"),
 }
 ALL_METHODS = {**METHODS, **LATER_METHODS}
 KEYS = {method[4]: name for name, method in ALL_METHODS.items()}
 PAPER_METHODS = tuple(method[4] for method in METHODS.values())  # the default of reproduce_paper.py --methods
 MODELS = {"vanilla": "last", "k-layer": "last", "pabee": "pabee", "two_stage": "two_stage",
           "self_distill": "self_distill", "alternate": "alternate", "alternate_lte": "alternate_lte",
-          "equilibrium": "equilibrium"}
+          "equilibrium": "equilibrium", "cosee": "cosee"}
 
 
 def models_for(methods):

@@ -18,7 +18,7 @@ from pabee.report import draw_tradeoff
 from pabee.results import read_rows
 from pabee.run import run as run_glue
 from pabee.exit_rules import RULES
-from pabee.options import STAGES
+from pabee.options import CLASSIFICATION_ONLY, STAGES
 from pabee.settings import DataSettings, EvalSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings
 from pabee.training import Interrupted
 
@@ -59,10 +59,17 @@ def methods_of(settings):
     return settings.methods or tuple(paper.METHODS)
 
 
+def models_on(settings, task):
+    """The models the compared methods need on `task`: not those whose training reads class logits
+    on a regression task."""
+    return [m for m in paper.models_for(methods_of(settings))
+            if not (task.is_regression and paper.MODELS[m] in CLASSIFICATION_ONLY)]
+
+
 def plan_runs(settings, tasks):
     out = Path(settings.output_dir)
     return [Run(task, model, lr, bs, seed, out / "runs" / task.folder / model / f"lr{lr}-bs{bs}-seed{seed}")
-            for task in tasks for model in paper.models_for(methods_of(settings)) for lr in settings.learning_rates
+            for task in tasks for model in models_on(settings, task) for lr in settings.learning_rates
             for bs in settings.batch_sizes for seed in range(1, settings.seeds + 1)]
 
 
@@ -202,7 +209,7 @@ def exits_to_evaluate(settings, task, model, depth):
              "confidence": ("0", settings.confidence_thresholds), "fixed": ("0", ",".join(map(str, range(1, depth + 1)))),
              "kl_patience": ("1,2,3", settings.divergence_thresholds), "js_patience": ("1,2,3", settings.divergence_thresholds),
              "entropy_patience": ("1,2,3", settings.entropy_thresholds), "past_entropy": ("0", settings.entropy_thresholds),
-             "lte": ("0", settings.lte_thresholds)}
+             "lte": ("0", settings.lte_thresholds), "energy": ("0", settings.energy_thresholds)}
     criteria = [criterion for m in methods_of(settings)
                 for _, criterion, how, needs, _ in [paper.ALL_METHODS[m]] if needs == model and not how.startswith("full depth")]
     criteria = (["patience"] if model == "pabee" else []) + criteria
@@ -222,7 +229,7 @@ def reproduce(settings, tasks, runs, depth):
         print(f"[run {i}/{len(runs)}] {run.describe()}: {train(settings, run, depth)}", flush=True)
     results, chosen = {}, {}
     for task in tasks:
-        for model in paper.models_for(methods_of(settings)):
+        for model in models_on(settings, task):
             picked = chosen_runs(runs, task, model)
             for exits in exits_to_evaluate(settings, task, model, depth):
                 for run in picked:

@@ -22,6 +22,7 @@ from pabee.errors import UsageError
 from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
 from pabee.features import prepare_features
 from pabee.files import OutputLock, check_writable, read_json, write_json
+from pabee.options import CLASSIFICATION_ONLY
 from pabee.report import print_exit_lines, warn_ignored_inputs, write_eval_results, write_report, write_submissions
 from pabee.runtime import set_seed, start_runtime
 from pabee.settings import ExitPlan
@@ -121,7 +122,10 @@ def regime(settings):
 
 def check_model_fits(settings, plan, configs):
     """What the model does not have: layers beyond its depth (--num_hidden_layers, fixed exits), a
-    learning-to-exit head for a rule that reads it."""
+    learning-to-exit head for a rule that reads it; class logits for a regime that reads them."""
+    if settings.training and settings.training.exit_training in CLASSIFICATION_ONLY and plan.task.is_regression:
+        raise UsageError(f"--exit_training {settings.training.exit_training} reads class logits and "
+                         f"{plan.task.folder} is a regression task: use pabee, equilibrium or alternate_lte")
     regimes = [settings.training.exit_training] if settings.training else [getattr(c, "exit_training", "pabee")
                                                                           for c in configs]
     for exit_training in regimes:

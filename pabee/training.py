@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from pabee.checkpoints import load_states, restore_rng, save_checkpoint, training_state
+from pabee.cosee import CoseeSchedule
 from pabee.errors import UsageError
 from pabee.evaluation import full_depth_metrics
 from pabee.features import to_device, train_loader
@@ -116,19 +117,25 @@ def run_stage(job, stage, resume_from):
                                    names)
         scheduler = linear_schedule(optimizer, settings.warmup_steps, stage.end - stage.start)
         scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 else None
-        step, loss_since_log = stage.start, 0.0
+        step, loss_since_log, state = stage.start, 0.0, {}
         if resume_from is not None:
             load_states(resume_from, runtime, optimizer, scheduler, scaler)
             state = training_state(resume_from)
             step, loss_since_log = state["global_step"], state.get("loss_since_log", 0.0)
             logger.info("Resuming from %s at step %d", resume_from, step)
+        cosee = CoseeSchedule.from_state(state.get("cosee")) if stage.regime == "cosee" else None
         wrapped = for_training(job.model, runtime)
         log_start(job, stage)
         with StopOnSignal() as stop:
             wrapped.zero_grad()
             for number, batch in stage_batches(job, stage, step):
-                loss_since_log += backward(runtime, wrapped, batch, scaler, settings.gradient_accumulation_steps,
-                                           batch_regime(stage.regime, number))
+                regime = (cosee.batch(number, (step - stage.start) / (stage.end - stage.start)) if cosee
+                          else batch_regime(stage.regime, number))
+                loss, logits = backward(runtime, wrapped, batch, scaler, settings.gradient_accumulation_steps, regime,
+                                        keep_logits=cosee is not None)
+                loss_since_log += loss
+                if cosee:
+                    cosee.observe(logits)
                 if (number + 1) % settings.gradient_accumulation_steps:
                     continue
                 optimizer_step(wrapped, optimizer, scheduler, scaler, settings.max_grad_norm)
@@ -141,7 +148,8 @@ def run_stage(job, stage, resume_from):
                     states = {"optimizer.pt": optimizer.state_dict(), "scheduler.pt": scheduler.state_dict(),
                               **({"scaler.pt": scaler.state_dict()} if scaler else {})}
                     trainer_state = {"global_step": step, "loss_since_log": mean_over_processes(runtime, loss_since_log),
-                                     **({"stage": stage.number} if stage.number else {})}
+                                     **({"stage": stage.number} if stage.number else {}),
+                                     **({"cosee": cosee.state()} if cosee else {})}
                     save_checkpoint(job.output_dir, step, runtime, job.model, job.tokenizer, states, job.record,
                                     trainer_state)
                 if stopping:
@@ -215,17 +223,17 @@ def for_training(model, runtime):
     return model
 
 
-def backward(runtime, model, batch, scaler, accumulation, regime):
+def backward(runtime, model, batch, scaler, accumulation, regime, keep_logits=False):
     """Forward and backward of one batch under the stage's loss; returns the loss, a float64 tensor
-    on the device: the host reads it only when it logs, so it never waits for the device per step."""
+    on the device (the host reads it only when it logs, so it never waits for the device per step),
+    and with `keep_logits` every layer's logits, detached (else None)."""
     model.train()
     with torch.autocast(runtime.device.type, dtype=runtime.amp_dtype, enabled=runtime.amp_dtype is not None):
-        loss = model(**to_device(batch, runtime.device), training_regime=regime).loss
-    if runtime.data_parallel:
-        loss = loss.mean()
+        outputs = model(**to_device(batch, runtime.device), training_regime=regime, output_all_layer_logits=keep_logits)
+    loss = outputs.loss.mean() if runtime.data_parallel else outputs.loss
     loss = loss / accumulation
     (scaler.scale(loss) if scaler else loss).backward()
-    return loss.detach().double()
+    return loss.detach().double(), outputs.all_layer_logits.detach() if keep_logits else None
 
 
 def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm):

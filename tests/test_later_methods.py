@@ -14,11 +14,13 @@ from torch.nn import functional as F
 import run_glue
 from conftest import KINDS, varied_batch
 from pabee.exit_rules import (
+    EnergyRule,
     EntropyPatienceRule,
     JSPatienceRule,
     KLPatienceRule,
     LearnedExitRule,
     PastEnsembleRule,
+    normalized_energy,
 )
 from pabee.exits import answers_at_exit, exit_layers_from_logits
 from pabee.losses import batch_regime, training_loss
@@ -111,6 +113,7 @@ def rules_at_quantiles(model, ids, mask):
     rules += [JSPatienceRule(p, at(kl_values, q) / 4) for p in (1, 2) for q in (0.3, 0.7)]
     rules += [EntropyPatienceRule(p, at(entropy, q)) for p in (1, 2) for q in (0.3, 0.7)]
     rules += [PastEnsembleRule(at(entropy, q)) for q in (0.2, 0.5, 0.8)]
+    rules += [EnergyRule(at(normalized_energy(out.all_layer_logits[:, :-1]).flatten().sort().values, q)) for q in (0.3, 0.7)]
     if out.all_layer_uncertainty is not None:
         rules += [LearnedExitRule(at(out.all_layer_uncertainty[:, :-1].flatten().sort().values, q)) for q in (0.3, 0.7)]
     return rules, out

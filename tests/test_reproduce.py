@@ -132,18 +132,24 @@ def test_dry_run_lists_the_models_the_chosen_methods_need_and_what_they_cost(wor
     assert " s at batch 16 per step)" in total and not (tmp_path / "out").exists()
 
 
+def test_cosee_is_trained_on_classification_tasks_only(world, tmp_path, capsys):
+    assert call(world, tmp_path / "out", "--dry_run", "--methods", "pabee,cosee") == 0
+    runs = [line.split()[1:3] for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert runs == [["SST-2", "pabee"], ["SST-2", "cosee"], ["STS-B", "pabee"]]
+
+
 def test_an_unknown_method_is_one_line(world, tmp_path, capsys):
-    assert call(world, tmp_path / "out", "--methods", "pabee,cosee") == 2
+    assert call(world, tmp_path / "out", "--methods", "pabee,fastbert") == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--methods: unknown method 'cosee'" in err and "fpabee-kl" in err
+    assert len(err.splitlines()) == 1 and "--methods: unknown method 'fastbert'" in err and "cosee" in err
 
 
 def test_later_methods_join_the_table_at_matched_speed_ups(world, tmp_path):
     out = tmp_path / "later"
-    assert call(world, out, "--methods", "pabee,fpabee-js,pcee,berxit-lte,elasticbert", tasks=("SST-2",)) == 0
+    assert call(world, out, "--methods", "pabee,fpabee-js,pcee,berxit-lte,elasticbert,cosee", tasks=("SST-2",)) == 0
     table = json.loads((out / "paper_table.json").read_text())
     assert table["methods"][0] == "PABEE" and {"F-PABEE (JS)", "PCEE-BERT", "BERxiT-LTE",
-                                               "ElasticBERT (patience)"} <= set(table["methods"])
+                                               "ElasticBERT (patience)", "COSEE"} <= set(table["methods"])
     for method in table["methods"]:
         cell = table["cells"][f"{method}|sst-2"]
         (folder,) = table["runs"][f"{paper.ALL_METHODS[method][3]}|sst-2"]
