@@ -8,7 +8,8 @@ Input: plain text, one example per line (a tab separates the two texts of a pair
 input order: the text(s), the label name and its probability (classification) or the value
 (regression), and the exit layer. Reading standard input, each batch is answered as soon as it
 fills, or when the input pauses. Without --patience or --exit_criterion the exit is the one
-chosen on dev from the run's results; the first line on stderr says which exit is used and why.
+chosen from the run's results (on the rows run_glue --choose_exit_on gave, else on dev); the first
+line on stderr says which exit is used, why, and what it was chosen on.
 Bad input: one line on stderr, exit code 2.
 """
 
@@ -31,7 +32,7 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = p.add_argument
     add("--model_dir", required=True, help="A folder run_glue.py trained (or any of its checkpoint-N).")
-    add("--patience", type=int, default=None, help="Patience of the exit (default: the exit chosen on dev, see above).")
+    add("--patience", type=int, default=None, help="Patience of the exit (default: the exit chosen from the run's results, see above).")
     add("--exit_criterion", choices=list(RULES), default=None, help="The exit criterion (as run_glue.py).")
     add("--exit_thresholds", default=None, help="The criterion's one setting (entropy / confidence threshold, fixed layer).")
     add("--regression_threshold", type=float, default=None, help="Regression agreement threshold (default: the chosen "

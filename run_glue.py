@@ -12,7 +12,7 @@ import argparse
 import math
 import shlex
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from pabee.backbones import BACKBONES
@@ -21,6 +21,7 @@ from pabee.exit_rules import RULES
 from pabee.options import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT
 from pabee.settings import (
     DataSettings,
+    ExitChoice,
     DeviceSettings,
     EvalSettings,
     ExitSettings,
@@ -89,6 +90,10 @@ def build_parser():
         help="patience (PABEE, settings from --patience), entropy (DeeBERT), confidence (Shallow-Deep), "
              "fixed (static exit layer); the last three take --exit_thresholds.")
     add("--exit_thresholds", default="", help="Comma list: entropy or confidence thresholds, or fixed exit layers.")
+    add("--choose_exit_on", default="dev", help="Rows predict.py's default exit is chosen on: dev (default; the rows "
+        "of the dev figures, which then flatter that setting), train:P (P%% of the training rows held out of "
+        "training, seeded by --seed; with --do_train) or a file laid out as the dev data. With --do_eval every exit "
+        "setting is also evaluated there, in calibration_results.json; dev stays clean for your report.")
     add("--exit_pooling", choices=EXIT_POOLING, default=M.exit_pooling,
         help="What each head's pooler reads of its layer: the first token (the paper) or the attention-masked "
              "mean of the tokens. Saved in the model's config; default: the model's own setting, else first.")
@@ -188,7 +193,8 @@ def settings_from_flags(flags):
     """The run the flags ask for, checked as far as the flags alone allow."""
     check_ranges(flags)
     exits = ExitSettings.parse(flags.exit_criterion, flags.patience, flags.exit_thresholds, flags.regression_threshold)
-    return RunSettings(output_dir=flags.output_dir, model=pick(ModelSettings, flags), data=pick(DataSettings, flags),
+    data = replace(pick(DataSettings, flags), choose_exit_on=ExitChoice.parse(flags.choose_exit_on))
+    return RunSettings(output_dir=flags.output_dir, model=pick(ModelSettings, flags), data=data,
                        exits=exits, training=pick(TrainingSettings, flags) if flags.do_train else None,
                        do_eval=flags.do_eval, do_predict=flags.do_predict, evaluation=pick(EvalSettings, flags),
                        device=pick(DeviceSettings, flags), seed=flags.seed, cache_dir=flags.cache_dir or None,

@@ -49,6 +49,7 @@ class OwnData:
     task: Task
     splits: dict
     key: str  # tells cached features of other files, columns or labels apart
+    read_labelled: object  # path -> the examples of a file laid out as the validation data
 
     @property
     def eval_tasks(self):
@@ -236,7 +237,16 @@ def open_own(data, wanted, seed, cache_dir=None, model_config=None):
     task = make_task(data, kind, names, texts)
     key = hashlib.sha256(json.dumps([source_identity(tables), data.validation_split_percentage, seed,
                                      texts, label, kind, names], default=str).encode()).hexdigest()[:10]
-    return OwnData(task, examples, key)
+    return OwnData(task, examples, key, lambda path: read_labelled(path, data, texts, label, kind, names))
+
+
+def read_labelled(path, data, texts, label, kind, names):
+    """A further file of labelled rows (--choose_exit_on <file>), checked as the validation file."""
+    check_file(path, "choose_exit_on")
+    table = labelled(read_file(path, data.tsv_quoting), label, frozenset(names or ()), data.skip_unlabeled_rows)
+    check_columns(table, texts, "fix --text_columns")
+    check_columns(table, [label], "fix --label_column")
+    return examples_of(table, "dev", texts, label, kind, names)
 
 
 def columns_of(data, tables):

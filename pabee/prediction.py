@@ -19,11 +19,11 @@ from pabee.checkpoints import NAME as CHECKPOINT_NAME
 from pabee.errors import DataError, UsageError, first_line
 from pabee.settings import ExitSettings
 from pabee.files import describe_missing, read_json
-from pabee.results import fastest_within, read_rows
+from pabee.results import fastest_within, read_calibration, read_rows
 from pabee.tables import read_texts
 
 PLAIN = (".txt", "")  # one example per line
-TOLERANCE = 0.01  # the exit chosen on dev keeps the main metric within this of full depth
+TOLERANCE = 0.01  # the chosen exit keeps the main metric within this of full depth
 ONE_CLASS_INPUT, ONE_CLASS_SHARE = 100, 0.99  # as large an input, and as large a share, as make one class suspect
 WAKE = 0.05  # seconds the input waiter sleeps at most between looks at the queue and at signals
 
@@ -141,15 +141,16 @@ def trained_length(folder):
 
 
 def chosen_exit(folder):
-    """(exit settings, why) when none is asked for: the fastest setting run_glue evaluated on dev
-    (pabee_results.json of the run that wrote `folder`) whose main metric stays within TOLERANCE of
-    full depth and whose answers do not ignore the input. Full depth when dev results exist but no
-    setting qualifies for that reason, or when full depth's own answers ignore the input; without
-    dev results, the patience of the model's config (0, full depth, unless set_patience said)."""
-    rows = dev_rows(Path(folder))
+    """(exit settings, why) when none is asked for: the fastest setting run_glue evaluated whose
+    main metric stays within TOLERANCE of full depth and whose answers do not ignore the input, on
+    the rows run_glue --choose_exit_on gave (calibration_results.json), else on dev (whose figures
+    then flatter it: the why says so). Full depth when results exist but no setting qualifies, or
+    full depth's own answers ignore the input; without results, the config's patience (0, full
+    depth, unless set_patience said)."""
+    rows, on = run_rows(Path(folder))
     full = max((r for r in rows if r.criterion == "layer"), key=lambda r: r.setting, default=None)
     if full is not None and full.ignores_input:
-        return FULL_DEPTH, f"full depth: on dev its answers ignore the input even there ({full.ignores_input})"
+        return FULL_DEPTH, f"full depth: on {on} its answers ignore the input even there ({full.ignores_input})"
     settings = [r for r in rows if r.criterion != "layer"]
     candidates = [r for r in settings if not r.ignores_input]
     best = full and fastest_within([(r, r.metrics[r.main], r.speed_up) for r in candidates], full.metrics[full.main],
@@ -157,7 +158,7 @@ def chosen_exit(folder):
     skipped = [f"{r.criterion} {r.setting}" for r in settings if r.ignores_input]
     skipping = f"; skipped {', '.join(skipped)}: their answers ignore the input" if skipped else ""
     if best is None and skipped:
-        return FULL_DEPTH, f"full depth: no other setting evaluated on dev qualifies{skipping}"
+        return FULL_DEPTH, f"full depth: no other setting evaluated on {on} qualifies{skipping}"
     if best is None:
         config = read_json(Path(folder) / "config.json")
         patience, threshold = config.get("patience", 0), config.get("regression_threshold", 0.0)
@@ -165,21 +166,25 @@ def chosen_exit(folder):
                f"patience {patience}{' (full depth)' if patience == 0 else ''}")
         return ExitSettings("patience", (patience,), threshold), why
     threshold = best.regression_threshold if best.regression_threshold is not None else 0.0
-    why = (f"chosen on dev: the fastest setting evaluated within {TOLERANCE * 100:g} point of full depth ({best.task} "
+    why = (f"chosen on {on}: the fastest setting evaluated within {TOLERANCE * 100:g} point of full depth ({best.task} "
            f"{best.main} {best.metrics[best.main]:.4f} against {full.metrics[full.main]:.4f}, {best.speed_up:.2f}x "
-           f"fewer layers){skipping}")
+           f"fewer layers){skipping}{DEV_CHOICE if on == 'dev' else ''}")
     return ExitSettings(best.criterion, (best.setting,), threshold), why
 
 
 FULL_DEPTH = ExitSettings("patience", (0,), 0.0)
+DEV_CHOICE = ("; dev figures at this setting are optimistic, chosen on the same rows: run_glue.py --choose_exit_on "
+              "train:10 or a file keeps dev clean")
 
 
-def dev_rows(folder):
-    """The dev rows of the run that wrote `folder` (a checkpoint: its own), of its first task."""
+def run_rows(folder):
+    """(rows, what they were measured on) of the run that wrote `folder` (a checkpoint: its own),
+    of its first task: the calibration rows when run_glue --choose_exit_on gave some, else dev's."""
     checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
-    rows = read_rows((folder.parent if checkpoint != "final" else folder) / "pabee_results.json")
-    rows = [r for r in rows if r.checkpoint == checkpoint]
-    return [r for r in rows if r.task == rows[0].task] if rows else []
+    run = folder.parent if checkpoint != "final" else folder
+    calibration, on = read_calibration(run)
+    rows = [r for r in (calibration or read_rows(run / "pabee_results.json")) if r.checkpoint == checkpoint]
+    return ([r for r in rows if r.task == rows[0].task] if rows else []), (on if calibration else "dev")
 
 
 # --- input ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pabee import glue
 from pabee.checkpoints import checkpoint_step
 from pabee.exit_rules import RULES
 from pabee.files import write_json, write_text
-from pabee.results import UNSTEADY, read_rows, unsteady
+from pabee.results import CALIBRATION, UNSTEADY, read_calibration, read_rows, unsteady
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,17 @@ def write_eval_results(output_dir, rows):
         folder.mkdir(parents=True, exist_ok=True)
         mine = [r for r in rows if (r.checkpoint, r.task) == (checkpoint, task)]
         write_text(folder / "eval_results.txt", "\n".join(eval_results_lines(mine)) + "\n")
+
+
+def write_calibration(output_dir, rows, chosen_on):
+    """calibration_results.json: every exit setting and layer on the rows predict.py's exit is
+    chosen on (run_glue --choose_exit_on), and what those rows are (`chosen_on`). Rows measured
+    earlier on the same rows are kept unless measured again."""
+    path = Path(output_dir) / CALIBRATION
+    earlier, on = read_calibration(output_dir)
+    merged = list({r.key: r for r in (earlier if on == chosen_on else []) + rows}.values())
+    write_json(path, {"chosen_on": chosen_on, "rows": [r.to_json() for r in merged]})
+    logger.info("exit settings on %s: %s", chosen_on, path)
 
 
 def eval_results_lines(rows):

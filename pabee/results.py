@@ -79,6 +79,18 @@ def fastest_within(candidates, full_depth, tolerance):
     return max(good, key=lambda c: c[2])[0] if good else None
 
 
+CALIBRATION = "calibration_results.json"  # run_glue --choose_exit_on's rows, apart from dev's
+
+
+def read_calibration(folder):
+    """(rows, what they were measured on) of a run's calibration_results.json; ([], None) if absent."""
+    path = Path(folder) / CALIBRATION
+    if not path.is_file():
+        return [], None
+    saved = read_json(path)
+    return [ResultRow.from_json(r) for r in saved["rows"]], saved["chosen_on"]
+
+
 def read_rows(path):
     """The rows of a results file (eval_results.json, pabee_results.json); none if it is absent."""
     return [ResultRow.from_json(r) for r in read_json(path)] if Path(path).is_file() else []

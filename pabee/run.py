@@ -23,7 +23,14 @@ from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions
 from pabee.features import prepare_features
 from pabee.files import OutputLock, check_writable, read_json, write_json
 from pabee.options import CLASSIFICATION_ONLY
-from pabee.report import print_exit_lines, warn_ignored_inputs, write_eval_results, write_report, write_submissions
+from pabee.report import (
+    print_exit_lines,
+    warn_ignored_inputs,
+    write_calibration,
+    write_eval_results,
+    write_report,
+    write_submissions,
+)
 from pabee.runtime import set_seed, start_runtime
 from pabee.settings import ExitPlan
 from pabee.sources import open_source
@@ -138,10 +145,10 @@ def check_model_fits(settings, plan, configs):
 
 
 def splits_of(settings, plan):
-    """(task, split) pairs the run reads: the training task's train split, the evaluated tasks'
-    dev and test splits."""
-    return [(plan.task if split == "train" else task, split) for split in settings.wanted_splits()
-            for task in ((plan.task,) if split == "train" else plan.eval_tasks)]
+    """(task, split) pairs the run reads: the training task's train and calibration splits, the
+    evaluated tasks' dev and test splits."""
+    return [(task, split) for split in settings.wanted_splits()
+            for task in ((plan.task,) if split in ("train", "calibration") else plan.eval_tasks)]
 
 
 def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features, resume):
@@ -187,7 +194,7 @@ def evaluate_and_report(settings, plan, runtime, backbone, features, final_model
     """Every model to evaluate on the dev sets (rows, console lines, reports), and the final
     model's test-set submission files. The final model is the one trained or loaded already."""
     Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, calibration = [], []
     for name, folder in models_to_evaluate(settings):
         model = final_model
         if name != "final":
@@ -202,12 +209,18 @@ def evaluate_and_report(settings, plan, runtime, backbone, features, final_model
             print_exit_lines(new)
             warn_ignored_inputs(new)
             rows += new
+            calibration += evaluate(runtime, plan, model,
+                                    eval_sets(settings, plan, runtime, features, "calibration", tokenizer), name)
         if settings.do_predict and name == "final":
             tests = eval_sets(settings, plan, runtime, features, "test", tokenizer)
             write_submissions(settings.output_dir, plan.criterion, tests, predict_test_sets(runtime, plan, model, tests))
     if settings.do_eval:
         write_eval_results(settings.output_dir, rows)
         write_report(settings.output_dir, rows, final_step(settings.output_dir))
+    if calibration:
+        size = calibration[0].n
+        write_calibration(settings.output_dir, calibration,
+                          settings.data.choose_exit_on.describe(size, settings.seed))
     return rows
 
 

@@ -3,6 +3,7 @@ as reproduce_paper.py or demo.py) and never changed after: frozen settings that 
 boundary instead of the parsed flags. Field names are the flags' names and their defaults are the
 flags' defaults (run_glue.py reads them from here). No torch here: flags are checked at once."""
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -90,6 +91,37 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class ExitChoice:
+    """Where the chosen exit (predict.py's default setting) is chosen: on dev ("dev", the rows of
+    the run's dev figures, which then flatter that setting), on `percentage`% of the training rows
+    held out of training ("train", seeded by --seed), or on a file laid out as the dev data ("file",
+    `path`). --choose_exit_on dev | train:P | <file>."""
+
+    where: str = "dev"
+    percentage: float = 0.0
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text):
+        if text == "dev":
+            return cls()
+        if text.startswith("train:"):
+            try:
+                percentage = float(text[len("train:"):])
+            except ValueError:
+                percentage = math.nan
+            if not 0 < percentage < 100:
+                raise UsageError(f"--choose_exit_on {text}: give train:P with a percentage 0 < P < 100, e.g. train:10")
+            return cls("train", percentage)
+        return cls("file", path=text)
+
+    def describe(self, rows, seed):
+        if self.where == "train":
+            return f"{self.percentage:g}% of the training rows held out of training ({rows} rows, seed {seed})"
+        return f"{self.path} ({rows} rows)" if self.where == "file" else f"dev ({rows} rows)"
+
+
+@dataclass(frozen=True)
 class DataSettings:
     """Where examples come from (a GLUE task, or own files or a hub dataset) and how they become
     features."""
@@ -110,6 +142,7 @@ class DataSettings:
     metric_for_table: str | None = None
     tsv_quoting: bool = False  # .tsv files: quotes as CSV reads them (fields may hold tabs and newlines)
     skip_unlabeled_rows: bool = False  # training and validation rows without a label: left out, not an error
+    choose_exit_on: ExitChoice = field(default_factory=ExitChoice)
 
     @property
     def own(self):
@@ -212,11 +245,16 @@ class RunSettings:
             raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
         if self.device.fp16 and self.device.bf16:
             raise UsageError("--fp16 and --bf16 exclude each other: choose one")
+        if self.data.choose_exit_on.where == "train" and not self.training:
+            raise UsageError("--choose_exit_on train:P holds rows out of training: use it with --do_train (a trained "
+                             "model has seen every training row), or give a file of labelled rows it has not seen")
 
     def wanted_splits(self):
         """The splits the run reads: train to train, dev to evaluate, test to predict."""
         dev = self.do_eval or bool(self.training and self.training.evaluate_during_training)
-        return tuple(s for s, wanted in (("train", self.training), ("dev", dev), ("test", self.do_predict)) if wanted)
+        calibration = self.do_eval and self.data.choose_exit_on.where != "dev"
+        return tuple(s for s, wanted in (("train", self.training), ("dev", dev), ("calibration", calibration),
+                                         ("test", self.do_predict)) if wanted)
 
     def record(self):
         """The run's settings as JSON (training_args.json, beside the model and in checkpoints)."""

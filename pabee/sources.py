@@ -3,15 +3,17 @@ own files or a hub dataset (pabee.own_data). `open_source` decides which, once p
 
 A source has `task` (labels, metric, regression or not: a glue.Task), `eval_tasks` (the tasks its
 dev and test splits are evaluated as: MNLI's matched and mismatched sets), `examples(task,
-split)` ({text_a, text_b, label, index} lists) and `cache_key(task, split)` (tells the features of
-other files apart). Splits are "train", "dev" and "test"; opening a source checks that the splits
-the run wants are there."""
+split)` ({text_a, text_b, label, index} lists), `read_labelled(path)` (a file laid out as its dev
+data) and `cache_key(task, split)` (tells the features of other files apart). Splits are "train",
+"dev", "test" and "calibration" (the rows predict.py's exit is chosen on, settings.ExitChoice);
+opening a source checks that the splits the run wants are there."""
 
 import hashlib
+import random
 from pathlib import Path
 
 from pabee import glue
-from pabee.errors import UsageError, first_line
+from pabee.errors import DataError, UsageError, first_line
 from pabee.files import describe_missing
 from pabee.hub import hub_unavailable
 from pabee.own_data import open_own
@@ -20,6 +22,15 @@ from pabee.own_data import open_own
 def open_source(data, wanted, seed, cache_dir=None, model_config=None):
     """The source `data` (settings.DataSettings) names, holding the splits `wanted`. Own data is
     read and checked here; GLUE's files are checked and read when features are made."""
+    source = open_plain(data, tuple(s for s in wanted if s != "calibration"), seed, cache_dir, model_config)
+    choice = data.choose_exit_on
+    if choice.where == "file" and not Path(choice.path).is_file():
+        raise UsageError(f"--choose_exit_on {choice.path} {describe_missing(Path(choice.path))}: give dev, train:P or "
+                         "a file of labelled rows laid out as the dev data")
+    return source if choice.where == "dev" else Calibrated(source, choice, seed)
+
+
+def open_plain(data, wanted, seed, cache_dir, model_config):
     if data.own:
         return open_own(data, wanted, seed, cache_dir, model_config)
     if not data.task_name:
@@ -30,6 +41,44 @@ def open_source(data, wanted, seed, cache_dir=None, model_config=None):
     source = GlueFiles(task, Path(data.data_dir))
     source.check(wanted)
     return source
+
+
+class Calibrated:
+    """A source with rows of its own to choose the exit on (settings.ExitChoice): a seeded slice of
+    its training rows, which training then never sees, or a file read as its dev data. Every other
+    split is the inner source's."""
+
+    def __init__(self, inner, choice, seed):
+        self.inner, self.choice, self.seed = inner, choice, seed
+        self.task, self.eval_tasks = inner.task, inner.eval_tasks
+
+    def examples(self, task, split):
+        if split == "calibration" and self.choice.where == "file":
+            return self.inner.read_labelled(self.choice.path)
+        if split in ("train", "calibration") and self.choice.where == "train":
+            kept, held = self.carve(self.inner.examples(task, "train"))
+            return kept if split == "train" else held
+        return self.inner.examples(task, split)
+
+    def carve(self, examples):
+        """(training rows kept, rows held out): --choose_exit_on train:P's share of the rows, seeded."""
+        order = list(range(len(examples["label"])))
+        random.Random(self.seed).shuffle(order)
+        k = round(len(order) * self.choice.percentage / 100)
+        if not 0 < k < len(order):
+            raise DataError(f"--choose_exit_on train:{self.choice.percentage:g} of {len(order)} training rows leaves no "
+                            "row to train on or none to choose on: give a percentage that leaves both")
+        return tuple({column: [values[i] for i in sorted(rows)] for column, values in examples.items()}
+                     for rows in (order[k:], order[:k]))
+
+    def cache_key(self, task, split):
+        if self.choice.where == "train" and split in ("train", "calibration"):
+            return f"{self.inner.cache_key(task, 'train')}-held{self.choice.percentage:g}-{self.seed}"
+        if split == "calibration":
+            stat = Path(self.choice.path).resolve().stat()
+            return hashlib.sha256(f"{Path(self.choice.path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+                                  ).hexdigest()[:10]
+        return self.inner.cache_key(task, split)
 
 
 def glue_eval_tasks(task):
@@ -56,6 +105,9 @@ class GlueFiles:
 
     def examples(self, task, split):
         return glue.read_split(task, self.folder / task.file_for(split), split)
+
+    def read_labelled(self, path):
+        return glue.read_split(self.task, Path(path), "dev")
 
     def cache_key(self, task, split):
         """The file's path, size and modification time: the same task from another folder, or an
@@ -88,6 +140,9 @@ class GlueHub:
         a, b = task.hub_columns
         return {"text_a": data[a], "text_b": data[b] if b else [None] * len(data),
                 "label": hub_labels(task, split, data), "index": [str(i) for i in data["idx"]]}
+
+    def read_labelled(self, path):
+        return glue.read_split(self.task, Path(path), "dev")
 
     def cache_key(self, task, split):
         return f"hub-{task.hub_config}"

@@ -72,3 +72,104 @@ def test_the_benchmark_chooses_on_one_half_and_scores_on_the_other(world, monkey
     assert table.index("Chosen on one half of dev") < table.index("Optimistic, for comparison only")
     assert "| SST-2 | PABEE |" in table and "| SST-2 (acc) | vanilla |" in table
     assert json.loads(json.dumps(runs)) == runs  # methods.json round trip
+
+
+# --- run_glue --choose_exit_on: the rows predict.py's exit is chosen on ------------------------
+
+STEPS = ["--do_train", "--do_eval", "--max_steps", "40", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3",
+         "--logging_steps", "1000", "--save_steps", "1000", "--seed", "13", "--patience", "0,1,2,3",
+         "--exit_pooling", "mean"]
+
+
+def glue(world, out, *extra, model=None):
+    import run_glue
+
+    return run_glue.main(["--model_type", "bert", "--model_name_or_path", str(model or world / "bert"), "--task_name",
+                          "SST-2", "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(out), *extra])
+
+
+def test_a_held_out_training_slice_is_never_trained_on_and_is_seeded(world, tmp_path):
+    from pabee.settings import DataSettings, ExitChoice
+    from pabee.sources import open_source
+
+    def opened(seed, where=ExitChoice("train", 20)):
+        data = DataSettings(task_name="SST-2", data_dir=str(world / "glue" / "SST-2"), choose_exit_on=where)
+        source = open_source(data, ("train", "dev", "calibration"), seed)
+        return source.examples(source.task, "train"), source.examples(source.task, "calibration"), source
+
+    kept, held, source = opened(1)
+    everything = source.inner.examples(source.task, "train")
+    assert len(held["index"]) == 80 and len(kept["index"]) == 320
+    assert sorted(kept["index"] + held["index"], key=int) == everything["index"]  # a partition of the rows
+    assert opened(1)[1] == held and opened(2)[1] != held
+    assert source.cache_key(source.task, "train") != source.inner.cache_key(source.task, "train")
+    plain = open_source(DataSettings(task_name="SST-2", data_dir=str(world / "glue" / "SST-2")), ("train", "dev"), 1)
+    assert plain.examples(plain.task, "train") == everything  # by default training reads every row
+
+
+def test_the_exit_is_chosen_on_the_held_out_slice_and_says_so(world, tmp_path):
+    from pabee.prediction import chosen_exit
+
+    out = tmp_path / "out"
+    assert glue(world, out, *STEPS, "--choose_exit_on", "train:20") == 0
+    saved = json.loads((out / "calibration_results.json").read_text())
+    assert saved["chosen_on"] == "20% of the training rows held out of training (80 rows, seed 13)"
+    assert {r["n"] for r in saved["rows"]} == {80} and {"layer", "patience"} == {r["criterion"] for r in saved["rows"]}
+    assert max(r["acc"] for r in saved["rows"] if r["criterion"] == "layer") >= 0.8  # it learned: a real choice
+    assert {r["n"] for r in json.loads((out / "eval_results.json").read_text())} == {60}  # dev untouched
+    exits, why = chosen_exit(out)
+    assert why.startswith("chosen on 20% of the training rows held out of training (80 rows, seed 13): the fastest")
+    assert "optimistic" not in why
+    best = max((r for r in saved["rows"] if r["criterion"] == "patience" and r["acc"] >= max(
+        (r for r in saved["rows"] if r["criterion"] == "layer"), key=lambda r: r["setting"])["acc"] - 0.01),
+        key=lambda r: r["speed_up"])
+    assert exits.settings == (best["setting"],)  # the calibration rows decide, not dev's
+
+
+def test_the_exit_is_chosen_on_a_file_for_an_evaluated_model(world, tmp_path):
+    from pabee.prediction import chosen_exit
+
+    out = tmp_path / "out"
+    assert glue(world, out, *STEPS) == 0
+    _, why = chosen_exit(out)
+    assert why.startswith("chosen on dev: ") and "dev figures at this setting are optimistic" in why
+    rows = (world / "glue" / "SST-2" / "dev.tsv").read_text().splitlines()
+    calibration = tmp_path / "calibration.tsv"
+    calibration.write_text("\n".join(rows[:31]) + "\n")  # the header and 30 rows
+    again = tmp_path / "again"
+    assert glue(world, again, "--do_eval", "--patience", "0,1,2,3", "--choose_exit_on", str(calibration), model=out) == 0
+    saved = json.loads((again / "calibration_results.json").read_text())
+    assert saved["chosen_on"] == f"{calibration} (30 rows)" and {r["n"] for r in saved["rows"]} == {30}
+    assert chosen_exit(again)[1].startswith(f"chosen on {calibration} (30 rows): ")
+
+
+def test_own_data_takes_a_calibration_file_in_its_own_format(world, tmp_path):
+    from test_own_data import records, write
+
+    train, dev = write(tmp_path / "t.csv", records(200)), write(tmp_path / "d.csv", records(40, seed=1))
+    calibration = write(tmp_path / "c.jsonl", records(25, seed=2))
+    out = tmp_path / "out"
+    assert glue(world, out, "--train_file", str(train), "--validation_file", str(dev), *STEPS,
+                "--choose_exit_on", str(calibration)) == 2  # --task_name SST-2 with own files: refused
+    import run_glue
+
+    assert run_glue.main(["--model_type", "bert", "--model_name_or_path", str(world / "bert"), "--output_dir",
+                          str(out), "--train_file", str(train), "--validation_file", str(dev), *STEPS,
+                          "--choose_exit_on", str(calibration)]) == 0
+    saved = json.loads((out / "calibration_results.json").read_text())
+    assert {r["n"] for r in saved["rows"]} == {25} and saved["chosen_on"] == f"{calibration} (25 rows)"
+
+
+@pytest.mark.parametrize("where,extra,message", [
+    ("train:0", [], "give train:P with a percentage 0 < P < 100"),
+    ("train:100", [], "give train:P with a percentage 0 < P < 100"),
+    ("train:ten", [], "give train:P with a percentage 0 < P < 100"),
+    ("train:10", ["--do_eval"], "holds rows out of training: use it with --do_train"),
+    ("missing.tsv", [], "--choose_exit_on missing.tsv does not exist"),
+])
+def test_a_bad_choose_exit_on_is_one_line(where, extra, message, world, tmp_path, capsys):
+    argv = extra or STEPS
+    assert glue(world, tmp_path / "out", *argv, "--choose_exit_on", where) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()

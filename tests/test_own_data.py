@@ -201,6 +201,7 @@ def test_predict_without_a_setting_takes_the_exit_chosen_on_dev_and_says_so(trai
     asked = predict("--model_dir", str(out), "--input", str(test), "--patience", str(chosen))
     assert default.returncode == asked.returncode == 0, default.stderr
     assert default.stderr.splitlines()[0].startswith(f"predict.py: exit patience {chosen}: chosen on dev: the fastest")
+    assert "dev figures at this setting are optimistic" in default.stderr.splitlines()[0]
     assert asked.stderr.splitlines()[0] == f"predict.py: exit patience {chosen}: as asked (--patience)"
     assert default.stdout == asked.stdout
     plain = tmp_path / "plain"
