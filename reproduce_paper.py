@@ -17,7 +17,7 @@ from pabee.backbones import BACKBONES
 from pabee.errors import UsageError, os_error_line
 from pabee.options import EXIT_POOLING
 from pabee.paper import KEYS, PAPER_METHODS, PAPER_TASKS
-from pabee.settings import ReproduceSettings
+from pabee.settings import ExitChoice, ReproduceSettings
 
 R = ReproduceSettings  # the defaults
 
@@ -52,6 +52,9 @@ def build_parser():
         "patience 1, 2, 3).")
     add("--lte_thresholds", default=R.lte_thresholds, help="BERxiT-LTE's uncertainty thresholds.")
     add("--energy_thresholds", default=R.energy_thresholds, help="COSEE's normalized energy thresholds.")
+    add("--choose_on", default=f"train:{R.choose_exit_on.percentage:g}", help="Where each method's setting is "
+        "chosen: train:P (default train:10: P%% of each run's training rows, seeded, held out of its training; the "
+        "cells score dev) or dev (the paper's way: chosen on the rows the cells score, optimistic, and labelled so).")
     add("--per_gpu_eval_batch_size", type=int, default=R.per_gpu_eval_batch_size, help="As run_glue.py.")
     add("--exit_pooling", choices=EXIT_POOLING, default=R.exit_pooling,
         help="What every head reads, for every model (default: first token, the paper; see docs/real_model.md on small models).")
@@ -68,6 +71,13 @@ def numbers(text, flag, kind=float):
     if not values or not all(v > 0 and math.isfinite(v) for v in values):
         raise UsageError(f"--{flag} {text}: give a comma list of numbers > 0")
     return values
+
+
+def choice_of(text):
+    choice = ExitChoice.parse(text)
+    if choice.where == "file":
+        raise UsageError(f"--choose_on {text}: give train:P (e.g. train:10) or dev")
+    return choice
 
 
 def settings_from_flags(flags):
@@ -97,6 +107,7 @@ def settings_from_flags(flags):
         entropy_thresholds=flags.entropy_thresholds, confidence_thresholds=flags.confidence_thresholds,
         divergence_thresholds=flags.divergence_thresholds, lte_thresholds=flags.lte_thresholds,
         energy_thresholds=flags.energy_thresholds,
+        choose_exit_on=choice_of(flags.choose_on),
         methods=tuple(KEYS[m] for m in flags.methods.split(",")),
         per_gpu_eval_batch_size=flags.per_gpu_eval_batch_size, exit_pooling=flags.exit_pooling,
         do_lower_case=flags.do_lower_case)

@@ -15,7 +15,7 @@ from pabee.checkpoints import list_checkpoints
 from pabee.errors import UsageError
 from pabee.files import write_json, write_text
 from pabee.report import draw_tradeoff
-from pabee.results import read_rows
+from pabee.results import read_calibration, read_rows
 from pabee.run import run as run_glue
 from pabee.exit_rules import RULES
 from pabee.options import CLASSIFICATION_ONLY, STAGES
@@ -148,7 +148,7 @@ def run_settings(settings, run, model, exits, training=None, do_predict=False):
         model=ModelSettings(settings.backbone, model, do_lower_case=settings.do_lower_case,
                             exit_pooling=settings.exit_pooling),
         data=DataSettings(task_name=run.task.folder, data_dir=str(Path(settings.glue_dir) / run.task.folder),
-                          max_seq_length=settings.max_seq_length),
+                          max_seq_length=settings.max_seq_length, choose_exit_on=settings.choose_exit_on),
         exits=exits, training=training, do_eval=True, do_predict=do_predict,
         evaluation=EvalSettings(per_gpu_eval_batch_size=settings.per_gpu_eval_batch_size), seed=run.seed,
         overwrite_output_dir=True)
@@ -217,9 +217,15 @@ def exits_to_evaluate(settings, task, model, depth):
             if not (task.is_regression and RULES[c].needs_probabilities)]
 
 
-def final_rows(run):
-    return [r for r in read_rows(run.folder / "pabee_results.json")
-            if r.checkpoint == "final" and r.task == run.task.name]
+def final_rows(run, calibration=False):
+    """The final model's dev rows of its task, or with `calibration` its rows held out of training."""
+    rows = read_calibration(run.folder)[0] if calibration else read_rows(run.folder / "pabee_results.json")
+    return [r for r in rows if r.checkpoint == "final" and r.task == run.task.name]
+
+
+def held_out_rows(settings):
+    return (f"{settings.choose_exit_on.percentage:g}% of each run's training rows, held out of its training "
+            "(seeded by the run's seed)")
 
 
 def reproduce(settings, tasks, runs, depth):
@@ -227,7 +233,7 @@ def reproduce(settings, tasks, runs, depth):
     out = Path(settings.output_dir)
     for i, run in enumerate(runs, start=1):
         print(f"[run {i}/{len(runs)}] {run.describe()}: {train(settings, run, depth)}", flush=True)
-    results, chosen = {}, {}
+    results, choose, chosen = {}, {}, {}
     for task in tasks:
         for model in models_on(settings, task):
             picked = chosen_runs(runs, task, model)
@@ -235,9 +241,12 @@ def reproduce(settings, tasks, runs, depth):
                 for run in picked:
                     evaluate(settings, run, exits)
             results[model, task.name] = [final_rows(r) for r in picked]
+            choose[model, task.name] = [final_rows(r, calibration=True) for r in picked]
             chosen[model, task.name] = picked
+    held_out = settings.choose_exit_on.where == "train"
     table = paper.build_table(results, [t.name for t in tasks], settings.tolerance,
-                              Path(settings.model_name_or_path).name, methods_of(settings))
+                              Path(settings.model_name_or_path).name, methods_of(settings), choose if held_out else None,
+                              held_out_rows(settings) if held_out else paper.DEV)
     table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (m, t), rs in chosen.items()}
     write_json(out / "paper_table.json", table)
     write_text(out / "paper_table.md", paper.markdown(table))

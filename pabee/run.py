@@ -57,6 +57,7 @@ def train_and_evaluate(settings):
                          lambda: load_config(backbone, models[0], settings.cache_dir))
     plan = ExitPlan.of(settings.exits, source)
     check_models(settings)
+    check_exit_choice(settings, models)
     resume = resume_folder(settings.model.model_name_or_path) if settings.training else None
     if resume is not None:
         check_resumable(resume)
@@ -93,6 +94,24 @@ def check_output_dir(settings):
     if settings.training and out.is_dir() and any(out.iterdir()) and not settings.overwrite_output_dir:
         raise UsageError(f"output directory {out} exists and is not empty: pass --overwrite_output_dir or "
                          "another --output_dir")
+
+
+def check_exit_choice(settings, models):
+    """A training slice to choose the exit on is held out by a run that trains, or evaluated again
+    on a model whose training held out the same slice (the same percentage and seed); any other
+    model has seen those rows."""
+    choice = settings.data.choose_exit_on
+    if choice.where != "train" or settings.training:
+        return
+    for folder in models:
+        saved = Path(folder) / "training_args.json"
+        record = read_json(saved) if saved.is_file() else {}
+        held = record.get("data", {}).get("choose_exit_on", {})
+        if (held.get("where"), held.get("percentage"), record.get("seed")) != ("train", choice.percentage,
+                                                                                settings.seed):
+            raise UsageError(f"--choose_exit_on train:{choice.percentage:g} holds rows out of training, and {folder} "
+                             f"was not trained holding out that slice with --seed {settings.seed}: use it with "
+                             "--do_train, or give a file of labelled rows the model has not seen")
 
 
 def check_models(settings):

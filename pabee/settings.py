@@ -245,9 +245,6 @@ class RunSettings:
             raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
         if self.device.fp16 and self.device.bf16:
             raise UsageError("--fp16 and --bf16 exclude each other: choose one")
-        if self.data.choose_exit_on.where == "train" and not self.training:
-            raise UsageError("--choose_exit_on train:P holds rows out of training: use it with --do_train (a trained "
-                             "model has seen every training row), or give a file of labelled rows it has not seen")
 
     def wanted_splits(self):
         """The splits the run reads: train to train, dev to evaluate, test to predict."""
@@ -311,6 +308,7 @@ class ReproduceSettings:
     divergence_thresholds: str = "0.001,0.003,0.01,0.03,0.1,0.3"  # F-PABEE's, with patience 1, 2, 3
     lte_thresholds: str = "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7"  # BERxiT-LTE's
     energy_thresholds: str = "0.01,0.02,0.05,0.1,0.15,0.2,0.25,0.3"  # COSEE's normalized energy
+    choose_exit_on: ExitChoice = ExitChoice("train", 10.0)  # where the table's settings are chosen: not on dev
     methods: tuple = ()  # the method names to compare (pabee.paper.ALL_METHODS); none: the paper's table
     per_gpu_eval_batch_size: int = 64
     exit_pooling: str | None = None

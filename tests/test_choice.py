@@ -124,6 +124,10 @@ def test_the_exit_is_chosen_on_the_held_out_slice_and_says_so(world, tmp_path):
         (r for r in saved["rows"] if r["criterion"] == "layer"), key=lambda r: r["setting"])["acc"] - 0.01),
         key=lambda r: r["speed_up"])
     assert exits.settings == (best["setting"],)  # the calibration rows decide, not dev's
+    again = tmp_path / "again"  # evaluated again: the same slice, as the model was trained holding it out
+    assert glue(world, again, "--do_eval", "--patience", "0,1,2,3", "--seed", "13", "--choose_exit_on", "train:20",
+                model=out) == 0
+    assert json.loads((again / "calibration_results.json").read_text()) == saved
 
 
 def test_the_exit_is_chosen_on_a_file_for_an_evaluated_model(world, tmp_path):
@@ -164,7 +168,7 @@ def test_own_data_takes_a_calibration_file_in_its_own_format(world, tmp_path):
     ("train:0", [], "give train:P with a percentage 0 < P < 100"),
     ("train:100", [], "give train:P with a percentage 0 < P < 100"),
     ("train:ten", [], "give train:P with a percentage 0 < P < 100"),
-    ("train:10", ["--do_eval"], "holds rows out of training: use it with --do_train"),
+    ("train:10", ["--do_eval"], "was not trained holding out that slice with --seed 42: use it with --do_train"),
     ("missing.tsv", [], "--choose_exit_on missing.tsv does not exist"),
 ])
 def test_a_bad_choose_exit_on_is_one_line(where, extra, message, world, tmp_path, capsys):

@@ -381,6 +381,9 @@ def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_waiting_input():
         release.wait(20)
         yield "late", None
 
+    # Python raises KeyboardInterrupt only where SIGINT was not ignored when it started, and a shell
+    # starts its background jobs ignoring it (`pytest &`): this test sets the handler predict.py sets.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     helper = threading.Thread(target=release.wait, args=(20,), daemon=True)  # a thread that takes SIGINT
     helper.start()
     threading.Timer(0.5, signal.pthread_kill, (helper.ident, signal.SIGINT)).start()
@@ -391,3 +394,4 @@ def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_waiting_input():
         assert time.monotonic() - start < 5
     finally:
         release.set()
+        signal.signal(signal.SIGINT, previous)

@@ -9,7 +9,7 @@ import pytest
 
 import reproduce_paper
 from pabee import paper, training
-from pabee.results import ResultRow
+from pabee.results import ResultRow, read_calibration
 
 GRID = ["--learning_rates", "3e-3", "--batch_sizes", "16", "--seeds", "1", "--max_steps", "60"]
 
@@ -66,6 +66,13 @@ def test_table_cells_are_the_runs_own_rows(reproduced):
         assert cell["speed_up"]["median"] == row["speed_up"]
         assert row["training"] == paper.METHODS[method][0]
     assert "sts-b" not in {k.split("|")[1] for k in table["cells"] if "entropy" in k or "confidence" in k}
+    assert table["chosen_on"].startswith("10% of each run's training rows, held out of its training")
+    for task in ("sst-2", "sts-b"):  # chosen on the rows held out of training, not on dev
+        (pabee,) = table["runs"][f"pabee|{task}"]
+        held = [r for r in read_calibration(pabee)[0] if r.checkpoint == "final"]
+        assert {r.n for r in held} == {40}
+        metric = paper.columns_of(task)[0]
+        assert table["cells"][f"PABEE|{task}"]["setting"] == paper.choose_patience([held], metric, 0.01)
     assert table["cells"]["Vanilla|sst-2"]["values"]["acc"]["median"] >= 0.8
     markdown = (reproduced / "paper_table.md").read_text()
     assert markdown.startswith("| method | SST-2 (acc) | STS-B (pearson/spearmanr) | average |")
@@ -111,6 +118,17 @@ def test_settings_are_chosen_by_speed_up_and_tolerance():
     assert paper.choose_patience([patience], "acc", 0.0) == 3
     two = [patience, rows((0, 1.0, 0.92), (1, 3.0, 0.91), (2, 2.0, 0.80), (3, 1.5, 0.92), criterion="patience")]
     assert paper.choose_patience(two, "acc", 0.01) == 3  # medians over seeds: patience 1 at 0.805, 2 at 0.8475
+
+
+def test_settings_come_from_the_choosing_rows_and_cells_from_dev():
+    choose = rows((0, 1.0, 0.90), (1, 3.0, 0.895), (2, 2.0, 0.70), criterion="patience")
+    dev = rows((0, 1.0, 0.91), (1, 3.0, 0.60), (2, 2.0, 0.905), criterion="patience")
+    held = paper.build_table({("pabee", "sst-2"): [dev]}, ["sst-2"], 0.01, methods=("PABEE",),
+                             choose={("pabee", "sst-2"): [choose]}, chosen_on="rows held out")
+    assert held["cells"]["PABEE|sst-2"]["setting"] == 1 and held["cells"]["PABEE|sst-2"]["values"]["acc"]["median"] == 0.6
+    assert "Settings chosen on rows held out; cells scored on dev." in paper.markdown(held)
+    peeked = paper.build_table({("pabee", "sst-2"): [dev]}, ["sst-2"], 0.01, methods=("PABEE",))
+    assert peeked["cells"]["PABEE|sst-2"]["setting"] == 2 and "optimistic" in paper.markdown(peeked)
 
 
 def test_reference_rows_beside_ours():
