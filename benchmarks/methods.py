@@ -37,7 +37,7 @@ from pabee import glue  # noqa: E402
 from pabee.choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
 from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
 
-PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds): 3 epochs of MRPC, STS-B
+PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds); MRPC, STS-B: 3 epochs
 MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium", "cosee")
 TARGETS = (1.3, 1.5, 2.0)
 ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.65,0.68"  # up to ln 2 = 0.693, the most two classes have
@@ -70,7 +70,7 @@ def parse_args(argv):
     p.add_argument("--model_dir", default=None, help="A BERT folder (default: all-MiniLM-L6-v2 from its package).")
     p.add_argument("--tasks", default=",".join(PLAN), help="Comma list of tasks from: " + ", ".join(PLAN))
     p.add_argument("--steps_scale", type=float, default=1.0, help="Multiplies every task's training steps.")
-    p.add_argument("--seeds", type=int, default=0, help="Seeds per task (default: the plan's, 3 or 1).")
+    p.add_argument("--seeds", type=int, default=0, help="Seeds per task (default: the plan's, 3).")
     p.add_argument("--learning_rate", type=float, default=1e-4)
     return p.parse_args(argv)
 

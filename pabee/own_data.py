@@ -243,9 +243,10 @@ def open_own(data, wanted, seed, cache_dir=None, model_config=None):
 def read_labelled(path, data, texts, label, kind, names):
     """A further file of labelled rows (--choose_exit_on <file>), checked as the validation file."""
     check_file(path, "choose_exit_on")
-    table = labelled(read_file(path, data.tsv_quoting), label, frozenset(names or ()), data.skip_unlabeled_rows)
+    table = read_file(path, data.tsv_quoting)
     check_columns(table, texts, "fix --text_columns")
     check_columns(table, [label], "fix --label_column")
+    table = labelled(table, label, frozenset(names or ()), data.skip_unlabeled_rows)
     return examples_of(table, "dev", texts, label, kind, names)
 
 

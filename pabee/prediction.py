@@ -144,9 +144,9 @@ def chosen_exit(folder):
     """(exit settings, why) when none is asked for: the fastest setting run_glue evaluated whose
     main metric stays within TOLERANCE of full depth and whose answers do not ignore the input, on
     the rows run_glue --choose_exit_on gave (calibration_results.json), else on dev (whose figures
-    then flatter it: the why says so). Full depth when results exist but no setting qualifies, or
-    full depth's own answers ignore the input; without results, the config's patience (0, full
-    depth, unless set_patience said)."""
+    then flatter it: the why says so). Full depth when only settings whose answers ignore the input
+    were left, or full depth's own answers do; otherwise without a qualifying setting, the config's
+    patience (0, full depth, unless set_patience said)."""
     rows, on = run_rows(Path(folder))
     full = max((r for r in rows if r.criterion == "layer"), key=lambda r: r.setting, default=None)
     if full is not None and full.ignores_input:
@@ -183,8 +183,10 @@ def run_rows(folder):
     checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
     run = folder.parent if checkpoint != "final" else folder
     calibration, on = read_calibration(run)
-    rows = [r for r in (calibration or read_rows(run / "pabee_results.json")) if r.checkpoint == checkpoint]
-    return ([r for r in rows if r.task == rows[0].task] if rows else []), (on if calibration else "dev")
+    rows = [r for r in calibration if r.checkpoint == checkpoint]
+    if not rows:
+        rows, on = [r for r in read_rows(run / "pabee_results.json") if r.checkpoint == checkpoint], "dev"
+    return ([r for r in rows if r.task == rows[0].task] if rows else []), on
 
 
 # --- input ------------------------------------------------------------------------------------

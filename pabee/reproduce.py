@@ -13,7 +13,7 @@ from pabee import glue, paper
 from pabee.backbones import BACKBONES, check_model_available, load_config
 from pabee.checkpoints import list_checkpoints
 from pabee.errors import UsageError
-from pabee.files import write_json, write_text
+from pabee.files import read_json, write_json, write_text
 from pabee.report import draw_tradeoff
 from pabee.results import read_calibration, read_rows
 from pabee.run import run as run_glue
@@ -156,6 +156,7 @@ def run_settings(settings, run, model, exits, training=None, do_predict=False):
 
 def train(settings, run, depth):
     """Fine-tunes one run (or resumes it from its last checkpoint); a finished run is reused."""
+    check_same_choice(settings, run)
     if (run.folder / DONE).is_file():
         return "reused"
     checkpoints = list_checkpoints(run.folder)
@@ -186,18 +187,32 @@ def evaluate(settings, run, exits, predict=False):
     write_json(marker, {"criterion": exits.criterion, "settings": list(exits.settings)})
 
 
-def full_depth(run):
-    return next(r for r in read_rows(run.folder / "eval_results.json")
-                if r.criterion == "patience" and r.setting == 0 and r.task == run.task.name)
+def check_same_choice(settings, run):
+    """A run folder trained holding out other rows (another --choose_on) is not reused or resumed."""
+    saved = run.folder / "training_args.json"
+    if not saved.is_file():
+        return
+    held = read_json(saved).get("data", {}).get("choose_exit_on") or {}  # runs of older code: dev
+    was, now = (held.get("where", "dev"), held.get("percentage", 0.0)), (settings.choose_exit_on.where,
+                                                                         settings.choose_exit_on.percentage)
+    if was != now:
+        said = {"dev": "dev", "train": f"train:{was[1]:g}"}.get(was[0], was[0])
+        raise UsageError(f"{run.folder} was trained for --choose_on {said}, not this call's: call with --choose_on "
+                         f"{said}, or give another --output_dir")
 
 
-def chosen_runs(runs, task, model):
-    """The seeds of the grid point with the best median full-depth dev metric."""
+def full_depth(run, calibration=False):
+    return next(r for r in final_rows(run, calibration) if r.criterion == "patience" and r.setting == 0)
+
+
+def chosen_runs(runs, task, model, calibration=False):
+    """The seeds of the grid point with the best median full-depth metric, on the rows settings are
+    chosen on (`calibration`: those held out of training, else dev)."""
     metric = paper.columns_of(task.name)[0]
     mine = [r for r in runs if r.task == task and r.model == model]
     points = sorted({(r.learning_rate, r.batch_size) for r in mine})
     best = max(points, key=lambda p: statistics.median(
-        full_depth(r).metrics[metric] for r in mine if (r.learning_rate, r.batch_size) == p))
+        full_depth(r, calibration).metrics[metric] for r in mine if (r.learning_rate, r.batch_size) == p))
     return [r for r in mine if (r.learning_rate, r.batch_size) == best]
 
 
@@ -234,16 +249,16 @@ def reproduce(settings, tasks, runs, depth):
     for i, run in enumerate(runs, start=1):
         print(f"[run {i}/{len(runs)}] {run.describe()}: {train(settings, run, depth)}", flush=True)
     results, choose, chosen = {}, {}, {}
+    held_out = settings.choose_exit_on.where == "train"
     for task in tasks:
         for model in models_on(settings, task):
-            picked = chosen_runs(runs, task, model)
+            picked = chosen_runs(runs, task, model, held_out)
             for exits in exits_to_evaluate(settings, task, model, depth):
                 for run in picked:
                     evaluate(settings, run, exits)
             results[model, task.name] = [final_rows(r) for r in picked]
             choose[model, task.name] = [final_rows(r, calibration=True) for r in picked]
             chosen[model, task.name] = picked
-    held_out = settings.choose_exit_on.where == "train"
     table = paper.build_table(results, [t.name for t in tasks], settings.tolerance,
                               Path(settings.model_name_or_path).name, methods_of(settings), choose if held_out else None,
                               held_out_rows(settings) if held_out else paper.DEV)

@@ -6,6 +6,7 @@ demo.py build them directly. Bad input stops with a UsageError before anything i
 import contextlib
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from pabee.backbones import (
@@ -23,6 +24,7 @@ from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions
 from pabee.features import prepare_features
 from pabee.files import OutputLock, check_writable, read_json, write_json
 from pabee.options import CLASSIFICATION_ONLY
+from pabee.results import CALIBRATION
 from pabee.report import (
     print_exit_lines,
     warn_ignored_inputs,
@@ -98,20 +100,29 @@ def check_output_dir(settings):
 
 def check_exit_choice(settings, models):
     """A training slice to choose the exit on is held out by a run that trains, or evaluated again
-    on a model whose training held out the same slice (the same percentage and seed); any other
-    model has seen those rows."""
+    on a model whose training held out the same slice of the same data with the same seed; any
+    other model has seen those rows."""
     choice = settings.data.choose_exit_on
-    if choice.where != "train" or settings.training:
+    if choice.where != "train" or settings.training or not settings.do_eval:
         return
     for folder in models:
         saved = Path(folder) / "training_args.json"
         record = read_json(saved) if saved.is_file() else {}
-        held = record.get("data", {}).get("choose_exit_on", {})
-        if (held.get("where"), held.get("percentage"), record.get("seed")) != ("train", choice.percentage,
-                                                                                settings.seed):
+        if training_rows(record.get("data", {}), record.get("seed")) != training_rows(asdict(settings.data),
+                                                                                        settings.seed):
             raise UsageError(f"--choose_exit_on train:{choice.percentage:g} holds rows out of training, and {folder} "
-                             f"was not trained holding out that slice with --seed {settings.seed}: use it with "
-                             "--do_train, or give a file of labelled rows the model has not seen")
+                             f"was not trained holding out that slice of this data with --seed {settings.seed}: use "
+                             "it with --do_train, or give a file of labelled rows the model has not seen")
+
+
+def training_rows(data, seed):
+    """What decides which rows a run trained on: the data, its split, the slice held out, the seed."""
+    def where(path):
+        return str(Path(path).resolve()) if path else None
+
+    held = data.get("choose_exit_on") or {}
+    return (data.get("task_name"), where(data.get("data_dir")), where(data.get("train_file")), data.get("dataset_name"),
+            data.get("validation_split_percentage"), held.get("where"), held.get("percentage"), seed)
 
 
 def check_models(settings):
@@ -179,6 +190,7 @@ def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features, re
     record = settings.record()
     if runtime.is_main:
         write_json(out / "training_args.json", record)
+        (out / CALIBRATION).unlink(missing_ok=True)  # an earlier model's: this one is chosen for anew
     dev_sets = eval_sets(settings, plan, runtime, features, "dev", tokenizer)  # empty when no dev split was asked for
     steps = train(settings.training, runtime, model, tokenizer, features[plan.task.name, "train"], out, settings.seed,
                   record, dev_sets if settings.training.evaluate_during_training else (), resume)

@@ -22,8 +22,10 @@ from pabee.own_data import open_own
 def open_source(data, wanted, seed, cache_dir=None, model_config=None):
     """The source `data` (settings.DataSettings) names, holding the splits `wanted`. Own data is
     read and checked here; GLUE's files are checked and read when features are made."""
-    source = open_plain(data, tuple(s for s in wanted if s != "calibration"), seed, cache_dir, model_config)
     choice = data.choose_exit_on
+    slice_from = ("train",) if choice.where == "train" and "calibration" in wanted else ()  # read again, not trained on
+    plain = tuple(dict.fromkeys(s for s in (*wanted, *slice_from) if s != "calibration"))
+    source = open_plain(data, plain, seed, cache_dir, model_config)
     if choice.where == "file" and not Path(choice.path).is_file():
         raise UsageError(f"--choose_exit_on {choice.path} {describe_missing(Path(choice.path))}: give dev, train:P or "
                          "a file of labelled rows laid out as the dev data")
@@ -74,10 +76,11 @@ class Calibrated:
     def cache_key(self, task, split):
         if self.choice.where == "train" and split in ("train", "calibration"):
             return f"{self.inner.cache_key(task, 'train')}-held{self.choice.percentage:g}-{self.seed}"
-        if split == "calibration":
-            stat = Path(self.choice.path).resolve().stat()
-            return hashlib.sha256(f"{Path(self.choice.path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-                                  ).hexdigest()[:10]
+        if split == "calibration":  # the file, read as the dev data is (own data: its columns and labels)
+            path = Path(self.choice.path).resolve()
+            stat = path.stat()
+            identity = f"{self.inner.cache_key(task, 'dev')}|{path}|{stat.st_size}|{stat.st_mtime_ns}"
+            return hashlib.sha256(identity.encode()).hexdigest()[:10]
         return self.inner.cache_key(task, split)
 
 

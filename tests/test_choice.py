@@ -62,11 +62,15 @@ def test_the_benchmark_chooses_on_one_half_and_scores_on_the_other(world, monkey
     splits = random_halves(60)
     halves = {split.choose for split in splits} | {split.score for split in splits}
     assert set(measured) == halves | {tuple(range(60))}
-    pabee = runs[1]["methods"]["PABEE"]
-    assert [label for label, *_ in pabee["all_dev"]] == [1, 2, 3, 4, 5]
-    for target in methods.TARGETS:
-        points = pabee["held_out"][str(target)]
-        assert len(points) == len(splits) and all(p is None or p[0] in (1, 2, 3, 4, 5) for p in points)
+    assert [label for label, *_ in runs[1]["methods"]["PABEE"]["all_dev"]] == [1, 2, 3, 4, 5]
+    made = 0
+    for method in runs[1]["methods"].values():
+        labels = [label for label, *_ in method["all_dev"]]
+        for target in methods.TARGETS:
+            points = method["held_out"][str(target)]
+            assert len(points) == len(splits) and all(p is None or p[0] in labels for p in points)
+            made += len(points) - points.count(None)
+    assert made > 0  # choices were made and scored
     assert len(runs[0]["full_depth_on_scoring_halves"]) == len(splits)
     table = methods.markdown(runs)
     assert table.index("Chosen on one half of dev") < table.index("Optimistic, for comparison only")
@@ -128,6 +132,10 @@ def test_the_exit_is_chosen_on_the_held_out_slice_and_says_so(world, tmp_path):
     assert glue(world, again, "--do_eval", "--patience", "0,1,2,3", "--seed", "13", "--choose_exit_on", "train:20",
                 model=out) == 0
     assert json.loads((again / "calibration_results.json").read_text()) == saved
+    assert glue(world, tmp_path / "other", "--do_eval", "--seed", "13", "--choose_exit_on", "train:30", model=out) == 2
+    assert glue(world, tmp_path / "seed", "--do_eval", "--seed", "14", "--choose_exit_on", "train:20", model=out) == 2
+    assert glue(world, out, *STEPS, "--overwrite_output_dir") == 0  # retrained, choosing on dev: the old rows go
+    assert not (out / "calibration_results.json").exists() and chosen_exit(out)[1].startswith("chosen on dev: ")
 
 
 def test_the_exit_is_chosen_on_a_file_for_an_evaluated_model(world, tmp_path):
@@ -168,7 +176,7 @@ def test_own_data_takes_a_calibration_file_in_its_own_format(world, tmp_path):
     ("train:0", [], "give train:P with a percentage 0 < P < 100"),
     ("train:100", [], "give train:P with a percentage 0 < P < 100"),
     ("train:ten", [], "give train:P with a percentage 0 < P < 100"),
-    ("train:10", ["--do_eval"], "was not trained holding out that slice with --seed 42: use it with --do_train"),
+    ("train:10", ["--do_eval"], "was not trained holding out that slice of this data with --seed 42: use it"),
     ("missing.tsv", [], "--choose_exit_on missing.tsv does not exist"),
 ])
 def test_a_bad_choose_exit_on_is_one_line(where, extra, message, world, tmp_path, capsys):

@@ -81,6 +81,12 @@ def test_table_cells_are_the_runs_own_rows(reproduced):
     assert (reproduced / "paper_tradeoff_SST-2.png").stat().st_size > 1000
 
 
+def test_runs_trained_for_another_choice_are_not_reused(world, reproduced, capsys):
+    assert call(world, reproduced, "--choose_on", "dev") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "was trained for --choose_on train:10, not this call's" in err, err
+
+
 def test_killed_call_restarts_to_the_same_table(world, reproduced, tmp_path, monkeypatch):
     steps = {"n": 0}
     requested = training.StopOnSignal.requested
