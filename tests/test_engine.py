@@ -44,7 +44,7 @@ def one_at_a_time(model, rule, examples):
 
 
 def every_criterion(model, ids, mask):
-    """One or more rules of each of the nine criteria, thresholds at quantiles of the model's own values."""
+    """One or more rules of every criterion, thresholds at quantiles of the model's own values."""
     later, out = rules_at_quantiles(model, ids, mask)
     probabilities = out.all_layer_logits.float().softmax(-1)
     entropy = -(probabilities * probabilities.log()).sum(-1).flatten().median()
