@@ -44,8 +44,9 @@ ENTROPY = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.65,0.68"  # up to ln 2 = 0.693, t
 DIVERGENCE = "0.001,0.003,0.01,0.03,0.1,0.3"
 # a learned uncertainty that has not learned much sits near sigmoid(0) = 0.5: a fine grid there
 LTE = "0.05,0.1,0.2,0.3,0.4,0.45,0.48,0.5,0.52,0.54,0.56,0.58,0.6,0.65,0.7,0.8"
-# COSEE's signal 1 / (1 + sum exp(logits)) is 1/3 for two classes at logits 0 and falls as a head grows sure
-ENERGY = "0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.13,0.16,0.2,0.25,0.3,0.35"
+# COSEE's signal 1 / (1 + sum exp(logits)) falls as a head grows sure; label-prior heads start at 1/2
+# (their logits are the log class frequencies, whose exps sum to 1), so the grid reaches past it
+ENERGY = "0.01,0.02,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.7"
 # method: (model, criterion, patience, thresholds); patience-only rules take --patience
 METHODS = {
     "PABEE": ("pabee", "patience", "1,2,3,4,5", ""),

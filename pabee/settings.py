@@ -307,7 +307,7 @@ class ReproduceSettings:
     confidence_thresholds: str = "0.5,0.6,0.7,0.8,0.9,0.95,0.99"
     divergence_thresholds: str = "0.001,0.003,0.01,0.03,0.1,0.3"  # F-PABEE's, with patience 1, 2, 3
     lte_thresholds: str = "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7"  # BERxiT-LTE's
-    energy_thresholds: str = "0.01,0.02,0.05,0.1,0.15,0.2,0.25,0.3"  # COSEE's normalized energy
+    energy_thresholds: str = "0.02,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7"  # COSEE's normalized energy (label-prior heads start at 1/2)
     choose_exit_on: ExitChoice = ExitChoice("train", 10.0)  # where the table's settings are chosen: not on dev
     methods: tuple = ()  # the method names to compare (pabee.paper.ALL_METHODS); none: the paper's table
     per_gpu_eval_batch_size: int = 64
