@@ -284,16 +284,21 @@ def carve_validation(percentage, seed, tables):
     if "train" not in tables:
         raise DataError("--validation_split_percentage carves from the training data: pass --train_file")
     train = tables["train"]
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    k = round(len(order) * percentage / 100)
-    if not 0 < k < len(order):
-        raise DataError(f"--validation_split_percentage {percentage:g} of {len(order)} rows "
+    dev, keep = seeded_share(len(train), percentage, seed)
+    if not (dev and keep):
+        raise DataError(f"--validation_split_percentage {percentage:g} of {len(train)} rows "
                         "leaves no training or no validation example: give a percentage that leaves both")
-    dev, keep = sorted(order[:k]), sorted(order[k:])
-    logger.info("validation: %d of the %d rows of %s (%g%%, seed %d); %d left for training", len(dev), len(order),
+    logger.info("validation: %d of the %d rows of %s (%g%%, seed %d); %d left for training", len(dev), len(train),
                 train.source, percentage, seed, len(keep))
     return {**tables, "train": train.select(keep), "dev": train.select(dev)}
+
+
+def seeded_share(n, percentage, seed):
+    """(percentage% of rows 0..n-1 drawn with `seed`, the rest), each in file order."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    k = round(n * percentage / 100)
+    return sorted(order[:k]), sorted(order[k:])
 
 
 def task_labels(task_type, tables, label, model_config):

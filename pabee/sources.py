@@ -9,14 +9,13 @@ data) and `cache_key(task, split)` (tells the features of other files apart). Sp
 opening a source checks that the splits the run wants are there."""
 
 import hashlib
-import random
 from pathlib import Path
 
 from pabee import glue
 from pabee.errors import DataError, UsageError, first_line
 from pabee.files import describe_missing
 from pabee.hub import hub_unavailable
-from pabee.own_data import open_own
+from pabee.own_data import open_own, seeded_share
 
 
 def open_source(data, wanted, seed, cache_dir=None, model_config=None):
@@ -64,14 +63,11 @@ class Calibrated:
 
     def carve(self, examples):
         """(training rows kept, rows held out): --choose_exit_on train:P's share of the rows, seeded."""
-        order = list(range(len(examples["label"])))
-        random.Random(self.seed).shuffle(order)
-        k = round(len(order) * self.choice.percentage / 100)
-        if not 0 < k < len(order):
-            raise DataError(f"--choose_exit_on train:{self.choice.percentage:g} of {len(order)} training rows leaves no "
-                            "row to train on or none to choose on: give a percentage that leaves both")
-        return tuple({column: [values[i] for i in sorted(rows)] for column, values in examples.items()}
-                     for rows in (order[k:], order[:k]))
+        held, kept = seeded_share(len(examples["label"]), self.choice.percentage, self.seed)
+        if not (held and kept):
+            raise DataError(f"--choose_exit_on train:{self.choice.percentage:g} of {len(examples['label'])} training "
+                            "rows leaves no row to train on or none to choose on: give a percentage that leaves both")
+        return tuple({column: [values[i] for i in rows] for column, values in examples.items()} for rows in (kept, held))
 
     def cache_key(self, task, split):
         if self.choice.where == "train" and split in ("train", "calibration"):
