@@ -8,7 +8,6 @@ A Split refuses rows on both sides, so nothing built on it can score on a row it
 """
 
 import random
-import statistics
 from dataclasses import dataclass
 
 SPLITS = 20  # random halves of dev per table
@@ -55,9 +54,3 @@ def choose_and_score(settings, measure, target, split):
     chosen = best_at([(s, *measure(s, split.choose)) for s in settings], target)
     return None if chosen is None else (chosen[0], *measure(chosen[0], split.score))
 
-
-def summary(values):
-    """{"mean", "sd", "n"} of numbers; None when any is None (a split where nothing was fast enough)."""
-    if not values or any(v is None for v in values):
-        return None
-    return {"mean": statistics.mean(values), "sd": statistics.pstdev(values), "n": len(values)}

@@ -54,6 +54,16 @@ def exit_layers_under(signals, thresholds):
     return torch.cat([below, always], -1).to(torch.uint8).argmax(-1)  # argmax: the first of equal maxima
 
 
+def head_weight_shares(signals, low, high, sharpness, points=1000):
+    """Each head's share of the classification loss's weight over examples with these internal
+    signals [examples, heads - 1], thresholds spread evenly over [low, high] (the range they are
+    drawn from) at sharpness beta: which heads the examples teach. Midpoints of `points` equal
+    steps, so a threshold never equals a signal on a grid of thousandths."""
+    thresholds = low + (high - low) * (torch.arange(points, dtype=torch.float64) + 0.5) / points
+    exits = exit_layers_under(signals.double(), thresholds)
+    return sample_weights(signals.shape[1] + 1, sharpness, signals.device)[exits].mean((0, 1))
+
+
 def osc_loss(internal_logits, signals, labels, margin=OSC_MARGIN):
     """The online signal calibration loss over internal heads [batch, heads, labels] and their
     signals [batch, heads]: right answers should carry a lower signal than wrong ones by `margin`.

@@ -5,6 +5,8 @@ run_glue (it learns, resumes bitwise across an epoch, refuses regression)."""
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from pabee.cosee import (
     CoseeSchedule,
     cosee_loss,
     exit_layers_under,
+    head_weight_shares,
     osc_loss,
     sample_weights,
 )
@@ -23,6 +26,9 @@ from pabee.exit_rules import EnergyRule, normalized_energy
 from pabee.exits import exit_layers_from_logits
 from pabee.losses import training_loss
 from test_later_methods import glue_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import cosee_weights  # noqa: E402
 
 
 def test_normalized_energy_by_hand():
@@ -57,6 +63,18 @@ def test_exit_layers_under_each_threshold_by_hand():
     signals = torch.tensor([[0.3, 0.1], [0.5, 0.4]])  # 2 examples, 2 internal heads of 3 layers
     exits = exit_layers_under(signals, torch.tensor([0.2, 0.35, 0.6, 0.1]))
     assert exits.tolist() == [[1, 2], [0, 2], [0, 0], [2, 2]]  # 0-based; 2 is the last layer
+
+
+def test_head_weight_shares_by_hand():
+    # thresholds uniform in [0, 1], 3 layers. Example A (signals 0.2, 0.1) exits at head 1 for 80%
+    # of them, head 2 for 10%, the last for 10%; B (0.6, 0.4): 40%, 20%, 40%
+    signals = torch.tensor([[0.2, 0.1], [0.6, 0.4]])
+    torch.testing.assert_close(head_weight_shares(signals, 0.0, 1.0, 0.0), torch.full((3,), 1 / 3))
+    sharp = head_weight_shares(signals, 0.0, 1.0, 60.0)  # weights one-hot at the exit layer
+    torch.testing.assert_close(sharp, torch.tensor([0.6, 0.15, 0.25]))
+    # in [0.25, 0.35] A always exits at head 1, B at the last
+    narrow = head_weight_shares(signals, 0.25, 0.35, 60.0)
+    torch.testing.assert_close(narrow, torch.tensor([0.5, 0.0, 0.5]))
 
 
 def test_signal_calibration_by_hand():
@@ -138,7 +156,7 @@ def test_schedule_draws_from_the_previous_epochs_signal_range():
         assert all(0.2 <= t <= 1 / 3 for t in thresholds)
 
 
-def test_cosee_trains_through_run_glue_and_its_rule_evaluates(world, tmp_path):
+def test_cosee_trains_through_run_glue_and_its_rule_evaluates(world, tmp_path, capsys):
     out = tmp_path / "out"
     assert glue_run(world, out, "--exit_training", "cosee", "--exit_criterion", "energy",
                     "--exit_thresholds", "0.05,0.1,0.2") == 0
@@ -146,6 +164,13 @@ def test_cosee_trains_through_run_glue_and_its_rule_evaluates(world, tmp_path):
     assert {r["criterion"] for r in rows} == {"energy"} and all(r["training"] == "cosee" for r in rows)
     layers = [r for r in json.loads((out / "pabee_results.json").read_text()) if r["criterion"] == "layer"]
     assert layers[0]["acc"] >= 0.75 and layers[-1]["acc"] >= 0.8, layers  # every head learns; chance is 0.5
+    capsys.readouterr()
+    assert cosee_weights.main(["--model_dir", str(out), "--glue_dir", str(world / "glue"), "--task", "SST-2",
+                               "--rows", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shares = {line.split(":")[0].strip(): [float(v) for v in line.split(":")[1].split()] for line in lines[2:]}
+    assert lines[0].startswith("50 training rows") and shares["beta 0"] == [0.25] * 4  # the tiny model: 4 layers
+    assert all(sum(v) == pytest.approx(1.0, abs=0.003) for v in shares.values()), lines
 
 
 def test_cosee_resumes_bitwise_across_an_epoch(world, tmp_path):

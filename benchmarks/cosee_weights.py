@@ -1,0 +1,83 @@
+"""Which heads a COSEE model's training examples teach: each head's share of COSEE's loss weight.
+
+COSEE (pabee/cosee.py) weights head j's loss on an example by how near j is to the layer the
+example would exit at under thresholds drawn from a range: [0, 1] in the first epoch, then the
+range the internal heads' signals covered over the previous epoch. This reads a trained model's
+signals on a sample of its task's training rows and prints each head's share of the weight,
+beside PABEE's fixed i / sum i:
+
+    .venv/bin/python benchmarks/cosee_weights.py --model_dir /tmp/methods/SST-2/cosee-seed1 \
+        --glue_dir ../shared/glue_data --task SST-2
+
+The signals are the trained model's, not those of each step of training: a picture of where the
+weight went late in training, not a replay of it.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pabee.settings import DataSettings  # noqa: E402
+
+SHARPNESSES = (0.0, 5.0, 10.0)  # beta_t at the start, the middle and the end of training
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_dir", required=True, help="A folder trained with --exit_training cosee.")
+    p.add_argument("--glue_dir", required=True, help="Folder holding the task's folder in GLUE's TSV format.")
+    p.add_argument("--task", required=True, help="The GLUE task the model was trained on.")
+    p.add_argument("--rows", type=int, default=1000, help="Training rows to read, drawn at random (seed 0).")
+    p.add_argument("--low", type=float, default=0.0, help="The thresholds' range: the first epoch's is [0, 1].")
+    p.add_argument("--high", type=float, default=1.0)
+    return p.parse_args(argv)
+
+
+def internal_signals(args):
+    """The normalized energy of every internal head on `args.rows` random training rows."""
+    import torch
+
+    from pabee.backbones import BACKBONES, load_model, load_tokenizer
+    from pabee.evaluation import EvalSet, run_inference
+    from pabee.exit_rules import normalized_energy
+    from pabee.features import prepare_features
+    from pabee.runtime import Runtime
+    from pabee.sources import open_source
+
+    source = open_source(DataSettings(task_name=args.task, data_dir=str(Path(args.glue_dir) / args.task)), ("train",), 0)
+    runtime, backbone = Runtime(torch.device("cpu"), 0), BACKBONES["bert"]
+    model = load_model(backbone, args.model_dir, source.task, runtime.device)[0]
+    tokenizer = load_tokenizer(backbone, args.model_dir)
+    features = prepare_features(source, [(source.task, "train")], tokenizer, 128, runtime)[source.task.name, "train"]
+    sample = features.shuffle(seed=0).select(range(min(args.rows, len(features))))
+    layers = run_inference(runtime, model, EvalSet.of(source.task, sample, tokenizer.pad_token_id, 64), all_layers=True)[0]
+    return normalized_energy(layers.logits[:, :-1].float())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from pabee.cosee import SHARPNESS, head_weight_shares
+    from pabee.logs import setup_logging
+
+    setup_logging()
+    signals = internal_signals(args)
+    depth = signals.shape[1] + 1
+
+    def shown(values):
+        return " ".join(f"{v:.3f}" for v in values)
+
+    print(f"{len(signals)} training rows; internal heads' mean signal: {shown(signals.mean(0).tolist())}")
+    print(f"heads 1..{depth}, share of the loss weight, thresholds uniform in [{args.low:g}, {args.high:g}]:")
+    for beta in SHARPNESSES:
+        print(f"  beta {beta:g}: {shown(head_weight_shares(signals, args.low, args.high, beta).tolist())}")
+    steps = [SHARPNESS * k / 20 for k in range(21)]  # beta_t rises linearly over training
+    mean = sum(head_weight_shares(signals, args.low, args.high, b) for b in steps) / len(steps)
+    print(f"  over training (beta 0 to {SHARPNESS:g}): {shown(mean.tolist())}")
+    print(f"  PABEE (i / sum i): {shown(i / (depth * (depth + 1) / 2) for i in range(1, depth + 1))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
