@@ -14,6 +14,7 @@ weight went late in training, not a replay of it.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ SHARPNESSES = (0.0, 5.0, 10.0)  # beta_t at the start, the middle and the end of
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_dir", required=True, help="A folder trained with --exit_training cosee.")
+    p.add_argument("--model_dir", required=True, help="A folder run_glue.py trained with --exit_training cosee (any backbone).")
     p.add_argument("--glue_dir", required=True, help="Folder holding the task's folder in GLUE's TSV format.")
     p.add_argument("--task", required=True, help="The GLUE task the model was trained on.")
     p.add_argument("--rows", type=int, default=1000, help="Training rows to read, drawn at random (seed 0).")
@@ -47,7 +48,8 @@ def internal_signals(args):
     from pabee.sources import open_source
 
     source = open_source(DataSettings(task_name=args.task, data_dir=str(Path(args.glue_dir) / args.task)), ("train",), 0)
-    runtime, backbone = Runtime(torch.device("cpu"), 0), BACKBONES["bert"]
+    model_type = json.loads((Path(args.model_dir) / "config.json").read_text())["model_type"]
+    runtime, backbone = Runtime(torch.device("cpu"), 0), BACKBONES[model_type]
     model = load_model(backbone, args.model_dir, source.task, runtime.device)[0]
     tokenizer = load_tokenizer(backbone, args.model_dir)
     features = prepare_features(source, [(source.task, "train")], tokenizer, 128, runtime)[source.task.name, "train"]
