@@ -20,6 +20,11 @@ gives the mean over seeds of the mean over halves, the min-max over seeds, the s
 halves, and the mean speed-up on the scoring halves. The optimistic figure (chosen and scored on
 all of dev) follows in a second table, labelled. Vanilla is at full depth, scored on the same
 halves. Results go to methods.json and methods.md.
+
+Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json and, when present,
+stands for that model: neither trained nor evaluated again. The table can so be finished over
+several runs, or machines, from the evaluations alone (the models need not be kept);
+benchmarks/results/methods holds the evaluations behind docs/methods.md.
 """
 
 import argparse
@@ -35,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 from demo import default_model_dir  # noqa: E402
 from pabee import glue  # noqa: E402
 from pabee.choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
+from pabee.errors import UsageError  # noqa: E402
+from pabee.files import read_json, write_json  # noqa: E402
 from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
 
 PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds); MRPC, STS-B: 3 epochs
@@ -73,6 +80,8 @@ def parse_args(argv):
     p.add_argument("--steps_scale", type=float, default=1.0, help="Multiplies every task's training steps.")
     p.add_argument("--seeds", type=int, default=0, help="Seeds per task (default: the plan's, 3).")
     p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--results_dir", default=None,
+                   help="Each model's evaluation is kept and reused here (default: --output_dir).")
     return p.parse_args(argv)
 
 
@@ -250,19 +259,41 @@ def markdown(results):
             + table(["task (metric)", "method", "full depth", *targets], optimistic))
 
 
+def evaluation_of(args, task, model, seed, steps):
+    """The model's kept evaluation, or a new one (training the model if its folder has none),
+    kept. A kept one for other steps or learning rate is refused rather than mixed in."""
+    kept = Path(args.results_dir or args.output_dir) / task / f"{model}-seed{seed}.json"
+    if kept.is_file():
+        result = read_json(kept)
+        if (result["steps"], result["learning_rate"]) != (steps, args.learning_rate):
+            raise UsageError(f"{kept} was trained for {result['steps']} steps at learning rate "
+                             f"{result['learning_rate']:g}, this run asks {steps} at {args.learning_rate:g}: "
+                             "move it aside or give another --results_dir")
+        return result
+    folder, seconds = train(args, task, model, seed, steps)
+    result = {**evaluate(args, task, model, seed, folder, steps, seconds), "learning_rate": args.learning_rate}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    write_json(kept, result)
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     from pabee.logs import setup_logging
 
     setup_logging()
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     results = []
     for task in args.tasks.split(","):
         steps, seeds = PLAN[task]
         steps = max(1, round(steps * args.steps_scale))
         for seed in range(1, (args.seeds or seeds) + 1):
             for model in models_for(task):
-                folder, seconds = train(args, task, model, seed, steps)
-                results.append(evaluate(args, task, model, seed, folder, steps, seconds))
+                try:
+                    results.append(evaluation_of(args, task, model, seed, steps))
+                except UsageError as error:
+                    print(error, file=sys.stderr)
+                    return 2
                 Path(args.output_dir, "methods.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     Path(args.output_dir, "methods.md").write_text(table)

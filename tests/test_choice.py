@@ -78,6 +78,30 @@ def test_the_benchmark_chooses_on_one_half_and_scores_on_the_other(world, monkey
     assert json.loads(json.dumps(runs)) == runs  # methods.json round trip
 
 
+def test_the_benchmark_keeps_each_evaluation_and_reuses_it_instead_of_training(world, tmp_path, monkeypatch, capsys):
+    """A model's evaluation is kept as JSON; the next run takes it as is (nothing trained or
+    evaluated) and builds the same table, and refuses, in one line with exit code 2, one kept for
+    other steps rather than mix it in."""
+    trained = []
+    monkeypatch.setattr(methods, "models_for", lambda task: ["last", "pabee"])
+    monkeypatch.setattr(methods, "train", lambda args, task, model, seed, steps: trained.append(model) or (world / "bert", 1.0))
+    argv = ["--glue_dir", str(world / "glue"), "--output_dir", str(tmp_path / "out"), "--results_dir",
+            str(tmp_path / "kept"), "--tasks", "SST-2", "--seeds", "1", "--steps_scale", "0.01"]
+    assert methods.main(argv) == 0 and trained == ["last", "pabee"]
+    kept = json.loads((tmp_path / "kept" / "SST-2" / "pabee-seed1.json").read_text())
+    assert (kept["steps"], kept["learning_rate"], kept["model"]) == (6, 1e-4, "pabee")
+    table = (tmp_path / "out" / "methods.md").read_text()
+
+    monkeypatch.setattr(methods, "evaluate", lambda *a: pytest.fail("a kept evaluation was evaluated again"))
+    assert methods.main(argv) == 0 and trained == ["last", "pabee"]
+    assert (tmp_path / "out" / "methods.md").read_text() == table
+    capsys.readouterr()
+    assert methods.main([*argv[:-1], "0.02"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "last-seed1.json was trained for 6 steps" in error and "asks 12" in error and len(error.splitlines()) == 1
+    assert json.loads((tmp_path / "kept" / "SST-2" / "pabee-seed1.json").read_text()) == kept  # left as it was
+
+
 # --- run_glue --choose_exit_on: the rows predict.py's exit is chosen on ------------------------
 
 STEPS = ["--do_train", "--do_eval", "--max_steps", "40", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3",
