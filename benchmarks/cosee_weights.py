@@ -9,8 +9,10 @@ beside PABEE's fixed i / sum i:
     .venv/bin/python benchmarks/cosee_weights.py --model_dir /tmp/methods/SST-2/cosee-seed1 \
         --glue_dir ../shared/glue_data --task SST-2
 
-The signals are the trained model's, not those of each step of training: a picture of where the
-weight went late in training, not a replay of it.
+It prints the shares twice: thresholds from --low/--high ([0, 1], the first epoch's range), then
+from the range the signals themselves cover, which is what a later epoch draws from. The signals
+are the trained model's, not those of each step of training: a picture of where the weight went
+late in training, not a replay of it.
 """
 
 import argparse
@@ -60,26 +62,35 @@ def internal_signals(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from pabee.cosee import SHARPNESS, head_weight_shares
     from pabee.logs import setup_logging
 
     setup_logging()
     signals = internal_signals(args)
-    depth = signals.shape[1] + 1
-
-    def shown(values):
-        return " ".join(f"{v:.3f}" for v in values)
-
-    print(f"{len(signals)} training rows; internal heads' mean signal: {shown(signals.mean(0).tolist())}")
-    print(f"heads 1..{depth}, share of the loss weight, thresholds uniform in [{args.low:g}, {args.high:g}]:")
-    for beta in SHARPNESSES:
-        print(f"  beta {beta:g}: {shown(head_weight_shares(signals, args.low, args.high, beta).tolist())}")
-    steps = [SHARPNESS * k / 20 for k in range(21)]  # beta_t rises linearly over training
-    mean = sum(head_weight_shares(signals, args.low, args.high, b) for b in steps) / len(steps)
-    print(f"  over training (beta 0 to {SHARPNESS:g}): {shown(mean.tolist())}")
-    print(f"  PABEE (i / sum i): {shown(i / (depth * (depth + 1) / 2) for i in range(1, depth + 1))}")
+    own = float(signals.min()), float(signals.max())  # what a later epoch would draw from (CoseeSchedule.observe)
+    print(f"{len(signals)} training rows; internal heads' mean signal: {shown(signals.mean(0).tolist())}; "
+          f"all from {own[0]:.3f} to {own[1]:.3f}")
+    print_shares(signals, args.low, args.high, "as given")
+    print_shares(signals, *own, "the signals' own range, as a later epoch draws")
     return 0
 
+
+def shown(values):
+    return " ".join(f"{v:.3f}" for v in values)
+
+
+def print_shares(signals, low, high, said):
+    """Each head's share of the weight under thresholds uniform in [low, high], at the start,
+    middle and end of training and averaged over it, beside PABEE's."""
+    from pabee.cosee import SHARPNESS, head_weight_shares
+
+    depth = signals.shape[1] + 1
+    print(f"heads 1..{depth}, share of the loss weight, thresholds uniform in [{low:.3f}, {high:.3f}] ({said}):")
+    for beta in SHARPNESSES:
+        print(f"  beta {beta:g}: {shown(head_weight_shares(signals, low, high, beta).tolist())}")
+    steps = [SHARPNESS * k / 20 for k in range(21)]  # beta_t rises linearly over training
+    mean = sum(head_weight_shares(signals, low, high, b) for b in steps) / len(steps)
+    print(f"  over training (beta 0 to {SHARPNESS:g}): {shown(mean.tolist())}")
+    print(f"  PABEE (i / sum i): {shown(i / (depth * (depth + 1) / 2) for i in range(1, depth + 1))}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -168,9 +168,13 @@ def test_cosee_trains_through_run_glue_and_its_rule_evaluates(world, tmp_path, c
     assert cosee_weights.main(["--model_dir", str(out), "--glue_dir", str(world / "glue"), "--task", "SST-2",
                                "--rows", "50"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    shares = {line.split(":")[0].strip(): [float(v) for v in line.split(":")[1].split()] for line in lines[2:]}
-    assert lines[0].startswith("50 training rows") and shares["beta 0"] == [0.25] * 4  # the tiny model: 4 layers
-    assert all(sum(v) == pytest.approx(1.0, abs=0.003) for v in shares.values()), lines
+    low, high = (float(v) for v in lines[0].split("all from ")[1].split(" to "))
+    assert lines[0].startswith("50 training rows") and 0 <= low < high <= 1 and len(lines) == 13
+    assert "[0.000, 1.000] (as given)" in lines[1] and f"[{low:.3f}, {high:.3f}] (the signals' own range" in lines[7]
+    for block in (lines[2:7], lines[8:13]):
+        shares = {line.split(":")[0].strip(): [float(v) for v in line.split(":")[1].split()] for line in block}
+        assert shares["beta 0"] == [0.25] * 4  # the tiny model: 4 layers
+        assert all(sum(v) == pytest.approx(1.0, abs=0.003) for v in shares.values()), lines
 
 
 def test_cosee_resumes_bitwise_across_an_epoch(world, tmp_path):
