@@ -24,7 +24,7 @@ halves. Results go to methods.json and methods.md.
 Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json and, when present,
 stands for that model: neither trained nor evaluated again. The table can so be finished over
 several runs, or machines, from the evaluations alone (the models need not be kept);
-benchmarks/results/methods holds the evaluations behind docs/methods.md.
+benchmarks/results/methods holds the evaluations behind docs/methods.md's MRPC and STS-B tables.
 """
 
 import argparse
