@@ -22,12 +22,15 @@ all of dev) follows in a second table, labelled. Vanilla is at full depth, score
 halves. Results go to methods.json and methods.md.
 
 Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json and, when present,
-stands for that model: neither trained nor evaluated again. The table can so be finished over
-several runs, or machines, from the evaluations alone (the models need not be kept);
+stands for that model: neither trained nor evaluated again. It records the backbone (a digest of
+its weight files), steps and learning rate it was made with, and one made with others is refused.
+The table can so be finished over several runs, or machines, from the evaluations alone (the
+models need not be kept);
 benchmarks/results/methods holds the evaluations behind docs/methods.md's MRPC and STS-B tables.
 """
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -82,7 +85,9 @@ def parse_args(argv):
     p.add_argument("--learning_rate", type=float, default=1e-4)
     p.add_argument("--results_dir", default=None,
                    help="Each model's evaluation is kept and reused here (default: --output_dir).")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.model_dir = args.model_dir or default_model_dir()
+    return args
 
 
 def models_for(task):
@@ -105,7 +110,7 @@ def train(args, task, model, seed, steps):
     start = time.perf_counter()
     run(RunSettings(
         output_dir=str(out), overwrite_output_dir=True, seed=seed,
-        model=ModelSettings("bert", args.model_dir or default_model_dir(), do_lower_case=True, exit_pooling="mean"),
+        model=ModelSettings("bert", args.model_dir, do_lower_case=True, exit_pooling="mean"),
         data=DataSettings(task_name=task, data_dir=str(Path(args.glue_dir) / task), max_seq_length=128),
         training=TrainingSettings(exit_training=model, head_bias_init="label_prior", per_gpu_train_batch_size=32,
                                   learning_rate=args.learning_rate, max_steps=steps, warmup_steps=steps // 10,
@@ -259,19 +264,35 @@ def markdown(results):
             + table(["task (metric)", "method", "full depth", *targets], optimistic))
 
 
-def evaluation_of(args, task, model, seed, steps):
+def backbone_identity(model_dir):
+    """What a model was fine-tuned from: the digest of the backbone folder's weight files (the same
+    checkpoint installed anywhere gives the same), or the name itself for a hub name."""
+    weights = sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin"))
+    if not weights:
+        return model_dir
+    digest = hashlib.sha256()
+    for path in weights:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def evaluation_of(args, backbone, task, model, seed, steps):
     """The model's kept evaluation, or a new one (training the model if its folder has none),
-    kept. A kept one for other steps or learning rate is refused rather than mixed in."""
+    kept. One kept for another backbone, other steps or another learning rate is refused rather
+    than mixed in."""
     kept = Path(args.results_dir or args.output_dir) / task / f"{model}-seed{seed}.json"
+    asked = {"backbone": backbone, "steps": steps, "learning_rate": args.learning_rate}
     if kept.is_file():
         result = read_json(kept)
-        if (result["steps"], result["learning_rate"]) != (steps, args.learning_rate):
-            raise UsageError(f"{kept} was trained for {result['steps']} steps at learning rate "
-                             f"{result['learning_rate']:g}, this run asks {steps} at {args.learning_rate:g}: "
-                             "move it aside or give another --results_dir")
+        differ = [f"{key} {result.get(key, 'not recorded')} where this run asks {value}"
+                  for key, value in asked.items() if result.get(key) != value]
+        if differ:
+            raise UsageError(f"{kept} was made with {', '.join(differ)}: move it aside or give another --results_dir")
         return result
     folder, seconds = train(args, task, model, seed, steps)
-    result = {**evaluate(args, task, model, seed, folder, steps, seconds), "learning_rate": args.learning_rate}
+    result = {**evaluate(args, task, model, seed, folder, steps, seconds), **asked}
     kept.parent.mkdir(parents=True, exist_ok=True)
     write_json(kept, result)
     return result
@@ -283,14 +304,14 @@ def main(argv=None):
 
     setup_logging()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    results = []
+    results, backbone = [], backbone_identity(args.model_dir)
     for task in args.tasks.split(","):
         steps, seeds = PLAN[task]
         steps = max(1, round(steps * args.steps_scale))
         for seed in range(1, (args.seeds or seeds) + 1):
             for model in models_for(task):
                 try:
-                    results.append(evaluation_of(args, task, model, seed, steps))
+                    results.append(evaluation_of(args, backbone, task, model, seed, steps))
                 except UsageError as error:
                     print(error, file=sys.stderr)
                     return 2

@@ -81,38 +81,50 @@ def test_the_benchmark_chooses_on_one_half_and_scores_on_the_other(world, monkey
 def test_the_benchmark_keeps_each_evaluation_and_reuses_it_instead_of_training(world, tmp_path, monkeypatch, capsys):
     """A model's evaluation is kept as JSON; the next run takes it as is (nothing trained or
     evaluated) and builds the same table, and refuses, in one line with exit code 2, one kept for
-    other steps rather than mix it in."""
+    other steps, another backbone or with what it was made from not recorded, rather than mix it in."""
     trained = []
     monkeypatch.setattr(methods, "models_for", lambda task: ["last", "pabee"])
     monkeypatch.setattr(methods, "train", lambda args, task, model, seed, steps: trained.append(model) or (world / "bert", 1.0))
     argv = ["--glue_dir", str(world / "glue"), "--output_dir", str(tmp_path / "out"), "--results_dir",
-            str(tmp_path / "kept"), "--tasks", "SST-2", "--seeds", "1", "--steps_scale", "0.01"]
-    assert methods.main(argv) == 0 and trained == ["last", "pabee"]
-    kept = json.loads((tmp_path / "kept" / "SST-2" / "pabee-seed1.json").read_text())
+            str(tmp_path / "kept"), "--tasks", "SST-2", "--seeds", "1", "--model_dir", str(world / "bert")]
+    assert methods.main([*argv, "--steps_scale", "0.01"]) == 0 and trained == ["last", "pabee"]
+    kept_file = tmp_path / "kept" / "SST-2" / "pabee-seed1.json"
+    kept = json.loads(kept_file.read_text())
     assert (kept["steps"], kept["learning_rate"], kept["model"]) == (6, 1e-4, "pabee")
+    assert kept["backbone"] == methods.backbone_identity(world / "bert") != methods.backbone_identity(world / "roberta")
     table = (tmp_path / "out" / "methods.md").read_text()
 
     monkeypatch.setattr(methods, "evaluate", lambda *a: pytest.fail("a kept evaluation was evaluated again"))
-    assert methods.main(argv) == 0 and trained == ["last", "pabee"]
+    assert methods.main([*argv, "--steps_scale", "0.01"]) == 0 and trained == ["last", "pabee"]
     assert (tmp_path / "out" / "methods.md").read_text() == table
-    capsys.readouterr()
-    assert methods.main([*argv[:-1], "0.02"]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "last-seed1.json was trained for 6 steps" in error and "asks 12" in error and len(error.splitlines()) == 1
-    assert json.loads((tmp_path / "kept" / "SST-2" / "pabee-seed1.json").read_text()) == kept  # left as it was
+
+    def refusal(*extra):
+        capsys.readouterr()
+        assert methods.main([*argv, *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "last-seed1.json was made with" in error
+        return error
+
+    assert "steps 6 where this run asks 12" in refusal("--steps_scale", "0.02")
+    assert "backbone " + kept["backbone"] in refusal("--steps_scale", "0.01", "--model_dir", str(world / "roberta"))
+    last = tmp_path / "kept" / "SST-2" / "last-seed1.json"
+    last.write_text(json.dumps({key: value for key, value in json.loads(last.read_text()).items() if key != "learning_rate"}))
+    assert "learning_rate not recorded" in refusal("--steps_scale", "0.01")
+    assert json.loads(kept_file.read_text()) == kept and trained == ["last", "pabee"]  # left as it was, nothing trained
 
 
-def test_the_docs_mrpc_table_is_the_one_its_kept_evaluations_give():
-    """docs/methods.md's held-out MRPC table, rebuilt from benchmarks/results/methods: every seed and
-    model of the plan is kept, and each row of the table stands in the docs as it is built."""
+@pytest.mark.parametrize("task, rows", [("MRPC", 11), ("STS-B", 4)])
+def test_the_docs_table_is_the_one_its_kept_evaluations_give(task, rows):
+    """docs/methods.md's held-out table of the task, rebuilt from benchmarks/results/methods: every
+    seed and model of the plan is kept, and each row of the table stands in the docs as it is built."""
     root = Path(__file__).resolve().parents[1]
-    kept = root / "benchmarks" / "results" / "methods" / "MRPC"
+    kept = root / "benchmarks" / "results" / "methods" / task
     results = [json.loads((kept / f"{model}-seed{seed}.json").read_text())
-               for seed in range(1, methods.PLAN["MRPC"][1] + 1) for model in methods.models_for("MRPC")]
+               for seed in range(1, methods.PLAN[task][1] + 1) for model in methods.models_for(task)]
     held_out = methods.markdown(results).split("Optimistic")[0]
-    rows = [line for line in held_out.splitlines() if line.startswith("| MRPC")]
+    built = [line for line in held_out.splitlines() if line.startswith(f"| {task}")]
     docs = (root / "docs" / "methods.md").read_text()
-    assert len(rows) == 11 and all(row in docs for row in rows), [row for row in rows if row not in docs]
+    assert len(built) == rows and all(row in docs for row in built), [row for row in built if row not in docs]
 
 
 # --- run_glue --choose_exit_on: the rows predict.py's exit is chosen on ------------------------
