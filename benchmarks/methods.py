@@ -25,8 +25,8 @@ Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json and
 stands for that model: neither trained nor evaluated again. It records the backbone (a digest of
 its weight files), steps and learning rate it was made with, and one made with others is refused.
 The table can so be finished over several runs, or machines, from the evaluations alone (the
-models need not be kept);
-benchmarks/results/methods holds the evaluations behind docs/methods.md's MRPC and STS-B tables.
+models need not be kept); benchmarks/results/methods holds the evaluations behind docs/methods.md's
+MRPC and STS-B tables.
 """
 
 import argparse
