@@ -1,6 +1,6 @@
 """Speed of PABEE inference and training, as ratios measured side by side in one run.
 
-    python benchmarks/bench_speed.py [--quick] [--json PATH]
+    python benchmarks/bench_speed.py [--quick | --smoke] [--json PATH]
 
 A BERT-base-shaped model (12 layers, hidden 768, random weights) reads real-length inputs: the
 SST-2 dev sentences from ../shared/glue_data when present, else synthetic reviews. They are put in
@@ -17,6 +17,9 @@ batch by batch, each batch's time the median of its repetitions, on the same exa
 - train_step_ratio, train_memory_ratio: a PABEE training step against transformers'
   BertForSequenceClassification on the same batch of random examples (memory: CUDA peak, or on
   the CPU the parameters, gradients and tensors saved for backward).
+
+--smoke runs every part on a narrow model (hidden 64) and a few examples in seconds, and writes
+every key: the suite runs it so that the benchmark cannot break unseen. Its ratios mean nothing.
 """
 
 import argparse
@@ -37,7 +40,7 @@ from transformers import BertForSequenceClassification  # noqa: E402
 from pabee.exit_rules import PatienceRule  # noqa: E402
 from compiled_figures import compiled_figures  # noqa: E402
 from host_costs import host_costs  # noqa: E402
-from engine_figures import engine_figures, infer  # noqa: E402
+from engine_figures import engine_figures, infer, narrow_model  # noqa: E402
 from pabee.exits import exit_layers_from_logits, logits_at_exit  # noqa: E402
 from workload import (  # noqa: E402
     CLASSIC_LENGTH,
@@ -164,15 +167,18 @@ def step_memory(step, model, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="Fewer examples and repetitions: under 2 minutes on 2 CPU cores.")
+    p.add_argument("--smoke", action="store_true",
+                   help="Every part on a narrow model and a few examples, in seconds: checks that it runs, no figures.")
     p.add_argument("--json", default=None, help="Also write the ratios here as JSON.")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sst2_dev", default=str(SST2_DEV), help="SST-2's dev.tsv, the inputs' lengths (default: ../shared's).")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    n_bs1, n_batches, train_batch, reps, train_reps = (32, 2, 8, 3, 7) if args.quick else (120, 8, 16, 5, 15)
+    n_bs1, n_batches, train_batch, reps, train_reps = (4, 2, 4, 1, 1) if args.smoke else (32, 2, 8, 3, 7) \
+        if args.quick else (120, 8, 16, 5, 15)
     texts, source = sentences(args.sst2_dev)
     tokenizer, tokenization = tokenizer_for(texts)
-    model = base_shaped_model(len(tokenizer), device)
+    model = narrow_model(len(tokenizer)).to(device) if args.smoke else base_shaped_model(len(tokenizer), device)
     picked = sample_of_batches(in_length_order(tokenizer, texts), 32, n_batches)
     bs32 = encode(tokenizer, picked, 32, device)  # bs32[j] is the j-th sampled evaluation batch
     bs1 = encode(tokenizer, picked[::len(picked) // n_bs1][:n_bs1], 1, device)
@@ -185,12 +191,14 @@ def main(argv=None):
     results.update(against_classic(model, bs32, encode(tokenizer, picked, 1, device, pad_to=CLASSIC_LENGTH), reps,
                                    device))
     results.update(sweep_cost(model, bs32, reps, device))
-    results.update(engine_figures(tokenizer))
-    results.update(compiled_figures(tokenizer, texts))
+    results.update(engine_figures(tokenizer, count=256 if args.smoke else None))
+    results.update(compiled_figures(tokenizer, texts[:64], 1, "aot_eager", 2) if args.smoke else
+                   compiled_figures(tokenizer, texts))
     batch = training_batch(tokenizer, texts, train_batch, device)
     results["train_step_ratio"], pabee_b, ref_b = train_step_costs(model, batch, train_reps, device)
     results["train_memory_ratio"] = pabee_b / ref_b
     results.update(device=str(device), inputs=f"{source}, {tokenization} tokens", examples_bs1=n_bs1,
+                   model="narrow (smoke run: no figure to read)" if args.smoke else "BERT-base shape",
                    examples_bs32=len(picked), train_batch=train_batch, repetitions=reps, train_repetitions=train_reps,
                    patience=PATIENCE, torch_threads=torch.get_num_threads())
     print(markdown(results))
@@ -250,7 +258,7 @@ TARGETS = {"realized_over_ideal_bs1": ">= 0.95 (CUDA: >= 0.9)", "realized_over_i
 
 def markdown(r):
     lines = [f"Device: {r['device']} ({r['torch_threads']} threads); inputs: {r['inputs']}; "
-             f"BERT-base shape, patience {r['patience']}; {r['examples_bs1']} examples at bs1, "
+             f"{r['model']}, patience {r['patience']}; {r['examples_bs1']} examples at bs1, "
              f"{r['examples_bs32']} at bs32, "
              f"runs taking turns batch by batch, each batch's time the median of {r['repetitions']} repetitions "
              f"({r['train_repetitions']} for training steps).", "",

@@ -2,8 +2,9 @@
 run again after warm-up recompiles, operators dispatched per layer call, and its speed against
 eager where it runs.
 
-- Every exit criterion, on narrow 4-layer BERT and ALBERT models, 32 SST-2 dev sentences in one
-  shape, with the aot_eager backend (the graph inductor compiles, captured whole, without
+- Every exit criterion of pabee.exit_rules.RULES at its own example setting (exit_rules.example_rule,
+  patience 2 where it counts), on narrow 4-layer BERT and ALBERT models (2 layers in a smoke run), 32 SST-2 dev sentences in
+  one shape, with the aot_eager backend (the graph inductor compiles, captured whole, without
   generating code).
 - Patience 2 on a narrow 4-layer BERT over the SST-2 dev sentences (calls of 32 rows, lengths
   32, 64 and the longest) with the real backend (inductor; CUDA graphs on CUDA): answers against
@@ -31,17 +32,13 @@ from transformers import AlbertConfig  # noqa: E402
 from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee  # noqa: E402
 from pabee.compiled import compiled_step  # noqa: E402
 from pabee.engine import Shapes, layer_step, stream  # noqa: E402
-from pabee.exit_rules import RULES, make_rule  # noqa: E402
+from pabee.exit_rules import RULES, example_rule, make_rule  # noqa: E402
 from engine_figures import as_examples, narrow_model  # noqa: E402
 from workload import PATIENCE, encode, spread_exits  # noqa: E402
 
-SETTINGS = {"patience": 2, "entropy": 0.5, "confidence": 0.8, "fixed": 4, "kl_patience": "2_0.05",
-            "js_patience": "2_0.02", "entropy_patience": "2_0.6", "past_entropy": 0.6, "lte": 0.5}
-
-
-def narrow_albert(vocab_size):
+def narrow_albert(vocab_size, layers):
     torch.manual_seed(0)
-    config = AlbertConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=64, num_hidden_layers=4,
+    config = AlbertConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=64, num_hidden_layers=layers,
                           num_attention_heads=4, intermediate_size=128, num_labels=3, exit_training="alternate_lte")
     return AlbertForSequenceClassificationWithPabee(config).eval()
 
@@ -57,20 +54,20 @@ def same(a, b):
     return torch.equal(a[1], b[1]) and bool(torch.allclose(a[0], b[0], rtol=1e-4, atol=1e-4))
 
 
-def every_criterion_matches(tokenizer, texts):
-    """Whether aot_eager's capture answers as eager for every criterion, on BERT and ALBERT."""
+def every_criterion_matches(tokenizer, texts, layers):
+    """Whether aot_eager's capture answers as eager for every criterion, on BERT and ALBERT of `layers` layers."""
     examples = as_examples(tokenizer, texts[:32])
-    bert = narrow_model(len(tokenizer), layers=4)
+    bert = narrow_model(len(tokenizer), layers=layers)
     bert.config.exit_training = "alternate_lte"
     bert.lte = torch.nn.Linear(64, 1)  # the learning-to-exit head, as an alternate_lte model has
     results = []
-    for model in (bert, narrow_albert(len(tokenizer))):
+    for model in (bert, narrow_albert(len(tokenizer), layers)):
         spread_exits_of(model, tokenizer, texts)
         longest = max(len(e["input_ids"]) for e in examples)
         shapes = Shapes.of(16, longest, rows=(16,), lengths=(longest,))
         step = compiled_step(model.num_layers, shapes, "cpu", "aot_eager")
-        for name in RULES:
-            rule = make_rule(name, SETTINGS[name], 0.0)
+        for criterion in RULES:
+            rule = example_rule(criterion, PATIENCE)
             results.append(same(answers(model, rule, examples, shapes, step), answers(model, rule, examples, shapes,
                                                                                        layer_step)))
     return all(results), len(results)
@@ -103,8 +100,10 @@ def count_dispatched(event):
     return total
 
 
-def compiled_figures(tokenizer, dev_texts, rounds=3):
-    matches, checked = every_criterion_matches(tokenizer, dev_texts)
+def compiled_figures(tokenizer, dev_texts, rounds=3, backend=None, criterion_layers=4):
+    """The figures above; `backend` None is the real one (inductor), "aot_eager" a capture without
+    generated code, and fewer `criterion_layers` fewer graphs (bench_speed --smoke)."""
+    matches, checked = every_criterion_matches(tokenizer, dev_texts, criterion_layers)
     model = narrow_model(len(tokenizer), layers=4)
     spread_exits_of(model, tokenizer, dev_texts)
     examples = as_examples(tokenizer, dev_texts)
@@ -112,7 +111,7 @@ def compiled_figures(tokenizer, dev_texts, rounds=3):
     shapes = Shapes.of(32, max(len(e["input_ids"]) for e in examples), rows=(32,), lengths=(32, 64))
     rule = make_rule("patience", PATIENCE, 0.0)
     torch._dynamo.reset()
-    step = compiled_step(model.num_layers, shapes, device)
+    step = compiled_step(model.num_layers, shapes, device, backend)
     start = time.perf_counter()
     first = answers(model, rule, examples, shapes, step)
     warm_up = time.perf_counter() - start
@@ -131,7 +130,7 @@ def compiled_figures(tokenizer, dev_texts, rounds=3):
             seconds[name].append(time.perf_counter() - start)
     return {"compiled_matches_eager": matches and same(first, eager) and same(again, eager),
             "compiled_matches_eager_checked": f"{checked} criterion x model pairs (aot_eager), patience 2 on "
-                                              f"{len(examples)} dev sentences (inductor)",
+                                              f"{len(examples)} dev sentences ({backend or 'inductor'})",
             "recompiles_after_warmup": recompiles, "compile_warm_up_s": warm_up,
             "ops_per_layer_call_eager": ops_per_call(model, rule, examples[:64], shapes, layer_step),
             "ops_per_layer_call_compiled": ops_per_call(model, rule, examples[:64], shapes, step),

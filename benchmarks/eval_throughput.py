@@ -24,17 +24,16 @@ DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
 
 def run_glue_rate(model_dir, patience, rounds, batch_size, dev=DEV):
     import torch
-    from transformers import BertTokenizer
 
-    from modeling_pabee_bert import BertForSequenceClassificationWithPabee
     from pabee import glue
+    from pabee.backbones import BACKBONES, load_model, load_tokenizer
     from pabee.evaluation import EvalSet, run_inference
     from pabee.exit_rules import PatienceRule
     from pabee.features import tokenize
     from pabee.runtime import Runtime
 
-    tokenizer = BertTokenizer.from_pretrained(model_dir)
-    model = BertForSequenceClassificationWithPabee.from_pretrained(model_dir).eval()
+    tokenizer = load_tokenizer(BACKBONES["bert"], model_dir)
+    model = load_model(BACKBONES["bert"], model_dir, None, "cpu")[0].eval()
     task = glue.TASKS["sst-2"]
     features = tokenize(task, "dev", tokenizer, 128, glue.read_split(task, dev, "dev"))
     eval_set = EvalSet.of(task, features, tokenizer.pad_token_id, batch_size)

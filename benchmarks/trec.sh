@@ -5,12 +5,14 @@
 # predicts a few typed questions with predict.py.
 #
 #   benchmarks/trec.sh [TREC_DIR] [OUT]     (defaults: ../shared/text_data/TREC, /tmp/pabee-trec)
+# Environment: STEPS (default 300), MODEL_DIR (default all-MiniLM-L6-v2 from its package); the suite's
+# smoke run gives a tiny model, a few steps and a small TREC-format folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TREC=${1:-../shared/text_data/TREC}
 OUT=${2:-/tmp/pabee-trec}
 PY=${PYTHON:-.venv/bin/python}
-MODEL=$("$PY" -c "import demo; print(demo.default_model_dir())")
+MODEL=${MODEL_DIR:-$("$PY" -c "import demo; print(demo.default_model_dir())")}
 STEPS=${STEPS:-300}
 mkdir -p "$OUT"
 

@@ -1,11 +1,9 @@
 """The exit rules: when an example may stop, decided layer by layer from the heads' logits, and
-the registry of them that --exit_criterion names. PABEE's patience, the baselines the paper
-compares with (entropy, confidence, a fixed layer), and the later methods that beat PABEE:
-divergence patience (F-PABEE), entropy patience (PCEE-BERT), the past layers' ensemble (GPFEE's
-past part), learning to exit (BERxiT's LTE) and the normalized energy score (COSEE). docs/methods.md cites each definition.
-
-This module imports no torch (the rules only call methods of the tensors they are given), so that
-the entry points can list the choices and check flags before anything heavy is loaded.
+the registry of them that --exit_criterion names. PABEE's patience, the paper's baselines (entropy,
+confidence, a fixed layer) and the later methods: divergence patience (F-PABEE), entropy patience
+(PCEE-BERT), the past layers' ensemble (GPFEE's past part), learning to exit (BERxiT's LTE) and the
+normalized energy score (COSEE); docs/methods.md cites each. No torch is imported here (the rules
+call methods of the tensors they are given): entry points check flags before anything heavy loads.
 """
 
 
@@ -18,20 +16,18 @@ def check_setting(name, value):
 def zeros(batch_size, device, dtype):
     """A rule's per-example state at the start of a batch."""
     import torch  # only once a batch runs: this module stays light
-
     return torch.zeros(batch_size, dtype=getattr(torch, dtype), device=device)
 
 
 class Rule:
-    """What every rule says of itself, and the defaults most take.
-
-    `start(batch_size, device)` gives the state of a batch (a tuple of tensors, one row per
-    example), `step(logits, state, uncertainty)` reads one layer (its logits, and for rules that
-    need it the learned uncertainty of that layer), and `waits(state)` says for each example how
-    many more layers must run before it could exit (0: it exits at this layer), never more than
-    the true number. `earliest_exit` is the first layer where an exit is possible. An example
-    answers with the logits of its exit layer, unless the rule answers from its state (`answer`
-    in the exit loop, `layer_answers` for a sweep over every layer's logits).
+    """What every rule says of itself, and the defaults most take. `start(batch_size, device)`
+    gives the state of a batch (a tuple of tensors, one row per example), `step(logits, state,
+    uncertainty)` reads one layer (its logits, and for rules that need it the learned uncertainty
+    of that layer), and `waits(state)` says for each example how many more layers must run before
+    it could exit (0: it exits at this layer), never more than the true number. `earliest_exit` is
+    the first layer where an exit is possible. An example answers with the logits of its exit
+    layer, unless the rule answers from its state (`answer` in the exit loop, `layer_answers` for
+    a sweep over every layer's logits).
 
     Class attributes for the drivers: `name` (the --exit_criterion value), `log_name` (the console
     line), `setting_type`, `min_setting` and `max_setting` (None: no bound) of its settings,
@@ -346,3 +342,9 @@ RULES = {rule.name: rule for rule in (PatienceRule, EntropyRule, ConfidenceRule,
 
 def make_rule(criterion, setting, regression_threshold=0.0):
     return RULES[criterion].from_setting(setting, regression_threshold)
+
+
+def example_rule(criterion, patience):
+    """`criterion` at its first example setting (at `patience` where it counts): the benchmarks run each so."""
+    rule, first = RULES[criterion], RULES[criterion].example.split(",")[0]
+    return make_rule(criterion, patience if rule is PatienceRule else f"{patience}_{first}" if rule.uses_patience else first)
