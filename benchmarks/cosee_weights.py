@@ -16,7 +16,6 @@ late in training, not a replay of it.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def internal_signals(args):
     """The normalized energy of every internal head on `args.rows` random training rows."""
     import torch
 
-    from pabee.backbones import BACKBONES, load_model, load_tokenizer
+    from pabee.backbones import backbone_of_folder, load_model, load_tokenizer
     from pabee.evaluation import EvalSet, run_inference
     from pabee.exit_rules import normalized_energy
     from pabee.features import prepare_features
@@ -50,8 +49,7 @@ def internal_signals(args):
     from pabee.sources import open_source
 
     source = open_source(DataSettings(task_name=args.task, data_dir=str(Path(args.glue_dir) / args.task)), ("train",), 0)
-    model_type = json.loads((Path(args.model_dir) / "config.json").read_text())["model_type"]
-    runtime, backbone = Runtime(torch.device("cpu"), 0), BACKBONES[model_type]
+    runtime, backbone = Runtime(torch.device("cpu"), 0), backbone_of_folder(args.model_dir)
     model = load_model(backbone, args.model_dir, source.task, runtime.device)[0]
     tokenizer = load_tokenizer(backbone, args.model_dir)
     features = prepare_features(source, [(source.task, "train")], tokenizer, 128, runtime)[source.task.name, "train"]

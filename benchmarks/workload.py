@@ -63,7 +63,7 @@ def spread_exits(model, batches, patience):
     with torch.no_grad():
         projected = torch.cat([pooled_projections(model, b, direction) for b in batches])
     gain = 50.0
-    for i, head in enumerate(model.classifiers):
+    for i, head in enumerate(map(model.exit_head, range(layers))):
         settled = min(0.9, 0.1 * (i + 1)) if i < layers - 1 else 1.0
         threshold = between_examples(projected[:, i], settled)
         weight = torch.zeros_like(head.weight)

@@ -14,6 +14,7 @@ from pathlib import Path
 from pabee.errors import UsageError, first_line
 from pabee.files import describe_missing, read_json
 from pabee.hub import hub_unavailable
+from pabee.portable import backbone_name
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +97,33 @@ def check_hub_reachable(name, flag, cache_dir=None):
 
 
 def load_config(backbone, name, cache_dir=None, **overrides):
-    from transformers import AutoConfig
+    """The backbone's own config class, filled from `name`'s config (a folder saved with our model
+    type, "pabee-<backbone>", included: transformers does not know that type, and this process does
+    not teach it, so that the folder's own code stays what transformers loads with trust_remote_code)."""
+    from transformers import CONFIG_MAPPING, PreTrainedConfig
 
     try:
-        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir, **overrides)
+        saved, _ = PreTrainedConfig.get_config_dict(name, cache_dir=cache_dir)
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot load a model config from {name} ({first_line(e)}): check --model_name_or_path") from None
-    if config.model_type != backbone.name:
+    if not saved.get("model_type"):
+        raise UsageError(f"cannot load a model config from {name} (no config.json with a model_type there): check "
+                         "--model_name_or_path")
+    model_type = str(saved["model_type"])
+    if backbone_name(model_type) != backbone.name:
         raise UsageError(
-            f"{name} holds a '{config.model_type}' model but --model_type is {backbone.name}: "
-            f"pass --model_type {config.model_type} or another model"
+            f"{name} holds a '{model_type}' model but --model_type is {backbone.name}: "
+            f"pass --model_type {backbone_name(model_type)} or another model"
         )
-    return config
+    return CONFIG_MAPPING[backbone.name].from_dict({k: v for k, v in saved.items() if k != "model_type"}, **overrides)
+
+
+def backbone_of_folder(folder):
+    """The backbone of a model folder, from its config.json's model_type."""
+    model_type = str(read_json(Path(folder) / "config.json").get("model_type"))
+    if backbone_name(model_type) not in BACKBONES:
+        raise UsageError(f"{folder} holds a '{model_type}' model, not one of {', '.join(BACKBONES)}")
+    return BACKBONES[backbone_name(model_type)]
 
 
 def load_model(backbone, path, task, device, config_name="", cache_dir=None, **settings):
@@ -124,21 +140,24 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
     config = load_config(backbone, config_name or path, cache_dir, **task_labels(task))
     if settings.get("exit_pooling") is None and getattr(config, "exit_pooling", None) is None:
         settings = {**settings, "exit_pooling": declared_pooling(path)}
+    report = hf_logging.get_logger("transformers.modeling_utils")
+    report.addFilter(without_load_report)
+    model_class = backbone.load_model_class()
+    # The original PABEE code and transformers' research port name the last head classifiers.{L-1}
+    last_head = {rf"^classifiers\.{config.num_hidden_layers - 1}\.": f"{model_class.final_head_name}."}
     for name, value in settings.items():  # from_pretrained would drop attributes the config class lacks
         if value is not None:
             setattr(config, name, value)
-    report = hf_logging.get_logger("transformers.modeling_utils")
-    report.addFilter(without_load_report)
     try:
-        model, info = backbone.load_model_class().from_pretrained(path, config=config, cache_dir=cache_dir,
-                                                                  output_loading_info=True)
+        model, info = model_class.from_pretrained(path, config=config, cache_dir=cache_dir, key_mapping=last_head,
+                                                  output_loading_info=True)
     except Exception as e:  # missing, truncated or foreign weights: the loaders raise many kinds
         raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
     finally:
         report.removeFilter(without_load_report)
     missing = sorted(info["missing_keys"])
     depth = settings.get("num_hidden_layers")
-    dropped = sorted(k for k in info["unexpected_keys"] if depth and layer_index(k) is not None and layer_index(k) >= depth)
+    dropped = sorted(k for k in info["unexpected_keys"] if depth and beyond(k, depth))
     return model.to(device), {"missing_keys": missing, "unexpected_keys": sorted(set(info["unexpected_keys"]) - set(dropped)),
                               "dropped_keys": dropped,
                               "new_heads": model.new_heads(missing),
@@ -193,6 +212,14 @@ def layer_index(key):
     return int(found.group(1)) if found else None
 
 
+def beyond(key, depth):
+    """Whether a parameter belongs to a layer, or to the head of a layer, past the first `depth`."""
+    index = layer_index(key)
+    if key.startswith("classifiers."):
+        return int(key.split(".")[1]) >= depth - 1  # the head of layer `depth` is the final head
+    return index is not None and index >= depth
+
+
 def without_load_report(record):
     """A logging filter: drops transformers' LOAD REPORT table (log_new_parameters says it in a line)."""
     return "LOAD REPORT" not in record.getMessage()
@@ -204,7 +231,8 @@ def log_new_parameters(path, info):
     missing, unexpected, heads = info["missing_keys"], info["unexpected_keys"], info["new_heads"]
     if info.get("dropped_keys"):
         logger.info("%s: the %d parameters of layers %d and up are left out (--num_hidden_layers)", path,
-                    len(info["dropped_keys"]), min(layer_index(k) for k in info["dropped_keys"]) + 1)
+                    len(info["dropped_keys"]),
+                    min(layer_index(k) for k in info["dropped_keys"] if layer_index(k) is not None) + 1)
     others = [k for k in missing if k not in info["new_head_parameters"]]
     if heads and not others and not unexpected:
         logger.info("%s: %d classifier heads are new (layers %s), as expected when starting from a plain backbone",

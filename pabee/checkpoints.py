@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from pabee.errors import UsageError, first_line
 from pabee.files import describe_missing, read_json, write_json
+from pabee.portable import save_folder
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ def save_checkpoint(output_dir, step, runtime, model, tokenizer, states, record,
     if runtime.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            save_folder(model, tokenizer, tmp)
             for name, state in states.items():
                 torch.save(state, tmp / name)
             write_json(tmp / "training_args.json", record)

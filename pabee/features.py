@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from pabee.rows import collate
+
 logger = logging.getLogger(__name__)
 
 
@@ -103,21 +105,6 @@ def tokenize(task, split, tokenizer, max_seq_length, examples):
     columns = ["text_a", "text_b"] + (["label"] if split == "test" else [])
     return datasets.Dataset.from_dict(examples).map(encode, batched=True, remove_columns=columns,
                                                     desc=f"Tokenizing {task.name} {split}")
-
-
-def collate(features, pad_id, length=None):
-    """Pads a batch to its longest sequence, or to `length` tokens."""
-    longest = length or max(len(f["input_ids"]) for f in features)
-
-    def padded(key, value):
-        return torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])
-
-    batch = {"input_ids": padded("input_ids", pad_id), "attention_mask": padded("attention_mask", 0)}
-    if "token_type_ids" in features[0]:
-        batch["token_type_ids"] = padded("token_type_ids", 0)
-    if "label" in features[0]:
-        batch["labels"] = torch.tensor([f["label"] for f in features])
-    return batch
 
 
 def eval_loader(features, pad_id, batch_size):

@@ -9,8 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from pabee.features import collate
-from pabee.rows import first_rows, join_rows, pad_rows, select_rows
+from pabee.rows import collate, first_rows, join_rows, pad_rows, select_rows
 
 
 JOIN = 1.12  # an example may run padded to an active length bucket up to this many times its tokens

@@ -15,6 +15,7 @@ def setup_logging(main_process=None):
     logging.getLogger("pabee").setLevel(logging.INFO if main_process else logging.WARNING)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would stand before our one line
     logging.getLogger("datasets").setLevel(logging.ERROR)  # likewise its own error lines
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the ONNX exporter's notes on its own internals
     import datasets
     from transformers.utils import logging as transformers_logging
 

@@ -16,7 +16,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from pabee.engine import exit_batch
-from pabee.exit_rules import PatienceRule, check_setting
+from pabee.exit_rules import RULES, PatienceRule, check_setting, make_rule
 from pabee.exits import answers_at_exit, exit_layers_from_logits
 from pabee.losses import layer_loss, training_loss
 from pabee.options import EXIT_POOLING, EXIT_TRAINING, LEARNS_TO_EXIT, STAGES, check_choice
@@ -38,19 +38,25 @@ class PabeeOutput(ModelOutput):
 
 class PabeeMixin:
     """Shared PABEE behaviour. The host class defines `embed`, `run_layer`, `pool` (what turns
-    the summary vector of a layer into the head input, shared by every layer) and `dropout`
-    (before every head in training); it may redefine `layer_inputs`, `head_states` and
+    the summary vector of a layer into the head input, shared by every layer), `dropout` (before
+    every head in training) and, before `init_pabee`, the last layer's head where
+    `final_head_name` says; it may redefine `layer_inputs`, `head_states` and
     `default_exit_pooling`. The config says whether heads read the first token or the mean
     (`exit_pooling`) and which loss trains them (`exit_training`)."""
 
     # Parameter-name prefixes of the exit heads and what feeds them: new when loading a plain backbone.
-    head_parameters = ("classifiers.", "lte.")
+    head_parameters = ("classifiers.", "classifier.", "lte.")
+    # The last layer's head, named as transformers' XForSequenceClassification names its classifier,
+    # so that a checkpoint of that class loads with only the internal heads new, and a PABEE
+    # checkpoint loads there as its full-depth model.
+    final_head_name = "classifier"
+    # What init_pabee adds to the backbone's config (a plain export leaves them out).
+    config_fields = ("patience", "exit_pooling", "exit_training", "regression_threshold", "distill_temperature",
+                     "exit_criterion", "exit_setting")
 
-    def init_pabee(self, config, final_head=None):
-        """Heads for every layer in `classifiers`, or for every layer but the last when the backbone
-        keeps its own classifier (`final_head`, named as in transformers' XForSequenceClassification,
-        so that such a checkpoint loads with only the internal heads new, and a PABEE checkpoint
-        loads there as its full-depth model)."""
+    def init_pabee(self, config):
+        """Heads for every layer but the last in `classifiers` (the last is the backbone's own
+        classifier, `final_head`); a learning-to-exit head where the regime trains one."""
         config.patience = check_setting("patience", getattr(config, "patience", 0))
         pooling = getattr(config, "exit_pooling", None) or self.default_exit_pooling(config)
         config.exit_pooling = check_choice("exit_pooling", pooling, EXIT_POOLING)
@@ -61,15 +67,23 @@ class PabeeMixin:
         config.distill_temperature = getattr(config, "distill_temperature", 1.0)
         if not config.distill_temperature > 0:
             raise ValueError(f"distill_temperature must be > 0, got {config.distill_temperature}")
-        own = config.num_hidden_layers - (final_head is not None)
-        width = final_head.in_features if final_head is not None else config.hidden_size
-        self.classifiers = nn.ModuleList([nn.Linear(width, config.num_labels) for _ in range(own)])
+        config.exit_criterion = getattr(config, "exit_criterion", "patience")
+        config.exit_setting = getattr(config, "exit_setting", None)
+        self.exit_rule()  # a bad criterion or setting in the config (or a from_pretrained override) stops here
+        width = self.final_head().in_features
+        self.classifiers = nn.ModuleList([nn.Linear(width, config.num_labels) for _ in range(config.num_hidden_layers - 1)])
         if config.exit_training in LEARNS_TO_EXIT:  # BERxiT's LTE: one head for every layer
             self.lte = nn.Linear(width, 1)
 
     @staticmethod
     def default_exit_pooling(config):
+        """What the heads read when the config does not say: what transformers' own
+        XForSequenceClassification reads (the first token), so that its full-depth answer is the
+        plain class's."""
         return "first"
+
+    def final_head(self):
+        return self.get_submodule(self.final_head_name)
 
     def exit_head(self, i):
         """The linear head of layer i (0-based)."""
@@ -91,12 +105,22 @@ class PabeeMixin:
         return self.config.num_hidden_layers
 
     def set_patience(self, patience, regression_threshold=None):
+        """The original's way to choose the exit: patience `patience` from now on."""
         self.config.patience = check_setting("patience", patience)
+        self.config.exit_criterion = "patience"
         if regression_threshold is not None:
             self.config.regression_threshold = check_setting("regression_threshold", regression_threshold)
 
     def exit_rule(self):
-        return PatienceRule(self.config.patience, self.config.regression_threshold)
+        """The exit the config asks for when none is given: its exit_criterion at its exit_setting
+        (patience: its patience), so that a saved folder answers as run_glue chose."""
+        config = self.config
+        if config.exit_criterion == "patience":
+            return PatienceRule(config.patience, config.regression_threshold)
+        if config.exit_criterion not in RULES or config.exit_setting is None:
+            raise ValueError(f"exit_criterion {config.exit_criterion!r} with exit_setting {config.exit_setting!r}: give "
+                             f"one of {', '.join(RULES)} and its setting (patience: the patience)")
+        return make_rule(config.exit_criterion, config.exit_setting, config.regression_threshold)
 
     def init_head_bias(self, labels, layers):
         """Starts the heads of `layers` (0-based) at the training labels' prior: the mean label for
@@ -120,24 +144,25 @@ class PabeeMixin:
         return LayerInputs({"mask": mask})
 
     def token_weights(self, attention_mask, hidden):
-        """None when heads read the first token; for mean pooling [batch, tokens, 1] weights that
-        average the unpadded tokens."""
+        """None when heads read the first token; for mean pooling the [batch, tokens, 1] mask of the
+        unpadded tokens that `summary` averages."""
         if self.config.exit_pooling == "first":
             return None
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
-        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return weights / weights.sum(1, keepdim=True)
+        return attention_mask.to(hidden.dtype).unsqueeze(-1)
 
     def head_states(self, hidden):
         """What the heads read of a layer's token states (ModernBERT normalises them first)."""
         return hidden
 
     def summary(self, hidden, weights):
-        """What the pooler reads of one layer's states: the first token, or the weighted mean."""
+        """What the pooler reads of one layer's states: the first token, or the mean of the unpadded
+        tokens, summed and divided as transformers' ModernBERT and sentence-transformers do (so the
+        full depth is theirs to the bit); a row padded into a call has no token and sums to 0."""
         if weights is None:
             return self.head_states(hidden[:, 0])
-        return (self.head_states(hidden) * weights).sum(1)
+        return (self.head_states(hidden) * weights).sum(1) / weights.sum(1).clamp(min=1)
 
     def classify(self, i, hidden, weights=None):
         """Head i on one layer's states."""
@@ -218,7 +243,10 @@ class PabeeMixin:
         token or mean), and their learned uncertainty ([batch, len(summaries)], or None). The
         shared pooler runs once on all of them (one matrix product, forward and backward, instead
         of one per layer, and one read of its weight)."""
-        pooled = self.head_input(self.pool(torch.stack(summaries, dim=1)))
+        if len(summaries) == 1:  # as transformers' own class pools, to the bit: the summary as it is (a view
+            pooled = self.head_input(self.pool(summaries[0]).unsqueeze(1))  # of the first token), not a copy
+        else:
+            pooled = self.head_input(self.pool(torch.stack(summaries, dim=1)))
         logits = [self.exit_head(first_layer + j)(pooled[:, j]) for j in range(len(summaries))]
         return logits, torch.sigmoid(self.lte(pooled)).squeeze(-1) if hasattr(self, "lte") else None
 
@@ -241,13 +269,9 @@ class SharedDenseHead:
     (RoBERTa, ELECTRA): every layer's head reads the shared dense part, out_proj is the last layer's
     head and `classifiers.{i}` the heads below, so transformers' checkpoints load by name."""
 
-    head_parameters = ("classifiers.", "classifier.")
+    final_head_name = "classifier.out_proj"
 
     def init_classifier(self, config, classifier):
         self.classifier = classifier
         self.dropout = classifier.dropout
-        self.init_pabee(config, classifier.out_proj)
-
-    def final_head(self):
-        return self.classifier.out_proj
-
+        self.init_pabee(config)

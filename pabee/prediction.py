@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from pabee.backbones import BACKBONES, load_config, load_model, load_tokenizer, usable_length
+from pabee.backbones import backbone_of_folder, load_config, load_model, load_tokenizer, usable_length
 from pabee.checkpoints import NAME as CHECKPOINT_NAME
 from pabee.errors import DataError, UsageError, first_line
 from pabee.settings import ExitSettings
@@ -48,10 +48,7 @@ class Predictor:
         from pabee.compiled import compiled_step, compiles
         from pabee.engine import Shapes, layer_step
 
-        model_type = read_json(Path(folder) / "config.json").get("model_type")
-        if model_type not in BACKBONES:
-            raise UsageError(f"{folder} holds a '{model_type}' model, not one of {', '.join(BACKBONES)}")
-        backbone = BACKBONES[model_type]
+        backbone = backbone_of_folder(folder)
         config = load_config(backbone, str(folder))
         device = "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
         model = load_model(backbone, str(folder), None, device)[0].eval()

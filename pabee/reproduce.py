@@ -105,7 +105,8 @@ def estimate_step(settings, task):
     import time
 
     from pabee.backbones import load_model, load_tokenizer
-    from pabee.features import collate, to_device
+    from pabee.features import to_device
+    from pabee.rows import collate
     from pabee.runtime import start_runtime
     from pabee.settings import DeviceSettings
     from pabee.sources import GlueFiles

@@ -1,6 +1,7 @@
 """Values that travel with the rows of a batch (hidden states, masks, rotary tables, rule state):
 batch first, or a tuple of such, or None. The exit loop selects the rows that stay; the exit
-engine also joins rows from several groups into one call and pads a call to its bucket."""
+engine also joins rows from several groups into one call and pads a call to its bucket; `collate`
+pads tokenized examples into a batch."""
 
 from dataclasses import dataclass, field
 
@@ -56,3 +57,18 @@ class LayerInputs:
 
     def keep(self, index):
         return LayerInputs({k: select_rows(v, index) for k, v in self.rows.items()}, self.shared)
+
+
+def collate(features, pad_id, length=None):
+    """Pads a batch to its longest sequence, or to `length` tokens."""
+    longest = length or max(len(f["input_ids"]) for f in features)
+
+    def padded(key, value):
+        return torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])
+
+    batch = {"input_ids": padded("input_ids", pad_id), "attention_mask": padded("attention_mask", 0)}
+    if "token_type_ids" in features[0]:
+        batch["token_type_ids"] = padded("token_type_ids", 0)
+    if "label" in features[0]:
+        batch["labels"] = torch.tensor([f["label"] for f in features])
+    return batch

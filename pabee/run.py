@@ -18,12 +18,14 @@ from pabee.backbones import (
     log_new_parameters,
     usable_length,
 )
+from pabee.card import set_default_exit, write_card
 from pabee.checkpoints import check_resumable, list_checkpoints, resume_folder
 from pabee.errors import UsageError
 from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
 from pabee.features import prepare_features
 from pabee.files import OutputLock, check_writable, read_json, write_json
 from pabee.options import CLASSIFICATION_ONLY
+from pabee.portable import save_folder, saved_by_us
 from pabee.results import CALIBRATION
 from pabee.report import (
     print_exit_lines,
@@ -87,8 +89,21 @@ def train_and_evaluate(settings):
     rows = []
     if (settings.do_eval or settings.do_predict) and runtime.is_main:
         rows = evaluate_and_report(settings, plan, runtime, backbone, features, final_model=model)
+    if runtime.is_main:
+        publish(settings)
     runtime.shut_down()
     return rows
+
+
+def publish(settings):
+    """The output folder's models that this project saved answer by default with the exit predict.py
+    chooses from their results (config.json), and the run folder holding one gets its model card."""
+    out = Path(settings.output_dir).resolve()
+    for _, folder in models_to_evaluate(settings):
+        if saved_by_us(folder) and Path(folder).resolve() in (out, *(c.resolve() for c in list_checkpoints(out))):
+            chosen = set_default_exit(folder)
+            if Path(folder).resolve() == out:
+                write_card(out, *chosen)
 
 
 def check_output_dir(settings):
@@ -195,8 +210,7 @@ def fine_tune(settings, plan, runtime, model, heads_new, tokenizer, features, re
     steps = train(settings.training, runtime, model, tokenizer, features[plan.task.name, "train"], out, settings.seed,
                   record, dev_sets if settings.training.evaluate_during_training else (), resume)
     if runtime.is_main:
-        unwrap(model).save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        save_folder(unwrap(model), tokenizer, out)
         write_json(out / "trainer_state.json", {"global_step": steps})
         logger.info("Trained %d steps; model saved to %s", steps, out)
         warn_if_collapsed(runtime, model, dev_sets)

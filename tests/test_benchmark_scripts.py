@@ -35,6 +35,7 @@ SMOKE_RUNS = {
     "real_model.py": "test_real_model_and_eval_throughput_smoke",
     "eval_throughput.py": "test_real_model_and_eval_throughput_smoke",
     "trec.sh": "test_trec_smoke_trains_evaluates_and_predicts",
+    "ecosystem_check.py": "test_ecosystem.py::test_ecosystem_check_smoke",
 }
 
 BENCH_SPEED_KEYS = [

@@ -96,7 +96,7 @@ def test_stream_answers_as_one_example_at_a_time_in_float32_and_for_regression(k
 def spread_model(layers=6):
     """A BERT whose heads make examples exit at many layers under patience 1."""
     model = make("bert", num_labels=3, layers=layers)
-    for head in model.classifiers:
+    for head in (model.exit_head(i) for i in range(layers)):
         torch.nn.init.normal_(head.weight, std=3.0)
     return model
 

@@ -20,6 +20,7 @@ from pabee.losses import layer_loss, pabee_loss, training_loss
 from test_modeling import make
 
 ROOT = Path(__file__).resolve().parents[1]
+HEADS = ["classifiers.0", "classifiers.1", "classifiers.2", "classifier"]  # a 4-layer model's heads, as saved
 TRAIN = ["--do_train", "--do_lower_case", "--per_gpu_train_batch_size", "16", "--per_gpu_eval_batch_size", "16",
          "--learning_rate", "3e-3", "--num_train_epochs", "3", "--logging_steps", "100", "--save_steps", "100",
          "--seed", "7"]
@@ -63,10 +64,10 @@ def test_zero_bias_heads_cannot_reach_the_label_mean_so_the_backbone_must():
     torch.manual_seed(0)
     prior = make("bert", num_labels=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     prior.init_head_bias(labels, range(4))
-    assert all(float(c.bias.detach()) == pytest.approx(float(labels.mean())) for c in prior.classifiers)
+    assert all(float(c.bias.detach()) == pytest.approx(float(labels.mean())) for c in map(prior.exit_head, range(4)))
     zero_out = train_heads(zero, ids, mask, labels, steps, lr)
     prior_out = train_heads(prior, ids, mask, labels, steps, lr)
-    assert max(abs(float(c.bias)) for c in zero.classifiers) <= steps * lr * 1.01
+    assert max(abs(float(c.bias)) for c in map(zero.exit_head, range(4))) <= steps * lr * 1.01
     zero_mse = float(((zero_out - labels[:, None]) ** 2).mean())
     prior_mse = float(((prior_out - labels[:, None]) ** 2).mean())
     assert zero_mse > 10 * prior_mse, (zero_mse, prior_mse)
@@ -78,8 +79,8 @@ def test_classification_heads_start_at_the_log_class_frequencies():
     model.init_head_bias(torch.tensor([0, 0, 0, 2]), [1, 3])
     expected = torch.tensor([4.0, 1.0, 2.0]).div(7).log()
     for i in (1, 3):
-        torch.testing.assert_close(model.classifiers[i].bias, expected)
-    assert torch.equal(model.classifiers[0].bias, torch.zeros(3)), "layers not named keep their bias"
+        torch.testing.assert_close(model.exit_head(i).bias, expected)
+    assert torch.equal(model.exit_head(0).bias, torch.zeros(3)), "layers not named keep their bias"
 
 
 def test_label_prior_applies_only_to_heads_the_checkpoint_lacked(world, tmp_path):
@@ -89,7 +90,7 @@ def test_label_prior_applies_only_to_heads_the_checkpoint_lacked(world, tmp_path
     mean = float(sum(glue.read_split(glue.TASKS["sts-b"], world / "glue" / "STS-B" / "train.tsv", "train")["label"])
                  / 400)
     saved = load_file(out / "model.safetensors")
-    assert all(float(saved[f"classifiers.{i}.bias"]) == pytest.approx(mean, abs=1e-5) for i in range(4))
+    assert all(float(saved[f"{head}.bias"]) == pytest.approx(mean, abs=1e-5) for head in HEADS)
     # Continuing from a fine-tuned model: its heads are loaded, none is reset.
     saved["classifiers.2.bias"] = torch.tensor([-3.0])
     save_file(saved, out / "model.safetensors")
@@ -113,8 +114,8 @@ def test_last_regime_trains_only_the_last_head():
     torch.testing.assert_close(out.loss, layer_loss(every[:, -1], labels))
     torch.testing.assert_close(training_loss(every, labels), pabee_loss(every, labels))
     out.loss.backward()
-    assert all(model.classifiers[i].weight.grad is None for i in range(3))
-    assert model.classifiers[3].weight.grad.abs().sum() > 0
+    assert all(model.exit_head(i).weight.grad is None for i in range(3))
+    assert model.classifier.weight.grad.abs().sum() > 0
 
 
 def test_run_glue_last_regime_leaves_internal_heads_as_they_were(world, tmp_path):
@@ -128,7 +129,7 @@ def test_run_glue_last_regime_leaves_internal_heads_as_they_were(world, tmp_path
     for i in range(3):
         for part in ("weight", "bias"):
             assert torch.equal(before[f"classifiers.{i}.{part}"], after[f"classifiers.{i}.{part}"])
-    assert not torch.equal(before["classifiers.3.weight"], after["classifiers.3.weight"])
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
     assert not torch.equal(before["bert.pooler.dense.weight"], after["bert.pooler.dense.weight"])
 
 
@@ -143,7 +144,7 @@ def test_mean_pooling_is_the_masked_mean_through_the_pooler():
         for i, h in enumerate(states):
             m = mask.unsqueeze(-1).float()
             mean = (h * m).sum(1) / m.sum(1)
-            expected = model.classifiers[i](torch.tanh(model.bert.pooler.dense(mean)))
+            expected = model.exit_head(i)(torch.tanh(model.bert.pooler.dense(mean)))
             torch.testing.assert_close(out.all_layer_logits[:, i], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -180,8 +181,8 @@ def collapsed_bert(folder, world):
     """A PABEE BERT whose last head answers class 1 whatever the input."""
     model = BertForSequenceClassificationWithPabee.from_pretrained(world / "bert", num_labels=2)
     with torch.no_grad():
-        model.classifiers[-1].weight.zero_()
-        model.classifiers[-1].bias.copy_(torch.tensor([0.0, 5.0]))
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0]))
     model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((world / "bert" / name).read_bytes())
@@ -217,7 +218,7 @@ def with_constant_heads(source, folder, layers):
     """A copy of the model in `source` whose heads of the first `layers` layers answer class 1 whatever the input."""
     model = BertForSequenceClassificationWithPabee.from_pretrained(source)
     with torch.no_grad():
-        for head in model.classifiers[:layers]:
+        for head in map(model.exit_head, range(layers)):
             head.weight.zero_()
             head.bias.copy_(torch.tensor([0.0, 5.0]))
     model.save_pretrained(folder)

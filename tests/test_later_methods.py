@@ -225,7 +225,9 @@ def glue_run(world, out, *extra, model=None):
 ])
 def test_new_regimes_train_and_their_rules_evaluate_through_run_glue(regime, criterion, settings, world, tmp_path):
     out = tmp_path / "out"
-    assert glue_run(world, out, "--exit_training", regime, "--exit_criterion", criterion, *settings) == 0
+    # 36 steps: at 24 every regime sat at 0.78-0.82, where float rounding decided the test
+    assert glue_run(world, out, "--exit_training", regime, "--exit_criterion", criterion, *settings,
+                    "--max_steps", "36") == 0
     rows = json.loads((out / "eval_results.json").read_text())
     assert {r["criterion"] for r in rows} == {criterion} and all(r["training"] == regime for r in rows)
     layers = [r for r in json.loads((out / "pabee_results.json").read_text()) if r["criterion"] == "layer"]

@@ -69,17 +69,27 @@ def original_albert_keys(groups, inner):
 
 
 @pytest.mark.parametrize("kind", CLASSIC)
-def test_parameter_names_equal_original_checkpoints(kind, tmp_path):
+def test_parameter_names_are_transformers_and_original_checkpoints_load(kind, tmp_path):
+    """The model's names are transformers' XForSequenceClassification's (the last head is
+    `classifier`) plus `classifiers.{i}` below; a checkpoint of the original code or the research
+    port (the last head as classifiers.{L-1}) loads through load_model with nothing missing or
+    unexpected, each head where it was."""
+    from pabee.backbones import load_model
+
     model = make(kind, num_hidden_groups=2, inner_group_num=2) if kind == "albert" else make(kind)
     layers = model.config.num_hidden_layers
-    original = original_bert_keys(layers) if kind == "bert" else original_albert_keys(2, 2)
-    original += [f"classifiers.{i}.{w}" for i in range(layers) for w in ("weight", "bias")]
-    assert set(model.state_dict()) == set(original)
-    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
-    save_file(state, tmp_path / "original.safetensors")
-    from safetensors.torch import load_file
-    result = model.load_state_dict(load_file(tmp_path / "original.safetensors"), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    plain = original_bert_keys(layers) if kind == "bert" else original_albert_keys(2, 2)
+    heads = [f"classifiers.{i}.{w}" for i in range(layers - 1) for w in ("weight", "bias")]
+    assert set(model.state_dict()) == set(plain + heads + ["classifier.weight", "classifier.bias"])
+    original = {k: torch.randn_like(v) for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    original |= {f"classifiers.{layers - 1}.{w}": torch.randn_like(getattr(model.classifier, w)) for w in ("weight", "bias")}
+    model.config.save_pretrained(tmp_path)
+    save_file(original, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded, info = load_model(REGISTRY[kind], str(tmp_path), None, "cpu")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    for i in range(layers):
+        assert torch.equal(loaded.exit_head(i).weight, original[f"classifiers.{i}.weight"])
+    assert all(torch.equal(loaded.state_dict()[k], original[k]) for k in plain)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -108,7 +118,7 @@ def test_from_plain_backbone_then_round_trip(kind, tmp_path):
 def test_one_linear_head_per_layer_with_training_dropout(kind):
     model = make(kind, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                  **({"classifier_dropout_prob": 0.5} if kind == "albert" else {}))
-    heads = model.classifiers
+    heads = heads_of(model)
     assert len(heads) == 4 and all(isinstance(h, torch.nn.Linear) for h in heads)
     assert all((h.in_features, h.out_features) == (32, 3) for h in heads)
     expected_p = model.config.classifier_dropout_prob if kind == "albert" else model.config.hidden_dropout_prob
@@ -175,11 +185,8 @@ def test_patience_zero_equals_transformers_classifier(kind, groups, inner, attn)
     model = cls(config).eval()
     model.set_patience(0)
     reference = reference_cls(make_config(num_labels=3, **extra)).eval()
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifiers.")}
-    if kind in CLASSIC:  # the original PABEE names: the last head is classifiers.{L-1}
-        state["classifier.weight"] = model.classifiers[-1].weight
-        state["classifier.bias"] = model.classifiers[-1].bias
-    reference.load_state_dict(state, strict=True)
+    reference.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("classifiers.")},
+                              strict=True)
     use_attention(model, attn)
     reference.set_attn_implementation(attn)
     ids, mask = varied_batch(16)
@@ -297,7 +304,7 @@ def test_exited_rows_leave_the_batch(kind):
 
 def test_batch_all_exiting_at_k_costs_k_layers():
     model = make("bert", num_labels=2, layers=6)
-    for head in model.classifiers:  # every head predicts class 0: all examples agree at once
+    for head in heads_of(model):  # every head predicts class 0: all examples agree at once
         torch.nn.init.zeros_(head.weight)
         head.bias.data = torch.tensor([1.0, 0.0])
     calls = []
@@ -372,11 +379,11 @@ def test_one_host_wait_per_window(kind, monkeypatch):
 ])
 def test_heads_run_only_where_they_can_matter(predicted, patience, heads_run, windows, exit_layer):
     model = make("bert", num_labels=2, layers=5)
-    for i, head in enumerate(model.classifiers):
+    for i, head in enumerate(heads_of(model)):
         torch.nn.init.zeros_(head.weight)
         head.bias.data = torch.tensor([1.0, 0.0] if predicted == "constant" or i % 2 == 0 else [0.0, 1.0])
     called = []
-    for i, head in enumerate(model.classifiers):
+    for i, head in enumerate(heads_of(model)):
         head.register_forward_hook(lambda module, args, output, i=i: called.append(i))
     rule, checks = counting_windows(PatienceRule(patience))
     ids, mask = varied_batch(6)

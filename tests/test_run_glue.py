@@ -351,7 +351,8 @@ def test_load_says_in_one_line_which_heads_are_new(world, tmp_path, caplog):
     assert any("4 classifier heads are new (layers 1,2,3,4)" in m for m in messages)
     assert not any("LOAD REPORT" in m or "MISSING" in m for m in messages)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-    assert info["missing_keys"] == sorted(f"classifiers.{i}.{p}" for i in range(4) for p in ("weight", "bias"))
+    assert info["missing_keys"] == sorted([f"classifiers.{i}.{p}" for i in range(3) for p in ("weight", "bias")]
+                                          + ["classifier.bias", "classifier.weight"])
     weights = load_file(world / "bert" / "model.safetensors")
     del weights["pooler.dense.bias"]
     weights["extra.weight"] = torch.zeros(2)

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pabee"
 # What a user runs or edits, and what runs the project (CI, the virtual environment).
-ROOT_FILES = {"run_glue.py", "predict.py", "reproduce_paper.py", "demo.py", "modeling_pabee_bert.py",
+ROOT_FILES = {"run_glue.py", "predict.py", "export.py", "reproduce_paper.py", "demo.py", "modeling_pabee_bert.py",
               "modeling_pabee_albert.py", "finetune_bert.sh", "finetune_albert.sh", "patience_infer_bert.sh",
               "patience_infer_albert.sh", "reproduce_paper.sh", "demo.sh", "run_tests.sh", "venv.sh",
               "requirements.txt", "README.md", ".gitignore"}

@@ -7,13 +7,15 @@ from pabee.model import PabeeMixin
 
 
 class AlbertForSequenceClassificationWithPabee(PabeeMixin, AlbertPreTrainedModel):
-    """Parameter names match the original PABEE checkpoints: `albert.*` (pooler included)
-    and `classifiers.{i}.*`."""
+    """`albert.*` (pooler included) and `classifier` as in AlbertForSequenceClassification (classifier
+    is the last layer's head); `classifiers.{i}` are the heads of the layers below. The original
+    PABEE checkpoints, whose last head is classifiers.{L-1}, load through pabee.backbones.load_model."""
 
     def __init__(self, config):
         super().__init__(config)
         self.albert = AlbertModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_pabee(config)
         self.post_init()
 

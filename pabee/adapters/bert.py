@@ -7,13 +7,15 @@ from pabee.model import PabeeMixin
 
 
 class BertForSequenceClassificationWithPabee(PabeeMixin, BertPreTrainedModel):
-    """Parameter names match the original PABEE checkpoints: `bert.*` (pooler included)
-    and `classifiers.{i}.*`."""
+    """`bert.*` (pooler included) and `classifier` as in BertForSequenceClassification (classifier
+    is the last layer's head); `classifiers.{i}` are the heads of the layers below. The original
+    PABEE checkpoints, whose last head is classifiers.{L-1}, load through pabee.backbones.load_model."""
 
     def __init__(self, config):
         super().__init__(config)
         self.bert = BertModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_pabee(config)
         self.post_init()
 

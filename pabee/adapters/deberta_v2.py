@@ -20,7 +20,7 @@ class DebertaV2ForSequenceClassificationWithPabee(PabeeMixin, DebertaV2PreTraine
     """`deberta.*`, `pooler` and `classifier` as in DebertaV2ForSequenceClassification (classifier
     is the last layer's head); `classifiers.{i}` are the heads of the layers below."""
 
-    head_parameters = ("classifiers.", "classifier.", "pooler.")
+    head_parameters = PabeeMixin.head_parameters + ("pooler.",)
 
     def __init__(self, config):
         super().__init__(config)
@@ -29,11 +29,8 @@ class DebertaV2ForSequenceClassificationWithPabee(PabeeMixin, DebertaV2PreTraine
         self.classifier = nn.Linear(self.pooler.output_dim, config.num_labels)
         dropout = getattr(config, "cls_dropout", None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
-        self.init_pabee(config, self.classifier)
+        self.init_pabee(config)
         self.post_init()
-
-    def final_head(self):
-        return self.classifier
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         shape = (input_ids if input_ids is not None else inputs_embeds[..., 0]).shape

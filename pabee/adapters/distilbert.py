@@ -12,7 +12,7 @@ class DistilBertForSequenceClassificationWithPabee(PabeeMixin, DistilBertPreTrai
     """`distilbert.*`, `pre_classifier` and `classifier` as in DistilBertForSequenceClassification
     (classifier is the last layer's head); `classifiers.{i}` are the heads of the layers below."""
 
-    head_parameters = ("classifiers.", "classifier.", "pre_classifier.")
+    head_parameters = PabeeMixin.head_parameters + ("pre_classifier.",)
 
     def __init__(self, config):
         super().__init__(config)
@@ -20,11 +20,8 @@ class DistilBertForSequenceClassificationWithPabee(PabeeMixin, DistilBertPreTrai
         self.pre_classifier = nn.Linear(config.dim, config.dim)
         self.classifier = nn.Linear(config.dim, config.num_labels)
         self.dropout = nn.Dropout(config.seq_classif_dropout)
-        self.init_pabee(config, self.classifier)
+        self.init_pabee(config)
         self.post_init()
-
-    def final_head(self):
-        return self.classifier
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         return self.distilbert.embeddings(input_ids, inputs_embeds, position_ids)

@@ -22,7 +22,7 @@ class ModernBertForSequenceClassificationWithPabee(PabeeMixin, ModernBertPreTrai
     """`model.*`, `head` and `classifier` as in ModernBertForSequenceClassification (classifier is
     the last layer's head); `classifiers.{i}` are the heads of the layers below."""
 
-    head_parameters = ("classifiers.", "classifier.", "head.")
+    head_parameters = PabeeMixin.head_parameters + ("head.",)
 
     def __init__(self, config):
         super().__init__(config)
@@ -30,15 +30,12 @@ class ModernBertForSequenceClassificationWithPabee(PabeeMixin, ModernBertPreTrai
         self.head = ModernBertPredictionHead(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_pabee(config, self.classifier)
+        self.init_pabee(config)
         self.post_init()
 
     @staticmethod
     def default_exit_pooling(config):
         return "mean" if config.classifier_pooling == "mean" else "first"
-
-    def final_head(self):
-        return self.classifier
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         return self.model.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)

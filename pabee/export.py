@@ -1,0 +1,176 @@
+"""Plain and shallow exports of a saved model (export.py): the first k layers and layer k's head as
+transformers' own XForSequenceClassification of k layers, a folder any tool loads without this
+project's code, and that model as ONNX (torch.onnx's exporter; ONNX Runtime runs it). Each export
+is checked before it is kept: it loads in transformers with no missing or unexpected weights, and
+its logits equal the early-exit model's layer-k logits on a few rows (within TOLERANCE; ONNX
+Runtime's within ONNX_TOLERANCE of torch's), else nothing is written."""
+
+import inspect
+import random
+import shutil
+import warnings
+from pathlib import Path
+
+from pabee.backbones import backbone_of_folder, beyond, load_model, load_tokenizer
+from pabee.errors import UsageError
+from pabee.portable import backbone_name, config_class, declare_token_types
+from pabee.results import read_rows
+
+# The export against the early-exit model's layer k, both in torch at fp32: 0 measured on most runs, but
+# the export's weights are read back from disk, and where they lie in memory can move the last bits of
+# a product (1.4e-5 once in six runs of all-MiniLM-L6-v2's layer 5 on the same rows).
+TOLERANCE = 1e-4
+ONNX_TOLERANCE = 1e-4  # ONNX Runtime against torch
+ONNX_FILE = "model.onnx"
+
+
+def export(folder, out, layers=None, onnx=False):
+    """Writes `out` from the model in `folder`; returns the largest differences measured
+    ({"torch": ..., "onnx": ...})."""
+    import torch
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--output_dir {out} exists and is not empty: give a new folder (nothing is overwritten)")
+    backbone = backbone_of_folder(folder)
+    model = load_model(backbone, str(folder), None, "cpu")[0].eval()
+    tokenizer = load_tokenizer(backbone, str(folder))
+    k = layers or model.num_layers
+    check_exportable(folder, model, k)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        plain = plain_model(model, k)
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        declare_token_types(tokenizer, tmp)
+        rows = check_rows(tokenizer)
+        with torch.no_grad():
+            expected = layer_logits(model, rows, k)
+        differences = {"torch": check_plain(tmp, rows, expected)}
+        if onnx:
+            differences["onnx"] = write_onnx(tmp, plain, rows)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return differences
+
+
+def check_exportable(folder, model, k):
+    """What transformers' own class cannot reproduce is refused in one line."""
+    config, name = model.config, backbone_name(model.config.model_type)
+    plain = config_class(name).__name__.replace("Config", "ForSequenceClassification")
+    if not 1 <= k <= model.num_layers:
+        raise UsageError(f"--layers {k}: give 1 to {model.num_layers}, the model's layers")
+    if config.exit_pooling != model.default_exit_pooling(config):
+        raise UsageError(f"{folder}: its heads read the {'mean of the tokens' if config.exit_pooling == 'mean' else 'first token'}, "
+                         f"which transformers' {plain} cannot: load the folder itself with trust_remote_code=True "
+                         "(docs/export.md)")
+    groups = getattr(config, "num_hidden_groups", 1)
+    if any(int(i / (k / groups)) != int(i / (model.num_layers / groups)) for i in range(k)):
+        raise UsageError(f"{folder}: with {groups} layer groups, {plain} of {k} layers would give its layers other "
+                         f"groups than these {model.num_layers} do: give --layers {model.num_layers} or a multiple "
+                         f"of {model.num_layers // groups}")
+
+
+def layer_logits(model, rows, k):
+    """The early-exit model's layer-k logits, its head run on that layer alone (as the export runs it)."""
+    hidden = model.embed(rows["input_ids"], rows["attention_mask"], rows.get("token_type_ids"), None, None)
+    inputs = model.layer_inputs(hidden, rows["attention_mask"], None)
+    weights = model.token_weights(rows["attention_mask"], hidden)
+    for i in range(k):
+        hidden = model.run_layer(i, hidden, inputs)
+    return model.classify(k - 1, hidden, weights)
+
+
+def plain_model(model, k):
+    """transformers' own class of the backbone with the first k layers and layer k's head."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = plain_config(model.config, k, model.config_fields)
+    plain = AutoModelForSequenceClassification.from_config(config).eval()
+    state = {name: value for name, value in model.state_dict().items()
+             if not name.startswith(("classifiers.", "lte.", model.final_head_name + ".")) and not beyond(name, k)}
+    state |= {f"{model.final_head_name}.{name}": value for name, value in model.exit_head(k - 1).state_dict().items()}
+    plain.load_state_dict(state, strict=True)
+    return plain
+
+
+def plain_config(config, k, added):
+    """The backbone's own config of k layers, without the fields the early-exit model `added`."""
+    base = config_class(backbone_name(config.model_type))
+    plain = base.from_dict({key: value for key, value in config.to_dict().items()
+                            if key not in (*added, "auto_map", "model_type")})
+    plain.num_hidden_layers = k
+    if getattr(plain, "layer_types", None):  # ModernBERT: one attention kind per layer
+        plain.layer_types = list(plain.layer_types[:k])
+    return plain
+
+
+def check_rows(tokenizer, n=6, seed=0):
+    """A few pairs of words from the vocabulary, of several lengths (so padding is checked too)."""
+    rng = random.Random(seed)
+    words = sorted(w for w in tokenizer.get_vocab() if w.isalpha()) or ["a"]
+    texts = [(" ".join(rng.choices(words, k=rng.randint(2, 12))), " ".join(rng.choices(words, k=rng.randint(1, 6))))
+             for _ in range(n)]
+    return dict(tokenizer([a for a, _ in texts], [b for _, b in texts], padding=True, truncation=True, max_length=64,
+                          return_token_type_ids=True, return_tensors="pt"))
+
+
+def check_plain(folder, rows, expected):
+    """The export loads in transformers with nothing missing or unexpected, and answers as layer k."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    loaded, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+    extra = {key: sorted(values) for key, values in info.items() if key != "error_msgs" and values}
+    if extra:
+        raise UsageError(f"the export does not load cleanly in transformers ({extra}): nothing written; please report it")
+    with torch.no_grad():
+        difference = (loaded.eval()(**rows).logits - expected).abs().max().item()
+    if difference > TOLERANCE:
+        raise UsageError(f"the export's logits differ from the model's by {difference:.2g}: nothing written; please "
+                         "report it")
+    return difference
+
+
+def write_onnx(folder, plain, rows):
+    """model.onnx in `folder`, batch and sequence dynamic; ONNX Runtime must answer as torch does on
+    rows of another shape than the ones it was exported with."""
+    import torch
+
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("--onnx needs onnx, onnxscript and onnxruntime: pip install -r requirements.txt") from None
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in rows and n in reads(plain)]
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    example = {n: rows[n][:2, :-1] for n in names}
+    with warnings.catch_warnings():  # the exporter's notes on its own internals, not on this model
+        warnings.simplefilter("ignore")
+        torch.onnx.export(plain, (), str(Path(folder) / ONNX_FILE), kwargs=example, input_names=names,
+                          output_names=["logits"], dynamic_shapes={n: {0: batch, 1: length} for n in names},
+                          dynamo=True, external_data=False, verbose=False)
+    session = onnxruntime.InferenceSession(str(Path(folder) / ONNX_FILE), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = plain(**{n: rows[n] for n in names}).logits
+    got = session.run(None, {n: rows[n].numpy() for n in names})[0]
+    difference = float(abs(torch.from_numpy(got) - expected).max())
+    if difference > ONNX_TOLERANCE:
+        raise UsageError(f"ONNX Runtime's logits differ from torch's by {difference:.2g}: nothing written; please "
+                         "report it")
+    return difference
+
+
+def reads(model):
+    """The inputs a model's forward takes by name."""
+    return inspect.signature(model.forward).parameters
+
+
+def layer_table(folder):
+    """Each layer's own head on dev, as the run measured it: (layer, metric name, value, speed-up)."""
+    rows = [r for r in read_rows(Path(folder) / "pabee_results.json") if r.checkpoint == "final" and r.criterion == "layer"]
+    return [(r.setting, r.main, r.metrics[r.main], r.speed_up) for r in sorted(rows, key=lambda r: r.setting)]

@@ -1,0 +1,258 @@
+"""A folder run_glue.py saved, loaded where the ecosystem loads a classifier: transformers' Auto
+classes and pipeline, in a process that has torch and transformers but not this project (its
+cwd and sys.path elsewhere, HF_HUB_OFFLINE=1, no stdin: a user of another tool). Without
+trust_remote_code a folder answers exactly as the project's full depth, or is refused (never a
+random head); with it, the early-exit model answers as predict.py does, its exit from the config
+and overridable as from_pretrained keywords."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import export
+import run_glue
+from conftest import KINDS, TRANSFORMERS_CLASSES
+from pabee.backbones import backbone_of_folder, load_model, load_tokenizer
+from pabee.exit_rules import EntropyRule, PatienceRule
+from pabee.prediction import Predictor, chosen_exit
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--do_train", "--do_eval", "--do_lower_case", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3",
+         "--logging_steps", "100", "--save_steps", "1000", "--patience", "0,1,2,3", "--seed", "7"]
+TEXTS = [("the movie was great and the plot fine", "it is great"), ("awful film", "a film"),
+         ("a very quite story", "the plot is awful and the movie"), ("fine", "fine")]
+
+# Run as its own process: what transformers alone makes of each folder. Inputs and answers as JSON.
+OUTSIDE = r'''
+import inspect, json, os, sys
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+
+job = json.load(open(sys.argv[1]))
+report = {}
+for name, folder in job["folders"].items():
+    batch = {k: torch.tensor(v) for k, v in job["inputs"][name].items()}
+    got = report[name] = {}
+    try:
+        plain = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        got["plain_class"] = type(plain).__name__
+        with torch.no_grad():
+            got["plain"] = plain(**batch).logits.tolist()
+    except ValueError as e:
+        got["refused"] = str(e)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    with torch.no_grad():
+        out = model(**batch)
+    got.update(early_class=type(model).__name__, logits=out.logits.tolist(), exits=out.exit_layers.tolist(),
+               output_type=type(out).__mro__[1].__name__)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    got["config"] = {k: getattr(config, k, None) for k in ("exit_criterion", "exit_setting", "patience", "exit_pooling")}
+    other = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, patience=1,
+                                                               exit_criterion="patience").eval()
+    with torch.no_grad():
+        got["exits_patience_1"] = other(**batch).exit_layers.tolist()
+    other = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, exit_criterion="entropy",
+                                                               exit_setting=0.68).eval()
+    with torch.no_grad():
+        got["exits_entropy"] = other(**batch).exit_layers.tolist()
+    texts = [{"text": a, "text_pair": b} for a, b in job["texts"]]
+    got["pipeline"] = pipeline("text-classification", model=folder, trust_remote_code=True, batch_size=8)(texts)
+for name, folder in job["exports"].items():
+    batch = {k: torch.tensor(v) for k, v in job["inputs"][name].items()}
+    model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batch and n in
+             inspect.signature(model.forward).parameters]
+    with torch.no_grad():
+        logits = model.eval()(**{n: batch[n] for n in names}).logits
+    got = report["export " + name] = {"class": type(model).__name__, "layers": model.config.num_hidden_layers,
+                                      "labels": model.config.id2label, "logits": logits.tolist(),
+                                      "loading": {k: sorted(v) for k, v in info.items() if v}}
+    if os.path.isfile(os.path.join(folder, "model.onnx")):
+        import onnxruntime
+        session = onnxruntime.InferenceSession(os.path.join(folder, "model.onnx"))
+        got["onnx"] = session.run(None, {n: batch[n].numpy() for n in names})[0].tolist()
+json.dump({"report": report, "project_imported": any(m.split(".")[0] == "pabee" for m in sys.modules)},
+          open(sys.argv[2], "w"))
+'''
+
+
+def train(world, out, kind, task, *extra):
+    assert run_glue.main(["--model_type", kind, "--model_name_or_path", str(world / kind), "--task_name", task,
+                          "--data_dir", str(world / "glue" / task), "--output_dir", str(out), *TRAIN, *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(world, tmp_path_factory):
+    """A trained folder per backbone (heads where transformers' class reads), BERT trained long enough
+    to exit early on RTE (named labels), and BERT with heads on the token mean."""
+    root = tmp_path_factory.mktemp("ecosystem")
+    made = {kind: train(world, root / kind, kind, "SST-2", "--max_steps", "6") for kind in KINDS if kind != "bert"}
+    made["bert"] = train(world, root / "bert", "bert", "RTE", "--num_train_epochs", "3")
+    made["bert-mean"] = train(world, root / "bert-mean", "bert", "SST-2", "--max_steps", "6", "--exit_pooling", "mean")
+    return made
+
+
+def encoded(folder):
+    tokenizer = load_tokenizer(backbone_of_folder(folder), str(folder))
+    return dict(tokenizer([a for a, _ in TEXTS], [b for _, b in TEXTS], padding=True, return_token_type_ids=True,
+                          return_tensors="pt"))
+
+
+EXPORT_LAYERS = {kind: 2 for kind in KINDS} | {"albert": 4}  # the tiny ALBERT's 2 layer groups: whole only
+ONNX = ("bert", "distilbert")  # with and without token type inputs
+
+
+@pytest.fixture(scope="module")
+def exports(runs, tmp_path_factory):
+    """export.py's plain model of each backbone's run (ONNX for two)."""
+    root = tmp_path_factory.mktemp("exports")
+    for kind, layers in EXPORT_LAYERS.items():
+        assert export.main(["--model_dir", str(runs[kind]), "--output_dir", str(root / kind), "--layers", str(layers),
+                            *(["--onnx"] if kind in ONNX else [])]) == 0
+    return {kind: root / kind for kind in EXPORT_LAYERS}
+
+
+@pytest.fixture(scope="module")
+def outside(runs, exports, tmp_path_factory):
+    """One process without the project loads every folder and every export."""
+    where = tmp_path_factory.mktemp("outside")
+    (where / "outside.py").write_text(OUTSIDE)
+    job = {"folders": {k: str(v) for k, v in runs.items()}, "exports": {k: str(v) for k, v in exports.items()},
+           "texts": TEXTS, "inputs": {k: {n: t.tolist() for n, t in encoded(v).items()} for k, v in runs.items()}}
+    (where / "job.json").write_text(json.dumps(job))
+    env = {"PATH": os.environ["PATH"], "HOME": str(where), "HF_HOME": str(where / "hf"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-I", str(where / "outside.py"), str(where / "job.json"),
+                           str(where / "report.json")], cwd=where, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((where / "report.json").read_text())
+    assert result["project_imported"] is False
+    return result["report"]
+
+
+def project_full_depth(folder, batch):
+    model = load_model(backbone_of_folder(folder), str(folder), None, "cpu")[0].eval()
+    with torch.no_grad():
+        return model(**batch, exit_rule=PatienceRule(0)).logits
+
+
+def predict_answers(folder):
+    """predict.py's answers (label or value, probability, exit layer) for TEXTS, at its default exit."""
+    predictor = Predictor.load(folder, chosen_exit(folder)[0], no_cuda=True)
+    answers = []
+    predictor.run([TEXTS], lambda batch, got: answers.extend(got), len(TEXTS))
+    return answers
+
+
+@pytest.mark.parametrize("name", KINDS + ["bert-mean"])
+def test_without_trust_remote_code_the_answer_is_full_depth_or_a_refusal(name, runs, outside):
+    got = outside[name]
+    if name == "bert-mean":  # transformers' BertForSequenceClassification reads [CLS]: it cannot answer so
+        assert "plain" not in got and "trust_remote_code=True" in got["refused"]
+        return
+    assert got["plain_class"] == TRANSFORMERS_CLASSES[name][1]
+    ours = project_full_depth(runs[name], encoded(runs[name]))
+    assert (torch.tensor(got["plain"]) - ours).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("name", KINDS + ["bert-mean"])
+def test_with_trust_remote_code_the_early_exit_model_answers_as_predict(name, runs, outside):
+    got, folder = outside[name], runs[name]
+    assert got["early_class"] == "PabeeForSequenceClassification" and got["output_type"] == "ModelOutput"
+    settings, _ = chosen_exit(folder)
+    config = got["config"]
+    assert config["exit_criterion"] == settings.criterion
+    assert (config["patience"] if settings.criterion == "patience" else config["exit_setting"]) == settings.settings[0]
+    answers = predict_answers(folder)
+    labels = json.loads((folder / "config.json").read_text())["id2label"]
+    assert got["exits"] == [layer for _, _, layer in answers]
+    probabilities = torch.tensor(got["logits"]).softmax(-1)
+    for row, (label, probability, _) in zip(probabilities, answers):
+        assert labels[str(int(row.argmax()))] == label and abs(float(row.max()) - probability) < 1e-5
+    assert [p["label"] for p in got["pipeline"]] == [a[0] for a in answers]
+    assert all(abs(p["score"] - a[1]) < 1e-5 for p, a in zip(got["pipeline"], answers))
+    model = load_model(backbone_of_folder(folder), str(folder), None, "cpu")[0].eval()
+    with torch.no_grad():  # keyword overrides: as the project answers at those settings
+        assert got["exits_patience_1"] == model(**encoded(folder), exit_rule=PatienceRule(1)).exit_layers.tolist()
+        assert got["exits_entropy"] == model(**encoded(folder), exit_rule=EntropyRule(0.68)).exit_layers.tolist()
+
+
+def test_the_trained_bert_exits_early_by_default_and_names_its_labels(runs, outside):
+    got = outside["bert"]
+    assert got["config"]["exit_criterion"] == "patience" and got["config"]["patience"] > 0
+    assert min(got["exits"]) < 4 and {p["label"] for p in got["pipeline"]} <= {"entailment", "not_entailment"}
+
+
+def project_layer(folder, layer):
+    model = load_model(backbone_of_folder(folder), str(folder), None, "cpu")[0].eval()
+    with torch.no_grad():
+        return model(**encoded(folder), output_all_layer_logits=True).all_layer_logits[:, layer - 1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_export_is_transformers_own_class_of_k_layers_answering_as_layer_k(kind, runs, outside):
+    got, layers = outside["export " + kind], EXPORT_LAYERS[kind]
+    assert got["class"] == TRANSFORMERS_CLASSES[kind][1] and got["layers"] == layers and not got["loading"]
+    assert got["labels"] == json.loads((runs[kind] / "config.json").read_text())["id2label"]
+    expected = project_layer(runs[kind], layers)
+    assert (torch.tensor(got["logits"]) - expected).abs().max().item() == 0.0
+    if kind in ONNX:  # ONNX Runtime, on rows of another shape than the export's example
+        assert (torch.tensor(got["onnx"]) - expected).abs().max().item() < 1e-4
+
+
+def test_export_prints_each_layers_metric_and_refuses_what_it_cannot_write(runs, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert export.main(["--model_dir", str(runs["bert-mean"]), "--output_dir", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert "layer 1: acc" in said and "layer 4: acc" in said  # the run's own rows, to pick k from
+    assert said.strip().splitlines()[-1].startswith("export.py: error:") and "mean of the tokens" in said
+    assert "trust_remote_code=True" in said and not out.exists()
+    for folder, extra, message in [(runs["albert"], ["--layers", "2"], "layer groups"),
+                                   (runs["bert"], ["--layers", "5"], "give 1 to 4"),
+                                   (tmp_path, [], "config.json")]:
+        assert export.main(["--model_dir", str(folder), "--output_dir", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    assert export.main(["--model_dir", str(runs["bert"]), "--output_dir", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_the_run_folder_has_a_model_card_made_of_its_own_results(runs):
+    folder = runs["bert"]
+    card = (folder / "README.md").read_text()
+    head, _, body = card.removeprefix("---\n").partition("\n---\n")
+    meta = {line[2:] for line in head.splitlines() if line.startswith("- ")}
+    assert "library_name: transformers" in head and "pipeline_tag: text-classification" in head
+    assert {"early-exit", "pabee", "bert", "nyu-mll/glue", "accuracy"} <= meta and "base_model" not in head  # a local base
+    settings, why = chosen_exit(folder)
+    assert f"`{settings.criterion}` at `{settings.settings[0]}` ({why})" in body
+    assert f'pipeline("text-classification", model="{folder}", trust_remote_code=True)' in body
+    table = (folder / "pabee_results.md").read_text()
+    assert all(line in body for line in table.splitlines())  # every row the run measured, as measured
+    figures = set(re.findall(r"\d+\.\d+", body))
+    assert figures <= set(re.findall(r"\d+\.\d+", table + why + (folder / "training_args.json").read_text()))
+    mean = (runs["bert-mean"] / "README.md").read_text()
+    assert "transformers refuses this folder" in mean and "mean of the tokens" in mean
+
+
+def test_ecosystem_check_smoke(runs, world, tmp_path):
+    """benchmarks/ecosystem_check.py's smoke run (the real-model figures in docs/export.md are its own)."""
+    out = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ecosystem_check.py"), "--model_dir",
+                           str(runs["bert"]), "--data_dir", str(world / "glue" / "RTE"), "--task", "RTE", "--layers", "2",
+                           "--onnx", "--limit", "12", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["early_exit_rows"] == got["early_exit_same_labels"] == got["early_exit_same_exits"] == 12
+    assert got["plain"] == "BertForSequenceClassification" and got["plain_max_logit_diff"] == 0.0
+    assert got["export_layers"] == 2 and got["onnx_max_logit_diff"] < 1e-4
+    assert got["export_metric"] == pytest.approx(got["run_layer_metric"])
