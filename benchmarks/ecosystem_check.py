@@ -5,7 +5,7 @@
 
 - early exit: pipeline("text-classification", trust_remote_code=True) and the folder's own model
   class (its generated code) against predict.py's answers at the folder's default exit: labels and
-  exit layers that agree, and the largest probability difference;
+  exit layers that agree, and the largest probability (regression: value) difference;
 - plain: where the folder keeps its backbone's model_type, transformers' own class (no
   trust_remote_code) against the project's full depth, largest logit difference; else "refused";
 - export (--layers K): export.py's K-layer plain model on dev, its metric beside the run's own
@@ -50,16 +50,21 @@ def early_exit(folder, rows):
     predictor, answers = Predictor.load(folder, chosen_exit(folder)[0], no_cuda=True), []
     predictor.run(batches(rows), lambda batch, got: answers.extend(got), len(rows))
     texts = [{"text": a, "text_pair": b} if b else a for a, b in rows]
-    piped = pipeline("text-classification", model=str(folder), trust_remote_code=True, batch_size=BATCH)(texts)
+    piped = pipeline("text-classification", model=str(folder), trust_remote_code=True, batch_size=BATCH)(
+        texts, truncation=True, max_length=predictor.max_seq_length)
     model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     exits = []
     with torch.no_grad():
         for batch in batches(rows):
             exits += model(**encode(tokenizer, batch, predictor.max_seq_length)).exit_layers.tolist()
-    return {"early_exit_rows": len(rows), "early_exit_same_labels": sum(p["label"] == a[0] for p, a in zip(piped, answers)),
+    regression = model.config.num_labels == 1  # predict.py answers the value; the pipeline's score is it
+    ours = [a[0] if regression else a[1] for a in answers]
+    return {"early_exit_rows": len(rows),
+            "early_exit_same_labels": len(rows) if regression else sum(p["label"] == a[0] for p, a in zip(piped, answers)),
             "early_exit_same_exits": sum(e == a[2] for e, a in zip(exits, answers)),
-            "early_exit_max_probability_diff": max(abs(p["score"] - a[1]) for p, a in zip(piped, answers)),
+            f"early_exit_max_{'value' if regression else 'probability'}_diff": max(abs(p["score"] - v)
+                                                                                 for p, v in zip(piped, ours)),
             "mean_exit_layer": sum(exits) / len(exits)}
 
 
@@ -77,7 +82,7 @@ def plain(folder, rows):
     from transformers import AutoModelForSequenceClassification
 
     if json.loads((Path(folder) / "config.json").read_text())["model_type"].startswith(EARLY_EXIT):
-        return {"plain": "refused (heads on the token mean)"}
+        return {"plain": "refused (model type pabee-...: heads that transformers' own class does not read so)"}
     backbone = backbone_of_folder(folder)
     tokenizer = load_tokenizer(backbone, str(folder))
     ours = load_model(backbone, str(folder), None, "cpu")[0].eval()

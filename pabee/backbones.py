@@ -142,23 +142,20 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
         settings = {**settings, "exit_pooling": declared_pooling(path)}
     report = hf_logging.get_logger("transformers.modeling_utils")
     report.addFilter(without_load_report)
-    model_class = backbone.load_model_class()
-    # The original PABEE code and transformers' research port name the last head classifiers.{L-1}
-    last_head = {rf"^classifiers\.{config.num_hidden_layers - 1}\.": f"{model_class.final_head_name}."}
     for name, value in settings.items():  # from_pretrained would drop attributes the config class lacks
         if value is not None:
             setattr(config, name, value)
     try:
-        model, info = model_class.from_pretrained(path, config=config, cache_dir=cache_dir, key_mapping=last_head,
-                                                  output_loading_info=True)
+        model, info = backbone.load_model_class().from_pretrained(path, config=config, cache_dir=cache_dir,
+                                                                  output_loading_info=True)
+        missing, unexpected = last_head_of_the_file(model, path, cache_dir, info)
     except Exception as e:  # missing, truncated or foreign weights: the loaders raise many kinds
         raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
     finally:
         report.removeFilter(without_load_report)
-    missing = sorted(info["missing_keys"])
     depth = settings.get("num_hidden_layers")
-    dropped = sorted(k for k in info["unexpected_keys"] if depth and beyond(k, depth))
-    return model.to(device), {"missing_keys": missing, "unexpected_keys": sorted(set(info["unexpected_keys"]) - set(dropped)),
+    dropped = sorted(k for k in unexpected if depth and beyond(k, depth))
+    return model.to(device), {"missing_keys": missing, "unexpected_keys": sorted(set(unexpected) - set(dropped)),
                               "dropped_keys": dropped,
                               "new_heads": model.new_heads(missing),
                               "new_head_parameters": [k for k in missing if k.startswith(model.head_parameters)]}
@@ -194,7 +191,8 @@ def task_labels(task):
         return {}
     names = {"id2label": dict(enumerate(task.labels)), "label2id": {n: i for i, n in enumerate(task.labels)}} \
         if task.labels else {}
-    return {"num_labels": task.num_labels, "finetuning_task": task.name, **names}
+    kind = {"problem_type": "regression"} if task.num_labels == 1 else {}  # pipeline: the value, not its sigmoid
+    return {"num_labels": task.num_labels, "finetuning_task": task.name, **names, **kind}
 
 
 def usable_length(requested, configs, tokenizer):
@@ -210,6 +208,27 @@ def layer_index(key):
     """The layer a parameter name belongs to (encoder.layer.3..., layers.3...), else None."""
     found = re.search(r"(?:^|\.)(?:layer|layers)\.(\d+)\.", key)
     return int(found.group(1)) if found else None
+
+
+def last_head_of_the_file(model, path, cache_dir, info):
+    """(missing, unexpected) parameter names, once the model's last head is the file's head of its
+    last layer where the file names it classifiers.{L-1}: checkpoints of the original PABEE code and
+    of transformers' research port, and a model cut to fewer layers (--num_hidden_layers) than the
+    file has heads for, whose last head is then that layer's own, not the file's last layer's."""
+    import torch
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    own = f"classifiers.{model.num_layers - 1}."
+    if not any(k.startswith(own) for k in unexpected):
+        return missing, unexpected
+    final = model.final_head()
+    with safe_open(cached_file(path, "model.safetensors", cache_dir=cache_dir), "pt") as saved, torch.no_grad():
+        for name, parameter in final.named_parameters():
+            parameter.copy_(saved.get_tensor(own + name))
+    loaded = {f"{model.final_head_name}.{name}" for name, _ in final.named_parameters()}
+    return [k for k in missing if k not in loaded], [k for k in unexpected if not k.startswith(own)]
 
 
 def beyond(key, depth):

@@ -4,17 +4,20 @@ is a model card the hub reads: YAML metadata, how to load it, the chosen exit an
 table. Every figure in the card comes from the run's own files (results, training settings,
 config); what they do not record is left out."""
 
+import logging
 from pathlib import Path
 
 from pabee import glue
 from pabee.backbones import backbone_of_folder, load_config
 from pabee.files import read_json, write_json, write_text
 from pabee.portable import EARLY_EXIT, backbone_name
-from pabee.prediction import chosen_exit, run_rows
+from pabee.prediction import chosen_exit
 from pabee.report import markdown_table
-from pabee.results import read_rows
+from pabee.results import dev_rows, read_calibration
 
+logger = logging.getLogger(__name__)
 CARD = "README.md"
+MARK = "<!-- written by run_glue.py (pabee/card.py) from this folder's files; rewritten after each evaluation -->"
 HUB_METRICS = {"acc": "accuracy", "f1": "f1", "mcc": "matthews_correlation", "pearson": "pearsonr",
                "spearmanr": "spearmanr"}  # our metric names -> the hub's metric ids
 
@@ -25,22 +28,28 @@ def set_default_exit(folder):
     settings, why = chosen_exit(folder)
     config_file = Path(folder) / "config.json"
     config, setting = read_json(config_file), settings.settings[0]
-    config.update(exit_criterion=settings.criterion, regression_threshold=settings.regression_threshold,
+    chosen = dict(exit_criterion=settings.criterion, regression_threshold=settings.regression_threshold,
                   **({"patience": setting} if settings.criterion == "patience" else {"exit_setting": setting}))
-    write_json(config_file, config)
+    if any(config.get(key) != value for key, value in chosen.items()):
+        logger.info("%s answers by default with %s %s now (predict.py's choice; config.json)", folder,
+                    settings.criterion, setting)
+        write_json(config_file, {**config, **chosen})
     return settings, why
 
 
 def write_card(folder, settings, why):
-    """README.md in the run folder `folder` (its final model), from its own files."""
+    """README.md in the run folder `folder` (its final model), from its own files; a README.md
+    this module did not write (a model's own card) is kept."""
     folder = Path(folder)
+    if (folder / CARD).is_file() and MARK not in (folder / CARD).read_text(encoding="utf-8", errors="replace"):
+        logger.info("%s is not a card run_glue.py wrote: kept as it is", folder / CARD)
+        return
     config = load_config(backbone_of_folder(folder), str(folder))
     config.model_type = read_json(folder / "config.json")["model_type"]  # ours or the backbone's: how it loads
     record = read_json(folder / "training_args.json") if (folder / "training_args.json").is_file() else {}
-    rows = [r for r in read_rows(folder / "pabee_results.json") if r.checkpoint == "final"]
-    _, chosen_on = run_rows(folder)
+    rows, (_, chosen_on) = dev_rows(folder), read_calibration(folder)
     setting = settings.settings[0]
-    lines = [metadata(config, record, rows), f"# {folder.name}", "",
+    lines = [metadata(config, record, rows), MARK, "", f"# {folder.name}", "",
              f"A {backbone_name(config.model_type)} classifier with a head after each of its "
              f"{config.num_hidden_layers} layers, fine-tuned with this project's run_glue.py "
              f"(--exit_training {config.exit_training}, heads reading the "
@@ -80,9 +89,10 @@ def metadata(config, record, rows):
 
 def plain_loading(config):
     if config.model_type.startswith(EARLY_EXIT):
-        return ("Without `trust_remote_code`, transformers refuses this folder: its heads read the mean of the tokens, "
-                "which transformers' own class cannot reproduce (pass `trust_remote_code=True` to AutoTokenizer "
-                "too). `export.py` cannot write it as a plain model either.")
+        what = "mean of the tokens" if config.exit_pooling == "mean" else "first token"
+        return (f"Without `trust_remote_code`, transformers refuses this folder: its heads read the {what}, which "
+                "transformers' own class does not (pass `trust_remote_code=True` to AutoTokenizer too). `export.py` "
+                "cannot write it as a plain model either.")
     return ("Without `trust_remote_code`, `AutoModelForSequenceClassification.from_pretrained(folder)` builds "
             "transformers' own class, which answers exactly as this model's full depth (every layer, the last "
             "head); `export.py --model_dir folder --output_dir plain [--layers k] [--onnx]` writes a plain model of "
@@ -92,7 +102,7 @@ def plain_loading(config):
 def exit_table(rows, chosen_on):
     if not rows:
         return ["## Exit table", "", "Not evaluated: run_glue.py --do_eval writes the table.", ""]
-    where = {"dev": "dev", None: "dev"}.get(chosen_on, chosen_on)
+    where = chosen_on or "dev"
     return ["## Exit table", "",
             f"Every setting evaluated on dev (the exit above was chosen on {where}); a `layer` row is one layer's "
             "own head, what `export.py --layers k` keeps:", "", markdown_table(rows)]

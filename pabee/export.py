@@ -5,16 +5,18 @@ is checked before it is kept: it loads in transformers with no missing or unexpe
 its logits equal the early-exit model's layer-k logits on a few rows (within TOLERANCE; ONNX
 Runtime's within ONNX_TOLERANCE of torch's), else nothing is written."""
 
+import importlib.util
 import inspect
 import random
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 from pabee.backbones import backbone_of_folder, beyond, load_model, load_tokenizer
 from pabee.errors import UsageError
-from pabee.portable import backbone_name, config_class, declare_token_types
-from pabee.results import read_rows
+from pabee.portable import answers_as_plain_class, backbone_name, config_class, declare_token_types
+from pabee.results import dev_rows
 
 # The export against the early-exit model's layer k, both in torch at fp32: 0 measured on most runs, but
 # the export's weights are read back from disk, and where they lie in memory can move the last bits of
@@ -32,25 +34,26 @@ def export(folder, out, layers=None, onnx=False):
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--output_dir {out} exists and is not empty: give a new folder (nothing is overwritten)")
+    if onnx:
+        check_onnx_installed()
     backbone = backbone_of_folder(folder)
     model = load_model(backbone, str(folder), None, "cpu")[0].eval()
     tokenizer = load_tokenizer(backbone, str(folder))
-    k = layers or model.num_layers
+    k = model.num_layers if layers is None else layers
     check_exportable(folder, model, k)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         plain = plain_model(model, k)
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        declare_token_types(tokenizer, tmp)
+        declare_token_types(tokenizer, plain.config, tmp)
         rows = check_rows(tokenizer)
         with torch.no_grad():
             expected = layer_logits(model, rows, k)
         differences = {"torch": check_plain(tmp, rows, expected)}
         if onnx:
             differences["onnx"] = write_onnx(tmp, plain, rows)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
@@ -65,15 +68,15 @@ def check_exportable(folder, model, k):
     plain = config_class(name).__name__.replace("Config", "ForSequenceClassification")
     if not 1 <= k <= model.num_layers:
         raise UsageError(f"--layers {k}: give 1 to {model.num_layers}, the model's layers")
-    if config.exit_pooling != model.default_exit_pooling(config):
+    if not answers_as_plain_class(model):
         raise UsageError(f"{folder}: its heads read the {'mean of the tokens' if config.exit_pooling == 'mean' else 'first token'}, "
-                         f"which transformers' {plain} cannot: load the folder itself with trust_remote_code=True "
+                         f"which transformers' {plain} does not: load the folder itself with trust_remote_code=True "
                          "(docs/export.md)")
-    groups = getattr(config, "num_hidden_groups", 1)
-    if any(int(i / (k / groups)) != int(i / (model.num_layers / groups)) for i in range(k)):
+    groups, layers = getattr(config, "num_hidden_groups", 1), model.num_layers
+    kept = [n for n in range(1, layers + 1) if all(int(i / (n / groups)) == int(i / (layers / groups)) for i in range(n))]
+    if k not in kept:
         raise UsageError(f"{folder}: with {groups} layer groups, {plain} of {k} layers would give its layers other "
-                         f"groups than these {model.num_layers} do: give --layers {model.num_layers} or a multiple "
-                         f"of {model.num_layers // groups}")
+                         f"groups than these {layers} do: give --layers {' or '.join(map(str, kept))}")
 
 
 def layer_logits(model, rows, k):
@@ -140,12 +143,9 @@ def check_plain(folder, rows, expected):
 def write_onnx(folder, plain, rows):
     """model.onnx in `folder`, batch and sequence dynamic; ONNX Runtime must answer as torch does on
     rows of another shape than the ones it was exported with."""
+    import onnxruntime
     import torch
 
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UsageError("--onnx needs onnx, onnxscript and onnxruntime: pip install -r requirements.txt") from None
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in rows and n in reads(plain)]
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     example = {n: rows[n][:2, :-1] for n in names}
@@ -165,12 +165,20 @@ def write_onnx(folder, plain, rows):
     return difference
 
 
+def check_onnx_installed():
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"--onnx needs {', '.join(missing)}: pip install -r requirements.txt")
+
+
 def reads(model):
     """The inputs a model's forward takes by name."""
     return inspect.signature(model.forward).parameters
 
 
 def layer_table(folder):
-    """Each layer's own head on dev, as the run measured it: (layer, metric name, value, speed-up)."""
-    rows = [r for r in read_rows(Path(folder) / "pabee_results.json") if r.checkpoint == "final" and r.criterion == "layer"]
+    """Each layer's own head on dev (the first task), as the run measured it: (layer, metric name,
+    value, speed-up)."""
+    rows = [r for r in dev_rows(folder) if r.criterion == "layer"]
+    rows = [r for r in rows if r.task == rows[0].task]
     return [(r.setting, r.main, r.metrics[r.main], r.speed_up) for r in sorted(rows, key=lambda r: r.setting)]

@@ -54,9 +54,12 @@ class PabeeMixin:
     config_fields = ("patience", "exit_pooling", "exit_training", "regression_threshold", "distill_temperature",
                      "exit_criterion", "exit_setting")
 
-    def init_pabee(self, config):
+    def init_pabee(self, config, final_head=None):
         """Heads for every layer but the last in `classifiers` (the last is the backbone's own
-        classifier, `final_head`); a learning-to-exit head where the regime trains one."""
+        classifier, `final_head`); a learning-to-exit head where the regime trains one. A backbone
+        whose classifier is not built before (BERT, ALBERT) gives it here: it is registered after the
+        heads below it, so the parameters keep the original checkpoints' order, in which the
+        optimizer states of their checkpoint-N folders resume."""
         config.patience = check_setting("patience", getattr(config, "patience", 0))
         pooling = getattr(config, "exit_pooling", None) or self.default_exit_pooling(config)
         config.exit_pooling = check_choice("exit_pooling", pooling, EXIT_POOLING)
@@ -70,8 +73,10 @@ class PabeeMixin:
         config.exit_criterion = getattr(config, "exit_criterion", "patience")
         config.exit_setting = getattr(config, "exit_setting", None)
         self.exit_rule()  # a bad criterion or setting in the config (or a from_pretrained override) stops here
-        width = self.final_head().in_features
+        width = (final_head or self.final_head()).in_features
         self.classifiers = nn.ModuleList([nn.Linear(width, config.num_labels) for _ in range(config.num_hidden_layers - 1)])
+        if final_head is not None:
+            setattr(self, self.final_head_name, final_head)
         if config.exit_training in LEARNS_TO_EXIT:  # BERxiT's LTE: one head for every layer
             self.lte = nn.Linear(width, 1)
 
@@ -186,7 +191,7 @@ class PabeeMixin:
     ):
         """Training mode: every layer's head, loss = training_loss of `training_regime` (default:
         the first stage of the config's exit_training). Inference: each example stops at its own
-        exit layer under `exit_rule` (default: the config's patience); with output_all_layer_logits
+        exit layer under `exit_rule` (default: `exit_rule()`, the config's); with output_all_layer_logits
         every example runs full depth and exits are read from the stacked logits. In inference the
         loss (if labels) is that of the answers."""
         hidden = self.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)

@@ -40,7 +40,7 @@ def save_folder(model, tokenizer, folder):
     model and config.json's model_type and auto_map saying how to load it."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    declare_token_types(tokenizer, Path(folder))
+    declare_token_types(tokenizer, model.config, Path(folder))
     name = backbone_name(model.config.model_type)
     model_type = name if answers_as_plain_class(model) else EARLY_EXIT + name
     write_code(Path(folder), type(model), name, model_type)
@@ -49,11 +49,12 @@ def save_folder(model, tokenizer, folder):
     write_json(Path(folder) / "config.json", config)
 
 
-def declare_token_types(tokenizer, folder):
-    """run_glue and predict.py ask the tokenizer for token_type_ids; where it leaves them out unasked
-    (ALBERT's), its saved config lists them, or a pipeline would feed the model other inputs."""
+def declare_token_types(tokenizer, config, folder):
+    """run_glue and predict.py ask the tokenizer for token_type_ids; where the model tells the types
+    apart (type_vocab_size > 1) and the tokenizer leaves them out unasked (ALBERT's), its saved config
+    lists them, or a pipeline would feed the model other inputs than run_glue did."""
     names = list(tokenizer.model_input_names)
-    if "token_type_ids" in tokenizer("a", "b", return_token_type_ids=True) and "token_type_ids" not in names:
+    if getattr(config, "type_vocab_size", 0) > 1 and "token_type_ids" not in names:
         config = read_json(folder / "tokenizer_config.json")
         config["model_input_names"] = [names[0], "token_type_ids", *names[1:]]
         write_json(folder / "tokenizer_config.json", config)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pabee.backbones import backbone_of_folder, load_config, load_model, load_tokenizer, usable_length
-from pabee.checkpoints import NAME as CHECKPOINT_NAME
 from pabee.errors import DataError, UsageError, first_line
 from pabee.settings import ExitSettings
 from pabee.files import describe_missing, read_json
-from pabee.results import fastest_within, read_calibration, read_rows
+from pabee.results import fastest_within, run_rows
 from pabee.tables import read_texts
 
 PLAIN = (".txt", "")  # one example per line
@@ -172,18 +171,6 @@ def chosen_exit(folder):
 FULL_DEPTH = ExitSettings("patience", (0,), 0.0)
 DEV_CHOICE = ("; dev figures at this setting are optimistic, chosen on the same rows: run_glue.py --choose_exit_on "
               "train:10 or a file keeps dev clean")
-
-
-def run_rows(folder):
-    """(rows, what they were measured on) of the run that wrote `folder` (a checkpoint: its own),
-    of its first task: the calibration rows when run_glue --choose_exit_on gave some, else dev's."""
-    checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
-    run = folder.parent if checkpoint != "final" else folder
-    calibration, on = read_calibration(run)
-    rows = [r for r in calibration if r.checkpoint == checkpoint]
-    if not rows:
-        rows, on = [r for r in read_rows(run / "pabee_results.json") if r.checkpoint == checkpoint], "dev"
-    return ([r for r in rows if r.task == rows[0].task] if rows else []), on
 
 
 # --- input ------------------------------------------------------------------------------------

@@ -94,3 +94,29 @@ def read_calibration(folder):
 def read_rows(path):
     """The rows of a results file (eval_results.json, pabee_results.json); none if it is absent."""
     return [ResultRow.from_json(r) for r in read_json(path)] if Path(path).is_file() else []
+
+
+def run_of(folder):
+    """(the run folder that wrote `folder`, the name its rows give `folder`: "final" or checkpoint-N)."""
+    from pabee.checkpoints import NAME as CHECKPOINT_NAME
+
+    folder = Path(folder)
+    checkpoint = folder.name if CHECKPOINT_NAME.fullmatch(folder.name) else "final"
+    return (folder.parent if checkpoint != "final" else folder), checkpoint
+
+
+def run_rows(folder):
+    """(rows, what they were measured on) of the run that wrote `folder` (a checkpoint: its own),
+    of its first task: the calibration rows when run_glue --choose_exit_on gave some, else dev's."""
+    run, checkpoint = run_of(folder)
+    calibration, on = read_calibration(run)
+    rows = [r for r in calibration if r.checkpoint == checkpoint]
+    if not rows:
+        rows, on = dev_rows(folder), "dev"
+    return ([r for r in rows if r.task == rows[0].task] if rows else []), on
+
+
+def dev_rows(folder):
+    """The dev rows of `folder` (a run folder or one of its checkpoints) in its run's results."""
+    run, checkpoint = run_of(folder)
+    return [r for r in read_rows(run / "pabee_results.json") if r.checkpoint == checkpoint]

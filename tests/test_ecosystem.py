@@ -30,9 +30,9 @@ TEXTS = [("the movie was great and the plot fine", "it is great"), ("awful film"
 
 # Run as its own process: what transformers alone makes of each folder. Inputs and answers as JSON.
 OUTSIDE = r'''
-import inspect, json, os, sys
+import json, os, sys
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 job = json.load(open(sys.argv[1]))
 report = {}
@@ -63,20 +63,19 @@ for name, folder in job["folders"].items():
         got["exits_entropy"] = other(**batch).exit_layers.tolist()
     texts = [{"text": a, "text_pair": b} for a, b in job["texts"]]
     got["pipeline"] = pipeline("text-classification", model=folder, trust_remote_code=True, batch_size=8)(texts)
-for name, folder in job["exports"].items():
-    batch = {k: torch.tensor(v) for k, v in job["inputs"][name].items()}
+for name, folder in job["exports"].items():  # as a user feeds one: what its own tokenizer gives
+    batch = AutoTokenizer.from_pretrained(folder)([a for a, _ in job["texts"]], [b for _, b in job["texts"]],
+                                                  padding=True, return_tensors="pt")
     model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batch and n in
-             inspect.signature(model.forward).parameters]
     with torch.no_grad():
-        logits = model.eval()(**{n: batch[n] for n in names}).logits
+        logits = model.eval()(**batch).logits
     got = report["export " + name] = {"class": type(model).__name__, "layers": model.config.num_hidden_layers,
                                       "labels": model.config.id2label, "logits": logits.tolist(),
                                       "loading": {k: sorted(v) for k, v in info.items() if v}}
     if os.path.isfile(os.path.join(folder, "model.onnx")):
         import onnxruntime
         session = onnxruntime.InferenceSession(os.path.join(folder, "model.onnx"))
-        got["onnx"] = session.run(None, {n: batch[n].numpy() for n in names})[0].tolist()
+        got["onnx"] = session.run(None, {n: t.numpy() for n, t in batch.items()})[0].tolist()
 json.dump({"report": report, "project_imported": any(m.split(".")[0] == "pabee" for m in sys.modules)},
           open(sys.argv[2], "w"))
 '''
@@ -91,10 +90,14 @@ def train(world, out, kind, task, *extra):
 @pytest.fixture(scope="module")
 def runs(world, tmp_path_factory):
     """A trained folder per backbone (heads where transformers' class reads), BERT trained long enough
-    to exit early on RTE (named labels), and BERT with heads on the token mean."""
+    to exit early on RTE (named labels, a checkpoint evaluated too), BERT on STS-B (regression), and
+    BERT with heads on the token mean."""
     root = tmp_path_factory.mktemp("ecosystem")
     made = {kind: train(world, root / kind, kind, "SST-2", "--max_steps", "6") for kind in KINDS if kind != "bert"}
-    made["bert"] = train(world, root / "bert", "bert", "RTE", "--num_train_epochs", "3")
+    made["bert"] = train(world, root / "bert", "bert", "RTE", "--num_train_epochs", "3", "--save_steps", "50",
+                         "--eval_all_checkpoints")
+    made["bert-regression"] = train(world, root / "bert-regression", "bert", "STS-B", "--max_steps", "12",
+                                    "--head_bias_init", "label_prior", "--regression_threshold", "0.2")
     made["bert-mean"] = train(world, root / "bert-mean", "bert", "SST-2", "--max_steps", "6", "--exit_pooling", "mean")
     return made
 
@@ -152,18 +155,18 @@ def predict_answers(folder):
     return answers
 
 
-@pytest.mark.parametrize("name", KINDS + ["bert-mean"])
+@pytest.mark.parametrize("name", KINDS + ["bert-mean", "bert-regression"])
 def test_without_trust_remote_code_the_answer_is_full_depth_or_a_refusal(name, runs, outside):
     got = outside[name]
     if name == "bert-mean":  # transformers' BertForSequenceClassification reads [CLS]: it cannot answer so
         assert "plain" not in got and "trust_remote_code=True" in got["refused"]
         return
-    assert got["plain_class"] == TRANSFORMERS_CLASSES[name][1]
+    assert got["plain_class"] == TRANSFORMERS_CLASSES[{"bert-regression": "bert"}.get(name, name)][1]
     ours = project_full_depth(runs[name], encoded(runs[name]))
     assert (torch.tensor(got["plain"]) - ours).abs().max().item() == 0.0
 
 
-@pytest.mark.parametrize("name", KINDS + ["bert-mean"])
+@pytest.mark.parametrize("name", KINDS + ["bert-mean", "bert-regression"])
 def test_with_trust_remote_code_the_early_exit_model_answers_as_predict(name, runs, outside):
     got, folder = outside[name], runs[name]
     assert got["early_class"] == "PabeeForSequenceClassification" and got["output_type"] == "ModelOutput"
@@ -174,11 +177,15 @@ def test_with_trust_remote_code_the_early_exit_model_answers_as_predict(name, ru
     answers = predict_answers(folder)
     labels = json.loads((folder / "config.json").read_text())["id2label"]
     assert got["exits"] == [layer for _, _, layer in answers]
-    probabilities = torch.tensor(got["logits"]).softmax(-1)
-    for row, (label, probability, _) in zip(probabilities, answers):
-        assert labels[str(int(row.argmax()))] == label and abs(float(row.max()) - probability) < 1e-5
-    assert [p["label"] for p in got["pipeline"]] == [a[0] for a in answers]
-    assert all(abs(p["score"] - a[1]) < 1e-5 for p, a in zip(got["pipeline"], answers))
+    if name == "bert-regression":  # predict.py's value is the logit, the pipeline's score too (no sigmoid)
+        assert all(abs(row[0] - a[0]) < 1e-5 and abs(p["score"] - a[0]) < 1e-5
+                   for row, p, a in zip(got["logits"], got["pipeline"], answers))
+    else:
+        probabilities = torch.tensor(got["logits"]).softmax(-1)
+        for row, (label, probability, _) in zip(probabilities, answers):
+            assert labels[str(int(row.argmax()))] == label and abs(float(row.max()) - probability) < 1e-5
+        assert [p["label"] for p in got["pipeline"]] == [a[0] for a in answers]
+        assert all(abs(p["score"] - a[1]) < 1e-5 for p, a in zip(got["pipeline"], answers))
     model = load_model(backbone_of_folder(folder), str(folder), None, "cpu")[0].eval()
     with torch.no_grad():  # keyword overrides: as the project answers at those settings
         assert got["exits_patience_1"] == model(**encoded(folder), exit_rule=PatienceRule(1)).exit_layers.tolist()
@@ -215,8 +222,9 @@ def test_export_prints_each_layers_metric_and_refuses_what_it_cannot_write(runs,
     assert "layer 1: acc" in said and "layer 4: acc" in said  # the run's own rows, to pick k from
     assert said.strip().splitlines()[-1].startswith("export.py: error:") and "mean of the tokens" in said
     assert "trust_remote_code=True" in said and not out.exists()
-    for folder, extra, message in [(runs["albert"], ["--layers", "2"], "layer groups"),
+    for folder, extra, message in [(runs["albert"], ["--layers", "2"], "give --layers 1 or 3 or 4"),
                                    (runs["bert"], ["--layers", "5"], "give 1 to 4"),
+                                   (runs["bert"], ["--layers", "0"], "give 1 to 4"),
                                    (tmp_path, [], "config.json")]:
         assert export.main(["--model_dir", str(folder), "--output_dir", str(out), *extra]) == 2
         assert message in capsys.readouterr().err and not out.exists()
@@ -237,7 +245,7 @@ def test_the_run_folder_has_a_model_card_made_of_its_own_results(runs):
     assert f"`{settings.criterion}` at `{settings.settings[0]}` ({why})" in body
     assert f'pipeline("text-classification", model="{folder}", trust_remote_code=True)' in body
     table = (folder / "pabee_results.md").read_text()
-    assert all(line in body for line in table.splitlines())  # every row the run measured, as measured
+    assert all(line in body for line in table.splitlines() if "| checkpoint-" not in line)  # the final model's rows
     figures = set(re.findall(r"\d+\.\d+", body))
     assert figures <= set(re.findall(r"\d+\.\d+", table + why + (folder / "training_args.json").read_text()))
     mean = (runs["bert-mean"] / "README.md").read_text()
@@ -256,3 +264,12 @@ def test_ecosystem_check_smoke(runs, world, tmp_path):
     assert got["plain"] == "BertForSequenceClassification" and got["plain_max_logit_diff"] == 0.0
     assert got["export_layers"] == 2 and got["onnx_max_logit_diff"] < 1e-4
     assert got["export_metric"] == pytest.approx(got["run_layer_metric"])
+
+
+def test_a_checkpoint_exports_with_its_own_layer_table(runs, tmp_path, capsys):
+    checkpoint = runs["bert"] / "checkpoint-50"
+    rows = [r for r in json.loads((runs["bert"] / "pabee_results.json").read_text())
+            if r["checkpoint"] == "checkpoint-50" and r["criterion"] == "layer"]
+    assert export.main(["--model_dir", str(checkpoint), "--output_dir", str(tmp_path / "plain"), "--layers", "3"]) == 0
+    said = capsys.readouterr().err
+    assert len(rows) == 4 and all(f"layer {r['setting']}: acc {r['acc']:.4f} on dev" in said for r in rows)

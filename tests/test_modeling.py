@@ -81,6 +81,9 @@ def test_parameter_names_are_transformers_and_original_checkpoints_load(kind, tm
     plain = original_bert_keys(layers) if kind == "bert" else original_albert_keys(2, 2)
     heads = [f"classifiers.{i}.{w}" for i in range(layers - 1) for w in ("weight", "bias")]
     assert set(model.state_dict()) == set(plain + heads + ["classifier.weight", "classifier.bias"])
+    # the parameters in the original order (last head last): optimizer states of its checkpoints resume in place
+    renamed = [n.replace("classifier.", f"classifiers.{layers - 1}.") for n, _ in model.named_parameters()]
+    assert renamed[-2 * layers:] == [f"classifiers.{i}.{w}" for i in range(layers) for w in ("weight", "bias")]
     original = {k: torch.randn_like(v) for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     original |= {f"classifiers.{layers - 1}.{w}": torch.randn_like(getattr(model.classifier, w)) for w in ("weight", "bias")}
     model.config.save_pretrained(tmp_path)
@@ -90,6 +93,11 @@ def test_parameter_names_are_transformers_and_original_checkpoints_load(kind, tm
     for i in range(layers):
         assert torch.equal(loaded.exit_head(i).weight, original[f"classifiers.{i}.weight"])
     assert all(torch.equal(loaded.state_dict()[k], original[k]) for k in plain)
+    cut, info = load_model(REGISTRY[kind], str(tmp_path), None, "cpu", num_hidden_layers=2)  # its own layer-2 head
+    assert torch.equal(cut.classifier.weight, original["classifiers.1.weight"]) and not info["unexpected_keys"]
+    loaded.save_pretrained(tmp_path / "saved")  # and from a folder saved today (the last head as `classifier`)
+    cut = load_model(REGISTRY[kind], str(tmp_path / "saved"), None, "cpu", num_hidden_layers=2)[0]
+    assert torch.equal(cut.classifier.bias, original["classifiers.1.bias"])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -15,8 +15,7 @@ class AlbertForSequenceClassificationWithPabee(PabeeMixin, AlbertPreTrainedModel
         super().__init__(config)
         self.albert = AlbertModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_pabee(config)
+        self.init_pabee(config, nn.Linear(config.hidden_size, config.num_labels))
         self.post_init()
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
