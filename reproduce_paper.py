@@ -11,15 +11,20 @@ checkpoint, and calling again after a crash ends with the same table. --dry_run 
 import argparse
 import math
 import os
+import signal
 import sys
+from pathlib import Path
 
 from pabee.backbones import BACKBONES
-from pabee.errors import UsageError, os_error_line
+from pabee.errors import Interrupted, UsageError, os_error_line
+from pabee.grid import Grid
+from pabee.jobs import job_argv
 from pabee.options import EXIT_POOLING
 from pabee.paper import KEYS, PAPER_METHODS, PAPER_TASKS
-from pabee.settings import ExitChoice, ReproduceSettings
+from pabee.settings import ExitChoice, LaunchSettings, ReproduceSettings, SlurmSettings
 
 R = ReproduceSettings  # the defaults
+LAUNCHERS = ("ray", "slurm", "local")
 
 
 def build_parser():
@@ -59,8 +64,44 @@ def build_parser():
     add("--exit_pooling", choices=EXIT_POOLING, default=R.exit_pooling,
         help="What every head reads, for every model (default: first token, the paper; see docs/real_model.md on small models).")
     add("--do_lower_case", action="store_true", help="As run_glue.py (uncased models).")
-    add("--dry_run", action="store_true", help="Print the plan (runs, steps per run) and stop.")
+    add("--dry_run", action="store_true", help="Print the plan (runs, steps per run, the time it takes on the "
+        "devices it will use) and stop.")
+    add_launch_flags(p)
     return p
+
+
+def add_launch_flags(parser):
+    add = parser.add_argument
+    add("--launcher", choices=LAUNCHERS, default="ray", help="How the grid's runs are spread: ray (a local Ray, or "
+        "a cluster's with --ray_address; one run per GPU), slurm (job arrays through submitit) or local (one after "
+        "the other in this process). docs/cluster.md.")
+    add("--workers", type=int, default=0, help="Ray without GPUs: runs at a time on each machine, each with its "
+        "share of the cores (default 1).")
+    add("--ray_address", default=os.environ.get("RAY_ADDRESS"), help="A Ray cluster to join (default RAY_ADDRESS; "
+        "none: a local Ray for the grid).")
+    add("--retries", type=int, default=2, help="Times a run whose worker or node died is started again.")
+    add("--slurm_partition", default=None, help="Slurm partition (default: the cluster's).")
+    add("--slurm_time", type=int, default=SlurmSettings.time_min, help="Slurm time limit of a run, minutes; a run "
+        "that reaches it is requeued and resumes from its checkpoint.")
+    add("--slurm_gpus", type=int, default=SlurmSettings.gpus, help="GPUs per run on Slurm.")
+    add("--slurm_cpus", type=int, default=SlurmSettings.cpus, help="CPU cores per run on Slurm (its threads).")
+    add("--slurm_array_parallelism", type=int, default=0, help="Runs at once on Slurm (0: as many as it gives).")
+    add("--slurm_max_array_size", type=int, default=0, help="Runs per job array (0: the cluster's MaxArraySize).")
+    add("--job", default=None, help=argparse.SUPPRESS)  # how a launcher calls the script back, not a user's flag
+
+
+def launch_from_flags(flags):
+    numbers = {"--workers": flags.workers, "--retries": flags.retries, "--slurm_gpus": flags.slurm_gpus,
+               "--slurm_array_parallelism": flags.slurm_array_parallelism,
+               "--slurm_max_array_size": flags.slurm_max_array_size}
+    for flag, value in numbers.items():
+        if value < 0:
+            raise UsageError(f"{flag} {value}: give 0 or more")
+    if flags.slurm_time < 1 or flags.slurm_cpus < 1:
+        raise UsageError("--slurm_time and --slurm_cpus must be 1 or more")
+    return LaunchSettings(flags.launcher, flags.workers, flags.ray_address or None, flags.retries, SlurmSettings(
+        flags.slurm_partition, flags.slurm_time, flags.slurm_gpus, flags.slurm_cpus, flags.slurm_array_parallelism,
+        flags.slurm_max_array_size))
 
 
 def numbers(text, flag, kind=float):
@@ -114,27 +155,42 @@ def settings_from_flags(flags):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     flags = build_parser().parse_args(argv)
     try:
-        settings = settings_from_flags(flags)
-        from pabee import reproduce
+        settings, launch = settings_from_flags(flags), launch_from_flags(flags)
+        from pabee import pricing, reproduce
+        from pabee.files import OutputLock
         from pabee.logs import setup_logging
 
         setup_logging()
         tasks = reproduce.check_tasks(settings)
         depth = reproduce.model_depth(settings)
         runs = reproduce.plan_runs(settings, tasks)
-        if flags.dry_run:
-            reproduce.print_plan(settings, tasks, runs)
+        if flags.job:
+            reproduce.do_job(settings, runs, depth, flags.job)
             return 0
-        reproduce.reproduce(settings, tasks, runs, depth)
+        if flags.dry_run:
+            pricing.print_plan(settings, tasks, runs, launch)
+            return 0
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a driver told to stop ends its runs as on Ctrl-C
+
+        Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
+        resolved = job_argv(argv, glue_dir=settings.glue_dir, output_dir=settings.output_dir,
+                            model_name_or_path=settings.model_name_or_path)
+        with OutputLock(settings.output_dir), Grid(launch, settings.output_dir, __file__, resolved,
+                                                   lambda key: reproduce.do_job(settings, runs, depth, key)) as grid:
+            failed = reproduce.reproduce(settings, tasks, runs, depth, grid)
+    except Interrupted as e:
+        print(f"reproduce_paper.py: a run {e}; call again to resume from its checkpoint", file=sys.stderr)
+        return 128 + e.signum
     except (UsageError, OSError) as e:
         print(f"reproduce_paper.py: error: {os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a run stopped in training saves a checkpoint first (it ends in UsageError)
+    except KeyboardInterrupt:  # a run stopped in training saves a checkpoint first
         print("reproduce_paper.py: stopped by SIGINT; call again to go on where it stopped", file=sys.stderr)
         return 130
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 # BACKBONE: bert or albert (model from MODEL_NAME_OR_PATH, default bert-base-uncased / albert-base-v2);
 # TASK: GLUE tasks (default the paper's eight). GLUE_DIR (default ./glue_data) holds the task folders;
 # OUTPUT_DIR (default ./output/paper/BACKBONE) gets runs, paper_table.md/.json/.tex, plots, submission/.
-# Restartable: call it again after a crash. --dry_run prints the plan.
+# Restartable: call it again after a crash. --dry_run prints the plan. Runs go to a local Ray (one per GPU);
+# --ray_address, --launcher slurm and their flags pass through (docs/cluster.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then

@@ -6,14 +6,11 @@ over the whole dev set (the one-pass sweep, equal to real early exit: tested):
 
     .venv/bin/python benchmarks/methods.py --glue_dir ../shared/glue_data --output_dir /tmp/methods
 
-Models (--exit_training): vanilla (`last`), PABEE (`pabee`), BERxiT (`alternate`), BERxiT with
-learning to exit (`alternate_lte`), ElasticBERT (`equilibrium`), COSEE (`cosee`). Methods are a
-model with an exit rule: PABEE's patience, F-PABEE (kl_patience, js_patience), PCEE-BERT
-(entropy_patience), GPFEE's past part (past_entropy) on the PABEE model; BERxiT with DeeBERT's
-entropy rule; BERxiT-LTE (lte); ElasticBERT with patience and with entropy; COSEE with its
-normalized energy (energy). Rules that read class probabilities are left out on STS-B
-(regression), where every patience is paired with every agreement threshold of
-REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) a
+Models (--exit_training, MODELS): vanilla (`last`), PABEE, BERxiT (`alternate`, `alternate_lte`),
+ElasticBERT (`equilibrium`), COSEE; a method (METHODS) is a model with an exit rule of pabee.exit_rules
+(F-PABEE, PCEE-BERT and GPFEE's past part on the PABEE model). Rules that read class probabilities
+are left out on STS-B (regression), where every patience is paired with every agreement threshold
+of REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) a
 setting is chosen on one random half of dev (the best metric among its settings reaching the
 target there) and scored on the other half, over SPLITS random halves (pabee.choice); the table
 gives the mean over seeds of the mean over halves, the min-max over seeds, the sd over seeds and
@@ -21,12 +18,10 @@ halves, and the mean speed-up on the scoring halves. The optimistic figure (chos
 all of dev) follows in a second table, labelled. Vanilla is at full depth, scored on the same
 halves. Results go to methods.json and methods.md.
 
-Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json and, when present,
-stands for that model: neither trained nor evaluated again. It records the backbone (a digest of
-its weight files), steps and learning rate it was made with, and one made with others is refused.
-The table can so be finished over several runs, or machines, from the evaluations alone (the
-models need not be kept); benchmarks/results/methods holds the evaluations behind docs/methods.md's
-MRPC and STS-B tables.
+Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json (with the backbone's
+digest, steps and learning rate; one made with others is refused) and stands for that model, so the
+table can be finished over several runs or machines; benchmarks/results/methods holds those behind
+docs/methods.md. Models are trained and evaluated as a grid (pabee.grid: Ray, Slurm or local).
 """
 
 import argparse
@@ -44,7 +39,8 @@ from demo import default_model_dir  # noqa: E402
 from pabee import glue  # noqa: E402
 from pabee.choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
 from pabee.errors import UsageError  # noqa: E402
-from pabee.files import read_json, write_json  # noqa: E402
+from pabee.files import OutputLock, read_json, write_json  # noqa: E402
+from reproduce_paper import add_launch_flags, launch_from_flags  # noqa: E402
 from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
 
 PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds); MRPC, STS-B: 3 epochs
@@ -85,6 +81,7 @@ def parse_args(argv):
     p.add_argument("--learning_rate", type=float, default=1e-4)
     p.add_argument("--results_dir", default=None,
                    help="Each model's evaluation is kept and reused here (default: --output_dir).")
+    add_launch_flags(p)
     args = p.parse_args(argv)
     args.model_dir = args.model_dir or default_model_dir()
     return args
@@ -282,7 +279,7 @@ def evaluation_of(args, backbone, task, model, seed, steps):
     """The model's kept evaluation, or a new one (training the model if its folder has none),
     kept. One kept for another backbone, other steps or another learning rate is refused rather
     than mixed in."""
-    kept = Path(args.results_dir or args.output_dir) / task / f"{model}-seed{seed}.json"
+    kept = kept_path(args, task, model, seed)
     asked = {"backbone": backbone, "steps": steps, "learning_rate": args.learning_rate}
     if kept.is_file():
         result = read_json(kept)
@@ -298,28 +295,55 @@ def evaluation_of(args, backbone, task, model, seed, steps):
     return result
 
 
+def units(args):
+    """(task, model, seed, steps) of every model the table needs, in the plan's order."""
+    return [(task, model, seed, max(1, round(PLAN[task][0] * args.steps_scale))) for task in args.tasks.split(",")
+            for seed in range(1, (args.seeds or PLAN[task][1]) + 1) for model in models_for(task)]
+
+
+def kept_path(args, task, model, seed):
+    return Path(args.results_dir or args.output_dir) / task / f"{model}-seed{seed}.json"
+
+
+def do_job(args, backbone, plan, key):
+    """One model of the plan, as a launcher's --job names it: TASK:MODEL:SEED."""
+    evaluation_of(args, backbone, *next(u for u in plan if ":".join(map(str, u[:3])) == key))
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    from pabee.grid import Grid
+    from pabee.jobs import Job, job_argv
     from pabee.logs import setup_logging
 
     setup_logging()
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    results, backbone = [], backbone_identity(args.model_dir)
-    for task in args.tasks.split(","):
-        steps, seeds = PLAN[task]
-        steps = max(1, round(steps * args.steps_scale))
-        for seed in range(1, (args.seeds or seeds) + 1):
-            for model in models_for(task):
-                try:
-                    results.append(evaluation_of(args, backbone, task, model, seed, steps))
-                except UsageError as error:
-                    print(error, file=sys.stderr)
-                    return 2
-                Path(args.output_dir, "methods.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
+    try:
+        backbone, plan = backbone_identity(args.model_dir), units(args)
+        if args.job:
+            do_job(args, backbone, plan, args.job)
+            return 0
+        kept = [u for u in plan if kept_path(args, *u[:3]).is_file()]
+        for unit in kept:  # kept evaluations made otherwise are refused before any run
+            evaluation_of(args, backbone, *unit)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        jobs = [Job(f"{task}:{model}:{seed}", f"{task} {model} seed {seed}: train and evaluate",
+                    str(Path(args.output_dir) / task / f"{model}-seed{seed}")) for task, model, seed, _ in plan
+                if (task, model, seed, _) not in kept]
+        resolved = job_argv(argv, output_dir=args.output_dir, model_dir=args.model_dir, glue_dir=args.glue_dir,
+                            results_dir=args.results_dir)
+        with OutputLock(args.output_dir), Grid(launch_from_flags(args), args.output_dir, __file__, resolved,
+                                               lambda key: do_job(args, backbone, plan, key)) as grid:
+            failed = grid.run(jobs)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
+    results = [read_json(kept_path(args, *unit[:3])) for unit in plan if kept_path(args, *unit[:3]).is_file()]
+    Path(args.output_dir, "methods.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results) + "".join(f"\nMissing (failed; its log is in launch/logs): {j.describe}\n" for j in failed)
     Path(args.output_dir, "methods.md").write_text(table)
     print(table)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

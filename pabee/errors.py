@@ -10,6 +10,16 @@ class DataError(UsageError):
     """Bad data: the message names the file, the line and the fix."""
 
 
+class Interrupted(Exception):
+    """A run stopped by a signal in training, its checkpoint saved (pabee.training.StopOnSignal)."""
+
+    def __init__(self, signum, step):
+        import signal
+
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+
 def first_line(error):
     """The first line of an exception's message (third-party messages run to several)."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

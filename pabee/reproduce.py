@@ -14,13 +14,13 @@ from pabee.backbones import BACKBONES, check_model_available, load_config
 from pabee.checkpoints import list_checkpoints
 from pabee.errors import UsageError
 from pabee.files import read_json, write_json, write_text
+from pabee.jobs import Job
 from pabee.report import draw_tradeoff
 from pabee.results import read_calibration, read_rows
 from pabee.run import run as run_glue
 from pabee.exit_rules import RULES
 from pabee.options import CLASSIFICATION_ONLY, STAGES
 from pabee.settings import DataSettings, EvalSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings
-from pabee.training import Interrupted
 
 DONE = "reproduce_done.json"  # written once a run or an evaluation finished
 
@@ -84,64 +84,6 @@ def steps_of(settings, run):
     return first * len(STAGES[paper.MODELS[run.model]])
 
 
-def print_plan(settings, tasks, runs):
-    """Every run with its steps, then the total and what it costs on this machine (estimate_step)."""
-    total, seconds = 0, 0.0
-    per_step, device = estimate_step(settings, tasks[0])
-    for i, run in enumerate(runs, start=1):
-        steps = steps_of(settings, run)
-        total, seconds = total + steps, seconds + steps * per_step[run.batch_size]
-        print(f"[{i}/{len(runs)}] {run.describe()}: {steps} steps -> {run.folder}")
-    measured = ", ".join(f"{t:.3f} s at batch {bs}" for bs, t in per_step.items())
-    print(f"{len(runs)} runs, {total} optimizer steps in all; about {seconds / 3600:.1f} h of training on this machine "
-          f"({device}: {measured} per step), then exit settings on dev, the table in {settings.output_dir}")
-
-
-def estimate_step(settings, task):
-    """({batch size: seconds per optimizer step}, device) measured here: the model trained for five
-    steps on the task's first training examples at each batch size of the grid (the median of the
-    last three; every step priced as a full PABEE step, an upper bound for k-layer and second stages)."""
-    import statistics
-    import time
-
-    from pabee.backbones import load_model, load_tokenizer
-    from pabee.features import to_device
-    from pabee.rows import collate
-    from pabee.runtime import start_runtime
-    from pabee.settings import DeviceSettings
-    from pabee.sources import GlueFiles
-    from pabee.training import make_optimizer
-
-    runtime, backbone = start_runtime(DeviceSettings()), BACKBONES[settings.backbone]
-    model = load_model(backbone, settings.model_name_or_path, task, runtime.device, exit_pooling=settings.exit_pooling)[0]
-    tokenizer = load_tokenizer(backbone, settings.model_name_or_path, settings.do_lower_case)
-    optimizer = make_optimizer(model.train(), 1e-5, 0.0, 1e-8)
-    examples = GlueFiles(task, Path(settings.glue_dir) / task.folder).examples(task, "train")
-    per_step = {}
-    for size in settings.batch_sizes:
-        rows = list(zip(examples["text_a"], examples["text_b"], examples["label"]))[:size]
-        batch = to_device(collate([{**tokenizer(a, b, truncation=True, max_length=settings.max_seq_length,
-                                                return_token_type_ids=True), "label": label} for a, b, label in rows],
-                                  tokenizer.pad_token_id), runtime.device)
-        times = []
-        for _ in range(5):
-            runtime.synchronize()
-            start = time.perf_counter()
-            model(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            runtime.synchronize()
-            times.append(time.perf_counter() - start)
-        per_step[size] = statistics.median(times[2:])
-    return per_step, f"{runtime.device}, {torch_threads()} threads" if runtime.device.type == "cpu" else str(runtime.device)
-
-
-def torch_threads():
-    import torch
-
-    return torch.get_num_threads()
-
-
 def run_settings(settings, run, model, exits, training=None, do_predict=False):
     """What pabee.run does for one run: train it (`training`) or evaluate `exits` on dev."""
     return RunSettings(
@@ -169,10 +111,7 @@ def train(settings, run, depth):
         logging_steps=50, save_steps=max(1, steps_of(settings, run) // 4))
     start = str(checkpoints[-1]) if checkpoints else settings.model_name_or_path
     exits = ExitSettings(regression_threshold=settings.regression_threshold)
-    try:
-        run_glue(run_settings(settings, run, start, exits, training))
-    except Interrupted as e:
-        raise UsageError(f"run {run.describe()} {e}: call again to resume from its checkpoint") from None
+    run_glue(run_settings(settings, run, start, exits, training))
     for checkpoint in list_checkpoints(run.folder):
         shutil.rmtree(checkpoint)  # the run is done: its final model is all that is read from now on
     write_json(run.folder / DONE, {"run": run.describe()})
@@ -244,33 +183,89 @@ def held_out_rows(settings):
             "(seeded by the run's seed)")
 
 
-def reproduce(settings, tasks, runs, depth):
-    """Every run trained, the chosen ones evaluated, the table, submissions and plots written."""
+def check_runs(settings, runs):
+    for run in runs:
+        check_same_choice(settings, run)
+
+
+def train_jobs(runs):
+    return [Job(f"train:{i}", f"{run.describe()}: training", str(run.folder))
+            for i, run in enumerate(runs, start=1) if not (run.folder / DONE).is_file()]
+
+
+def evaluation_markers(settings, run, depth):
+    return [run.folder / f"reproduce_{exits.criterion}.json"
+            for exits in exits_to_evaluate(settings, run.task, run.model, depth)]
+
+
+def do_job(settings, runs, depth, key):
+    """One piece of the grid, as a launcher's --job names it: train:I (run I, 1-based, of the plan),
+    evaluate:I (run I's exit settings on dev), predict:I:J (run I on test at paper_table.json's
+    J-th cell's setting)."""
+    kind, index, *cell = key.split(":")
+    run = runs[int(index) - 1]
+    if kind == "train":
+        print(f"{run.describe()}: {train(settings, run, depth)}", flush=True)
+    elif kind == "evaluate":
+        for exits in exits_to_evaluate(settings, run.task, run.model, depth):
+            evaluate(settings, run, exits)
+    else:
+        chosen = list(read_json(Path(settings.output_dir) / "paper_table.json")["cells"].values())[int(cell[0])]
+        evaluate(settings, run, ExitSettings(chosen["criterion"], (chosen["setting"],), settings.regression_threshold),
+                 predict=True)
+
+
+def reproduce(settings, tasks, runs, depth, grid):
+    """Every run trained, the chosen ones evaluated, the table, submissions and plots written.
+    `grid` (pabee.grid.Grid) runs the jobs; the table is made of the runs that finished and names
+    the others."""
     out = Path(settings.output_dir)
-    for i, run in enumerate(runs, start=1):
-        print(f"[run {i}/{len(runs)}] {run.describe()}: {train(settings, run, depth)}", flush=True)
-    results, choose, chosen = {}, {}, {}
+    check_runs(settings, runs)
+    failed = grid.run(train_jobs(runs))
+    finished = [r for r in runs if (r.folder / DONE).is_file()]
     held_out = settings.choose_exit_on.where == "train"
-    for task in tasks:
-        for model in models_on(settings, task):
-            picked = chosen_runs(runs, task, model, held_out)
-            for exits in exits_to_evaluate(settings, task, model, depth):
-                for run in picked:
-                    evaluate(settings, run, exits)
-            results[model, task.name] = [final_rows(r) for r in picked]
-            choose[model, task.name] = [final_rows(r, calibration=True) for r in picked]
-            chosen[model, task.name] = picked
+    picked = {(task.name, model): chosen_runs(finished, task, model, held_out)
+              for task in tasks for model in models_on(settings, task)
+              if any(r.task == task and r.model == model for r in finished)}
+    index = {run: i for i, run in enumerate(runs, start=1)}
+    failed += grid.run([Job(f"evaluate:{index[run]}", f"{run.describe()}: exit settings on dev", str(run.folder))
+                      for chosen in picked.values() for run in chosen
+                      if not all(m.is_file() for m in evaluation_markers(settings, run, depth))])
+    evaluated = {pair: chosen for pair, chosen in picked.items()
+                 if all(m.is_file() for run in chosen for m in evaluation_markers(settings, run, depth))}
+    results = {(model, task): [final_rows(r) for r in chosen] for (task, model), chosen in evaluated.items()}
+    choose = {(model, task): [final_rows(r, calibration=True) for r in chosen] for (task, model), chosen in evaluated.items()}
     table = paper.build_table(results, [t.name for t in tasks], settings.tolerance,
                               Path(settings.model_name_or_path).name, methods_of(settings), choose if held_out else None,
                               held_out_rows(settings) if held_out else paper.DEV)
-    table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (m, t), rs in chosen.items()}
+    table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (t, m), rs in evaluated.items()}
+    table["missing"] = [f"{job.describe} ({job.folder})" for job in failed]
     write_json(out / "paper_table.json", table)
     write_text(out / "paper_table.md", paper.markdown(table))
     write_text(out / "paper_table.tex", paper.latex(table))
+    chosen = {(m, t): rs for (t, m), rs in evaluated.items()}
+    missing = grid.run(submission_jobs(settings, table, chosen, index))
     write_submissions(settings, table, chosen)
     plot_tasks(settings, tasks, results, out)
     print(paper.markdown(table))
+    if failed or missing:
+        print(f"Missing from the table: {len(failed)} job(s) failed (listed in paper_table.json's \"missing\"); "
+              f"{len(missing)} submission file(s) not written. Call again to retry them.")
     print(f"Wrote {out / 'paper_table.md'}, .json and .tex")
+    return failed + missing
+
+
+def submission_jobs(settings, table, chosen, index):
+    """A prediction on test per table cell whose task has a test file and whose run has not made it."""
+    jobs = []
+    for j, (key, cell) in enumerate(table["cells"].items()):
+        method, task_name = key.split("|")
+        task = glue.TASKS[task_name]
+        run = chosen[paper.ALL_METHODS[method][3], task_name][0]
+        marker = run.folder / f"reproduce_{cell['criterion']}_predict.json"
+        if (Path(settings.glue_dir) / task.folder / task.file_for("test")).is_file() and not marker.is_file():
+            jobs.append(Job(f"predict:{index[run]}:{j}", f"{run.describe()}: {method} on test", str(run.folder)))
+    return jobs
 
 
 def write_submissions(settings, table, chosen):
@@ -278,16 +273,12 @@ def write_submissions(settings, table, chosen):
     for key, cell in table["cells"].items():
         method, task_name = key.split("|")
         task = glue.TASKS[task_name]
-        if not (Path(settings.glue_dir) / task.folder / task.file_for("test")).is_file():
-            continue
         run = chosen[paper.ALL_METHODS[method][3], task_name][0]
-        evaluate(settings, run, ExitSettings(cell["criterion"], (cell["setting"],), settings.regression_threshold),
-                 predict=True)
-        folder = Path(settings.output_dir) / "submission" / paper.method_folder(method)
-        folder.mkdir(parents=True, exist_ok=True)
         source = run.folder / "predictions" / f"{cell['criterion']}-{cell['setting']}"
+        folder = Path(settings.output_dir) / "submission" / paper.method_folder(method)
         for name in ([task.submission] + (["MNLI-mm.tsv"] if task.name == "mnli" else [])):
             if (source / name).is_file():
+                folder.mkdir(parents=True, exist_ok=True)
                 shutil.copy(source / name, folder / name)
 
 

@@ -313,3 +313,28 @@ class ReproduceSettings:
     per_gpu_eval_batch_size: int = 64
     exit_pooling: str | None = None
     do_lower_case: bool = False
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What each run of a grid asks of Slurm (--launcher slurm): one array task per run."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    time_min: int = 24 * 60
+    gpus: int = 1
+    cpus: int = 4
+    array_parallelism: int = 0  # runs at once over all arrays; 0: as many as Slurm gives
+    max_array_size: int = 0  # 0: the cluster's MaxArraySize
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How a grid's independent runs are spread (pabee.grid): a local Ray or a Ray cluster (one run
+    per GPU, else `workers` runs at a time), Slurm job arrays, or one after the other in this process
+    (local). A run whose worker or node dies is retried `retries` times, resuming its checkpoint."""
+
+    launcher: str = "ray"
+    workers: int = 0  # runs at a time on each machine without GPUs; 0: one
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the grid
+    retries: int = 2
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pabee.checkpoints import load_states, restore_rng, save_checkpoint, training_state
 from pabee.cosee import CoseeSchedule
-from pabee.errors import UsageError
+from pabee.errors import Interrupted, UsageError
 from pabee.evaluation import full_depth_metrics
 from pabee.features import to_device, train_loader
 from pabee.losses import batch_regime
@@ -274,12 +274,6 @@ def log_progress(job, stage, step, loss_since_log, learning_rate):
     for key, value in logs.items():
         if key != "step":
             job.writer.add_scalar(key, value, step)
-
-
-class Interrupted(Exception):
-    def __init__(self, signum, step):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
-        self.signum, self.step = signum, step
 
 
 class StopOnSignal:

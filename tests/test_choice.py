@@ -86,7 +86,8 @@ def test_the_benchmark_keeps_each_evaluation_and_reuses_it_instead_of_training(w
     monkeypatch.setattr(methods, "models_for", lambda task: ["last", "pabee"])
     monkeypatch.setattr(methods, "train", lambda args, task, model, seed, steps: trained.append(model) or (world / "bert", 1.0))
     argv = ["--glue_dir", str(world / "glue"), "--output_dir", str(tmp_path / "out"), "--results_dir",
-            str(tmp_path / "kept"), "--tasks", "SST-2", "--seeds", "1", "--model_dir", str(world / "bert")]
+            str(tmp_path / "kept"), "--tasks", "SST-2", "--seeds", "1", "--model_dir", str(world / "bert"),
+            "--launcher", "local"]  # in this process: train is patched
     assert methods.main([*argv, "--steps_scale", "0.01"]) == 0 and trained == ["last", "pabee"]
     kept_file = tmp_path / "kept" / "SST-2" / "pabee-seed1.json"
     kept = json.loads(kept_file.read_text())

@@ -1,0 +1,80 @@
+"""A grid's jobs as Ray tasks (pabee.grid): a local Ray started for the grid (`ray.init()`), or the
+cluster of --ray_address / RAY_ADDRESS. With GPUs each job asks for one (Ray sets
+CUDA_VISIBLE_DEVICES, so the run sees one device) and its node's share of the cores; without, each
+asks for 1/--workers of a node's cores, so that Ray never runs more at once than the cores allow,
+and its threads are that share. A task whose worker or node dies is retried (--retries): its run
+resumes from its last checkpoint."""
+
+import math
+import os
+
+from pabee.errors import UsageError, first_line
+from pabee.jobs import ROOT, Outcome, job_env, run_job, where_here
+
+
+def remote_job(command, cwd, env, output_dir, key):
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return run_job(command, cwd, env, output_dir, key, f"{where_here()} (Ray node {node[:8]})")
+
+
+class RayEngine:
+    """A local Ray started for the driver's life, or the cluster's Ray it joins (one already started
+    in this process, a caller's, is used and left running)."""
+
+    def __init__(self, launch, output_dir):
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("--launcher ray needs Ray: pip install -r requirements.txt, or pass --launcher "
+                             "local") from None
+        self.ray, self.launch, self.output_dir = ray, launch, output_dir
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+
+    def close(self):
+        if self.started:
+            self.ray.shutdown()
+
+    def run(self, jobs, commands, progress):
+        options, threads = task_shares(self.ray, self.launch)
+        task = self.ray.remote(remote_job).options(max_retries=self.launch.retries, retry_exceptions=False, **options)
+        env, cwd = job_env(threads), os.getcwd()
+        keys = {task.remote(commands[job.key], cwd, env, str(self.output_dir), job.key): job.key for job in jobs}
+        return wait_for(self.ray, keys, self.launch, progress)
+
+
+def task_shares(ray, launch):
+    """(Ray resources each job asks for, its threads), from the smallest live node."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    cpus = min(n.get("CPU", 1.0) for n in nodes)
+    gpus = min((n["GPU"] for n in nodes if n.get("GPU")), default=0)
+    at_once = gpus or launch.workers or 1
+    share = math.floor(cpus / at_once * 10000) / 10000  # Ray keeps 4 decimals: never more than the node has
+    options = {"num_cpus": share, **({"num_gpus": 1} if gpus else {})}
+    return options, max(1, int(cpus // at_once))
+
+
+def wait_for(ray, keys, launch, progress):
+    outcomes, pending = [], list(keys)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            progress.poll()
+            for ref in ready:
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the job could not be started: the cause is ours
+                    outcome = Outcome(keys[ref], False, f"{type(e.cause).__name__}: {first_line(e.cause)}")
+                except ray.exceptions.RayError as e:
+                    outcome = Outcome(keys[ref], False, f"its worker died {launch.retries + 1} times: {first_line(e)}")
+                progress.ended(outcome)
+                outcomes.append(outcome)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)  # the worker is killed, and its run with it (pabee.jobs)
+        raise
+    return outcomes
