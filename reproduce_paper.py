@@ -11,14 +11,13 @@ checkpoint, and calling again after a crash ends with the same table. --dry_run 
 import argparse
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 
 from pabee.backbones import BACKBONES
 from pabee.errors import Interrupted, UsageError, os_error_line
 from pabee.grid import Grid
-from pabee.jobs import job_argv
+from pabee.jobs import become_job, job_argv
 from pabee.options import EXIT_POOLING
 from pabee.paper import KEYS, PAPER_METHODS, PAPER_TASKS
 from pabee.settings import ExitChoice, LaunchSettings, ReproduceSettings, SlurmSettings
@@ -157,6 +156,7 @@ def settings_from_flags(flags):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     flags = build_parser().parse_args(argv)
+    become_job(flags.job)
     try:
         settings, launch = settings_from_flags(flags), launch_from_flags(flags)
         from pabee import pricing, reproduce
@@ -173,24 +173,27 @@ def main(argv=None):
         if flags.dry_run:
             pricing.print_plan(settings, tasks, runs, launch)
             return 0
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a driver told to stop ends its runs as on Ctrl-C
-
         Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
         resolved = job_argv(argv, glue_dir=settings.glue_dir, output_dir=settings.output_dir,
                             model_name_or_path=settings.model_name_or_path)
         with OutputLock(settings.output_dir), Grid(launch, settings.output_dir, __file__, resolved,
                                                    lambda key: reproduce.do_job(settings, runs, depth, key)) as grid:
             failed = reproduce.reproduce(settings, tasks, runs, depth, grid)
-    except Interrupted as e:
-        print(f"reproduce_paper.py: a run {e}; call again to resume from its checkpoint", file=sys.stderr)
-        return 128 + e.signum
-    except (UsageError, OSError) as e:
-        print(f"reproduce_paper.py: error: {os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # a run stopped in training saves a checkpoint first
-        print("reproduce_paper.py: stopped by SIGINT; call again to go on where it stopped", file=sys.stderr)
-        return 130
+    except (Interrupted, KeyboardInterrupt, UsageError, OSError) as e:
+        return stopped("reproduce_paper.py", e)
     return 1 if failed else 0
+
+
+def stopped(name, error):
+    """The one line and exit code of a driver (or job) that ends on `error`."""
+    if isinstance(error, Interrupted):  # a run stopped in training: its checkpoint is saved
+        line, code = f"a run {error}; call again to resume from its checkpoint", 128 + error.signum
+    elif isinstance(error, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the runs were ended with the driver
+        line, code = "stopped by SIGINT; call again to go on where it stopped", 130
+    else:
+        line, code = f"error: {os_error_line(error) if isinstance(error, OSError) else error}", 2
+    print(f"{name}: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

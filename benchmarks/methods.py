@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 from demo import default_model_dir  # noqa: E402
 from pabee import glue  # noqa: E402
 from pabee.choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
-from pabee.errors import UsageError  # noqa: E402
+from pabee.errors import Interrupted, UsageError  # noqa: E402
 from pabee.files import OutputLock, read_json, write_json  # noqa: E402
-from reproduce_paper import add_launch_flags, launch_from_flags  # noqa: E402
+from reproduce_paper import add_launch_flags, launch_from_flags, stopped  # noqa: E402
 from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
 
 PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds); MRPC, STS-B: 3 epochs
@@ -314,9 +314,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     from pabee.grid import Grid
-    from pabee.jobs import Job, job_argv
+    from pabee.jobs import Job, become_job, job_argv
     from pabee.logs import setup_logging
 
+    become_job(args.job)
     setup_logging()
     try:
         backbone, plan = backbone_identity(args.model_dir), units(args)
@@ -335,9 +336,8 @@ def main(argv=None):
         with OutputLock(args.output_dir), Grid(launch_from_flags(args), args.output_dir, __file__, resolved,
                                                lambda key: do_job(args, backbone, plan, key)) as grid:
             failed = grid.run(jobs)
-    except UsageError as error:
-        print(error, file=sys.stderr)
-        return 2
+    except (Interrupted, KeyboardInterrupt, UsageError, OSError) as error:
+        return stopped("methods.py", error)
     results = [read_json(kept_path(args, *unit[:3])) for unit in plan if kept_path(args, *unit[:3]).is_file()]
     Path(args.output_dir, "methods.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results) + "".join(f"\nMissing (failed; its log is in launch/logs): {j.describe}\n" for j in failed)

@@ -7,6 +7,7 @@ that fails is reported (its folder, its last log line) and the others go on; one
 node dies is retried and resumes from its run's last checkpoint (run_glue.py's exact resume)."""
 
 import json
+import signal
 import sys
 import time
 
@@ -83,12 +84,17 @@ class Grid:
 
             self.engine = RayEngine(self.launch, self.output_dir)
         elif self.launch.launcher == "slurm":
-            from pabee.slurm_launch import SlurmEngine
-
+            try:
+                from pabee.slurm_launch import SlurmEngine
+            except ImportError:
+                raise UsageError("--launcher slurm needs submitit: pip install -r requirements.txt") from None
             self.engine = SlurmEngine(self.launch, self.output_dir)
+        # a driver told to stop ends its runs as on Ctrl-C
+        self.on_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
         return self
 
     def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.on_sigterm)
         self.engine.close()
 
     def run(self, jobs):
@@ -120,7 +126,7 @@ class LocalEngine:
                 outcome = Outcome(job.key, True, "", "here")
             except Interrupted:
                 raise
-            except (UsageError, OSError, RuntimeError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - any run's failure is reported and the next goes on
                 outcome = Outcome(job.key, False, first_line(e))
             progress.ended(outcome)
             outcomes.append(outcome)

@@ -4,7 +4,7 @@ with `--job KEY`, with its share of the machine (the GPU Ray or Slurm gave it, o
 cores as threads), its output in <output_dir>/launch/logs/<key>.log. It records where and when it
 started and how it ended in <output_dir>/launch/jobs/<key>.json, which the driver reads: no model
 is pickled, and a run's folder is what run_glue.py writes. The run dies with the process that
-started it (a killed Ray worker, a removed node, a driver's Ctrl-C)."""
+started it (become_job)."""
 
 import ctypes
 import os
@@ -64,21 +64,25 @@ def job_argv(argv, **values):
 
 
 def job_env(threads):
-    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
+    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON) and "TOKEN" not in k}  # no secret on disk
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     return env
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
+PARENT = "PABEE_JOB_PARENT"  # the pid of the process that started a job
 
 
-def _child_setup():
-    # The run dies with its worker (a Ray worker killed, a node removed, a driver's Ctrl-C), so no run
-    # outlives the grid; its lock on its folder goes with it. Slurm's timeout signal (USR2) is the
-    # job wrapper's to handle, not the run's (whose default would be to die without a checkpoint).
+def become_job(job):
+    """Called first by a script, run as a job when `job` names one: it dies with the process that
+    started it (a killed Ray worker, a removed node, a driver's Ctrl-C), so that no run outlives its
+    grid and its lock on its folder goes with it; one whose starter is already gone ends at once."""
+    if not job:
+        return
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if os.environ.get(PARENT) and os.getppid() != int(os.environ[PARENT]):
+        os._exit(1)
 
 
 def start_job(command, cwd, env, output_dir, key, where):
@@ -89,8 +93,8 @@ def start_job(command, cwd, env, output_dir, key, where):
     with open(log, "ab") as out:
         out.write(f"--- {key} on {where}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         out.flush()
-        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_child_setup)
+        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, PARENT: str(os.getpid())}, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     record = {"key": key, "where": where, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
               "threads": env.get("OMP_NUM_THREADS"), "started": time.time(), "pid": process.pid,
               "slurm_job": os.environ.get("SLURM_JOB_ID", "")}
@@ -108,7 +112,12 @@ def finish_job(process, record, log, output_dir):
 
 def run_job(command, cwd, env, output_dir, key, where):
     process, record, log = start_job(command, cwd, env, output_dir, key, where)
-    return finish_job(process, record, log, output_dir)
+    try:
+        return finish_job(process, record, log, output_dir)
+    except KeyboardInterrupt:  # the job cancelled (Ray's cancel): the run is told to stop, its checkpoint saved
+        process.terminate()
+        process.wait(timeout=120)
+        raise
 
 
 def last_line(log):

@@ -210,6 +210,7 @@ def markdown(table):
              "Baselines: the threshold or layer whose speed-up is closest to PABEE's on the same task; "
              "the settings: " + "; ".join(f"{k.split('|')[0]} on {k.split('|')[1]}: {c['criterion']} {c['setting']}"
                                           for k, c in table["cells"].items() if c["criterion"] != "patience") + "."]
+    notes += [f"Missing (failed; call again to retry): {'; '.join(table['missing'])}."] if table.get("missing") else []
     return markdown_lines(["method", *header(tasks), "average"], lines) + "\n".join(notes) + "\n"
 
 

@@ -44,7 +44,7 @@ class RayEngine:
         task = self.ray.remote(remote_job).options(max_retries=self.launch.retries, retry_exceptions=False, **options)
         env, cwd = job_env(threads), os.getcwd()
         keys = {task.remote(commands[job.key], cwd, env, str(self.output_dir), job.key): job.key for job in jobs}
-        return wait_for(self.ray, keys, self.launch, progress)
+        return wait_for(self.ray, keys, self.launch, progress, self.started)
 
 
 def task_shares(ray, launch):
@@ -58,7 +58,7 @@ def task_shares(ray, launch):
     return options, max(1, int(cpus // at_once))
 
 
-def wait_for(ray, keys, launch, progress):
+def wait_for(ray, keys, launch, progress, started):
     outcomes, pending = [], list(keys)
     try:
         while pending:
@@ -74,7 +74,8 @@ def wait_for(ray, keys, launch, progress):
                 progress.ended(outcome)
                 outcomes.append(outcome)
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)  # the worker is killed, and its run with it (pabee.jobs)
-        raise
+        if not started:  # a cluster's Ray outlives the driver: its tasks are told to stop (pabee.jobs.run_job)
+            for ref in pending:
+                ray.cancel(ref)
+        raise  # a Ray started here is shut down with its workers, and their runs with them
     return outcomes

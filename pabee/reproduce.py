@@ -120,7 +120,8 @@ def train(settings, run, depth):
 
 def evaluate(settings, run, exits, predict=False):
     """Exit settings `exits` of one finished run on dev (rows added to its pabee_results.json); once."""
-    marker = run.folder / f"reproduce_{exits.criterion}{'_predict' if predict else ''}.json"
+    marker = prediction_marker(run, exits.criterion, exits.settings[0]) if predict else \
+        run.folder / f"reproduce_{exits.criterion}.json"
     if marker.is_file():
         return
     run_glue(run_settings(settings, run, str(run.folder), exits, do_predict=predict))
@@ -200,19 +201,36 @@ def evaluation_markers(settings, run, depth):
 
 def do_job(settings, runs, depth, key):
     """One piece of the grid, as a launcher's --job names it: train:I (run I, 1-based, of the plan),
-    evaluate:I (run I's exit settings on dev), predict:I:J (run I on test at paper_table.json's
-    J-th cell's setting)."""
-    kind, index, *cell = key.split(":")
+    evaluate:I (run I's exit settings on dev), predict:I (run I on test at the setting of each
+    paper_table.json cell it stands for)."""
+    kind, index = key.split(":")
     run = runs[int(index) - 1]
     if kind == "train":
         print(f"{run.describe()}: {train(settings, run, depth)}", flush=True)
     elif kind == "evaluate":
         for exits in exits_to_evaluate(settings, run.task, run.model, depth):
             evaluate(settings, run, exits)
+    elif kind == "predict":
+        for criterion, setting in predictions_of(read_json(Path(settings.output_dir) / "paper_table.json"), run):
+            evaluate(settings, run, ExitSettings(criterion, (setting,), settings.regression_threshold), predict=True)
     else:
-        chosen = list(read_json(Path(settings.output_dir) / "paper_table.json")["cells"].values())[int(cell[0])]
-        evaluate(settings, run, ExitSettings(chosen["criterion"], (chosen["setting"],), settings.regression_threshold),
-                 predict=True)
+        raise UsageError(f"--job {key}: give train:I, evaluate:I or predict:I")
+
+
+def prediction_marker(run, criterion, setting):
+    return run.folder / f"reproduce_predict_{criterion}-{setting}.json"
+
+
+def predictions_of(table, run):
+    """(criterion, setting) of each table cell whose submission comes from `run` (its first seed)."""
+    return list(dict.fromkeys((cell["criterion"], cell["setting"]) for key, cell in table["cells"].items()
+                              if table["runs"][cell_model(key)][0] == str(run.folder)))
+
+
+def cell_model(key):
+    """The "model|task" a table cell's key "method|task" reads."""
+    method, task = key.split("|")
+    return f"{paper.ALL_METHODS[method][3]}|{task}"
 
 
 def reproduce(settings, tasks, runs, depth, grid):
@@ -240,41 +258,43 @@ def reproduce(settings, tasks, runs, depth, grid):
                               held_out_rows(settings) if held_out else paper.DEV)
     table["runs"] = {f"{m}|{t}": [str(r.folder) for r in rs] for (t, m), rs in evaluated.items()}
     table["missing"] = [f"{job.describe} ({job.folder})" for job in failed]
-    write_json(out / "paper_table.json", table)
-    write_text(out / "paper_table.md", paper.markdown(table))
-    write_text(out / "paper_table.tex", paper.latex(table))
-    chosen = {(m, t): rs for (t, m), rs in evaluated.items()}
-    missing = grid.run(submission_jobs(settings, table, chosen, index))
-    write_submissions(settings, table, chosen)
+    write_tables(out, table)
+    missing = grid.run(submission_jobs(settings, table, runs))
+    if missing:  # said in the table's files too
+        table["missing"] += [f"{job.describe} ({job.folder})" for job in missing]
+        write_tables(out, table)
+    write_submissions(settings, table)
     plot_tasks(settings, tasks, results, out)
     print(paper.markdown(table))
-    if failed or missing:
-        print(f"Missing from the table: {len(failed)} job(s) failed (listed in paper_table.json's \"missing\"); "
-              f"{len(missing)} submission file(s) not written. Call again to retry them.")
-    print(f"Wrote {out / 'paper_table.md'}, .json and .tex")
+    print(f"Wrote {out / 'paper_table.md'}, .json and .tex" + (f"; {len(failed + missing)} job(s) failed, listed as "
+                                                           "missing: call again to retry them" if failed + missing else ""))
     return failed + missing
 
 
-def submission_jobs(settings, table, chosen, index):
-    """A prediction on test per table cell whose task has a test file and whose run has not made it."""
+def write_tables(out, table):
+    write_json(out / "paper_table.json", table)
+    write_text(out / "paper_table.md", paper.markdown(table))
+    write_text(out / "paper_table.tex", paper.latex(table))
+
+
+def submission_jobs(settings, table, runs):
+    """A prediction job per run whose cells' settings it has not predicted on a task with a test file."""
+    index = {str(run.folder): i for i, run in enumerate(runs, start=1)}
     jobs = []
-    for j, (key, cell) in enumerate(table["cells"].items()):
-        method, task_name = key.split("|")
-        task = glue.TASKS[task_name]
-        run = chosen[paper.ALL_METHODS[method][3], task_name][0]
-        marker = run.folder / f"reproduce_{cell['criterion']}_predict.json"
-        if (Path(settings.glue_dir) / task.folder / task.file_for("test")).is_file() and not marker.is_file():
-            jobs.append(Job(f"predict:{index[run]}:{j}", f"{run.describe()}: {method} on test", str(run.folder)))
+    for run in runs:
+        task = run.task
+        wanted = [p for p in predictions_of(table, run) if not prediction_marker(run, *p).is_file()]
+        if wanted and (Path(settings.glue_dir) / task.folder / task.file_for("test")).is_file():
+            jobs.append(Job(f"predict:{index[str(run.folder)]}", f"{run.describe()}: on test", str(run.folder)))
     return jobs
 
 
-def write_submissions(settings, table, chosen):
+def write_submissions(settings, table):
     """Each method's chosen setting on the test set of its first seed's run, as GLUE expects."""
     for key, cell in table["cells"].items():
         method, task_name = key.split("|")
         task = glue.TASKS[task_name]
-        run = chosen[paper.ALL_METHODS[method][3], task_name][0]
-        source = run.folder / "predictions" / f"{cell['criterion']}-{cell['setting']}"
+        source = Path(table["runs"][cell_model(key)][0]) / "predictions" / f"{cell['criterion']}-{cell['setting']}"
         folder = Path(settings.output_dir) / "submission" / paper.method_folder(method)
         for name in ([task.submission] + (["MNLI-mm.tsv"] if task.name == "mnli" else [])):
             if (source / name).is_file():

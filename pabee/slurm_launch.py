@@ -9,6 +9,10 @@ A task that leaves the queue without saying how its job ended (a node died, it w
 submitted again, up to --retries times. submitit's own files live in <output_dir>/launch/slurm; the
 driver reads only the jobs' JSON records (pabee.jobs), never submitit's pickles."""
 
+import getpass
+import os
+import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +24,11 @@ from pabee.files import read_json, write_json
 from pabee.jobs import ROOT, Outcome, job_env, last_line, launch_dir, record_path, start_job, where_here
 
 RUNNING = []  # the run process of this array task, for checkpoint(), which submitit calls in a signal handler
-STOPPED = (128 + 15, 128 + 2, -15, -9, -2)  # a run stopped by a signal ends no job: Slurm requeues or ends it
+STOPPED = (128 + 15, 128 + 2, -15, -2)  # a run told to stop ends no job: Slurm requeues or ends it
+SQUEUE_EVERY = 10  # seconds between looks at the queue (the jobs' own records are read every second)
+# why a task waits that means it never starts (squeue's reasons)
+NEVER = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
+         "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed")
 TIMEOUTS = 10  # requeues at the time limit a run may take before it is failed
 
 
@@ -31,7 +39,13 @@ class SlurmRun(submitit.helpers.Checkpointable):
         self.command, self.cwd, self.env, self.output_dir, self.key = command, cwd, env, output_dir, key
 
     def __call__(self):
-        process, record, log = start_job(self.command, self.cwd, self.env, self.output_dir, self.key, where_here())
+        # USR2 ignored while the run starts, which so inherits it: Slurm's time-limit signal is for
+        # this wrapper (submitit's handler), not the run, whose default would be to die unsaved
+        handler = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        try:
+            process, record, log = start_job(self.command, self.cwd, self.env, self.output_dir, self.key, where_here())
+        finally:
+            signal.signal(signal.SIGUSR2, handler)
         RUNNING.append(process)
         code = process.wait()
         if code not in STOPPED:
@@ -45,12 +59,9 @@ class SlurmRun(submitit.helpers.Checkpointable):
         return super().checkpoint(*more, **named)
 
 
-def stop_and_wait(pid, seconds=600):
+def stop_and_wait(pid, seconds=60):
     """SIGTERM to the run, then wait for it to save and exit. Read from /proc, not Popen.wait: the
     main thread is inside Popen.wait, holding the lock a second wait would need."""
-    import os
-    import signal
-
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -70,7 +81,7 @@ class SlurmEngine:
     def __init__(self, launch, output_dir):
         self.launch, self.output_dir = launch, output_dir
         self.folder = launch_dir(output_dir) / "slurm"
-        self.ids_file = self.folder / "submitted.json"
+        self.ids_file = self.folder / "submitted.json"  # {"driver": host, "ids": [...]}: what this folder's drivers submitted
         self.cancel_leftovers()
 
     def close(self):
@@ -78,14 +89,19 @@ class SlurmEngine:
 
     def cancel_leftovers(self):
         """Tasks a killed driver left in the queue are cancelled (their runs save a checkpoint), so
-        that this driver resumes each run once."""
-        ids = read_json(self.ids_file) if self.ids_file.is_file() else []
-        alive = [i for i in ids if i in queued_ids()]
-        if alive:
-            scancel(alive)
-            deadline = time.monotonic() + 120
-            while set(alive) & queued_ids() and time.monotonic() < deadline:
-                time.sleep(1)
+        that this driver resumes each run once. The lock that refuses a second driver is this
+        machine's: one that submitted from another machine is not second-guessed."""
+        if not self.ids_file.is_file():
+            return
+        known, host = read_json(self.ids_file), socket.gethostname()
+        alive = [i for i in known["ids"] if i in (queued_ids() or set(known["ids"]))]
+        if alive and known["driver"] != host:
+            raise UsageError(f"a driver on {known['driver']} has Slurm tasks of this grid in the queue ({alive[0]}, ...): "
+                             f"run this command there, or scancel them first")
+        scancel(alive)
+        deadline = time.monotonic() + 120
+        while alive and set(alive) & set(queued_ids() or alive) and time.monotonic() < deadline:
+            time.sleep(1)
 
     def executor(self):
         slurm = self.launch.slurm
@@ -103,16 +119,16 @@ class SlurmEngine:
         calls = {job.key: SlurmRun(commands[job.key], str(Path.cwd()), env, str(self.output_dir), job.key)
                  for job in jobs}
         size = self.launch.slurm.max_array_size or max_array_size()
-        executor, previous, tasks = self.executor(), None, {}
+        executor, tasks = self.executor(), {}
         try:
             for start in range(0, len(jobs), size):
                 chunk = jobs[start:start + size]
-                if previous:
+                if start and self.launch.slurm.array_parallelism:  # one cap over all arrays: each waits for the last
+                    previous = tasks[jobs[start - size].key].split("_")[0]
                     executor.update_parameters(additional_parameters={"dependency": f"afterany:{previous}"})
                 tasks.update(self.submit(executor, [calls[job.key] for job in chunk]))
-                previous = tasks[chunk[0].key].split("_")[0]
             return self.wait_for(calls, tasks, progress)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or Slurm refusing a later array: nothing left queued without a driver
             scancel(list(tasks.values()))
             raise
 
@@ -123,40 +139,41 @@ class SlurmEngine:
         try:
             with executor.batch():
                 submitted = [executor.submit(call) for call in calls]
-        except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as e:
+        except (submitit.core.utils.FailedJobError, subprocess.SubprocessError, OSError) as e:
             raise UsageError(f"Slurm refused the grid's jobs ({str(e).strip().splitlines()[-1][:300]}): check "
                              "--slurm_partition, --slurm_gpus, --slurm_cpus and --slurm_time") from None
         ids = {call.key: job.job_id for call, job in zip(calls, submitted)}
-        known = read_json(self.ids_file) if self.ids_file.is_file() else []
-        write_json(self.ids_file, known + list(ids.values()))
+        known = read_json(self.ids_file)["ids"] if self.ids_file.is_file() else []
+        write_json(self.ids_file, {"driver": socket.gethostname(), "ids": known + list(ids.values())})
         return ids
 
     def wait_for(self, calls, tasks, progress):
-        """Outcomes from the jobs' records; a task gone from the queue with no end is submitted again."""
-        outcomes, tries, gone = {}, dict.fromkeys(tasks, 0), dict.fromkeys(tasks, 0)
+        """Outcomes from the jobs' records; a task gone from the queue with no end (three looks in a
+        row: squeue may lag a requeue) is cancelled for good and submitted again, --retries times."""
+        outcomes, tries, gone, looked = {}, dict.fromkeys(tasks, 0), dict.fromkeys(tasks, 0), 0.0
         while len(outcomes) < len(tasks):
             time.sleep(1)
             progress.poll()
-            queued = queued_ids()
+            queued = None
+            if time.monotonic() - looked >= SQUEUE_EVERY:
+                queued, looked = queued_ids(), time.monotonic()
+                check_startable(queued or {}, list(tasks.values()))
             for key, task in tasks.items():
-                if key in outcomes:
-                    continue
-                record = read_record(self.output_dir, key)
+                record = None if key in outcomes else read_record(self.output_dir, key)
                 if record and "ended" in record:
                     outcomes[key] = Outcome(key, record["returncode"] == 0, record["line"], record["where"])
                     progress.ended(outcomes[key])
-                elif task in queued:
-                    gone[key] = 0
-                else:
-                    gone[key] += 1  # three polls in a row: squeue may lag a requeue by a moment
-                    if gone[key] >= 3:
-                        tries[key], gone[key] = tries[key] + 1, 0
-                        if tries[key] > self.launch.retries:
-                            outcomes[key] = Outcome(key, False, f"its Slurm task {task} ended without a result "
-                                                    f"{tries[key]} times: see {self.folder}")
-                            progress.ended(outcomes[key])
-                        else:
-                            tasks[key] = self.submit(self.executor(), [calls[key]])[key]
+                elif key not in outcomes and queued is not None:  # None: not looked, or squeue failed
+                    gone[key] = 0 if task in queued else gone[key] + 1
+                if gone[key] >= 3:
+                    scancel([task])
+                    tries[key], gone[key] = tries[key] + 1, 0
+                    if tries[key] <= self.launch.retries:
+                        tasks[key] = self.submit(self.executor(), [calls[key]])[key]
+                        continue
+                    outcomes[key] = Outcome(key, False, f"its Slurm task {task} ended without a result {tries[key]} "
+                                            f"times: see {self.folder}")
+                    progress.ended(outcomes[key])
         return list(outcomes.values())
 
 
@@ -168,9 +185,24 @@ def read_record(output_dir, key):
 
 
 def queued_ids():
-    """Slurm ids in the queue (pending, running, requeued), array tasks one by one."""
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60).stdout
-    return set(out.split())
+    """{Slurm id: why it waits} of this user's tasks in the queue (pending, running, requeued), array
+    tasks one by one; None when squeue does not answer (a busy controller): unknown, not empty."""
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-o", "%i %r", "-u", getpass.getuser()], capture_output=True,
+                              text=True, timeout=60)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return dict((line.split(" ", 1) + [""])[:2] for line in done.stdout.splitlines()) if done.returncode == 0 else None
+
+
+def check_startable(queued, tasks):
+    """A task Slurm will never start as asked (more than a partition's nodes have, an account or QOS
+    that may not run there) ends the grid in one line instead of waiting for ever."""
+    never = [queued[t] for t in tasks if queued.get(t, "").split(",")[0] in NEVER]
+    if never:
+        scancel(tasks)
+        raise UsageError(f"Slurm will never start the grid's tasks as asked ({never[0]}): check --slurm_partition, "
+                         "--slurm_gpus, --slurm_cpus and --slurm_time against the cluster (sinfo)")
 
 
 def scancel(ids):

@@ -88,6 +88,9 @@ class Slurm:
                 os.kill(pid, 15)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{pid}").exists() for pid in self.pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
         os.environ.pop("SLURM_CONF", None)
 
 
