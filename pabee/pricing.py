@@ -23,8 +23,11 @@ from pabee.reproduce import steps_of
 def print_plan(settings, tasks, runs, launch):
     """Every run with its steps, then the total and what it costs on the devices the grid will use
     (estimate_step, measured here with a run's share of the cores)."""
-    at_once = concurrency(launch, len(runs))
-    per_step, device = estimate_step(settings, tasks[0], threads_per_run(launch, at_once))
+    at_once, threads = concurrency(launch, len(runs)), torch.get_num_threads()
+    try:
+        per_step, device = estimate_step(settings, tasks[0], threads_per_run(launch, at_once))
+    finally:
+        torch.set_num_threads(threads)  # a run's share was for the measurement: this process keeps its own
     seconds = []
     for i, run in enumerate(runs, start=1):
         steps = steps_of(settings, run)

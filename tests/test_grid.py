@@ -290,9 +290,11 @@ def squeue_state(job):
 
 
 def test_the_planner_says_how_long_the_grid_takes_on_the_runs_at_a_time(world, tmp_path, capsys):
+    threads = torch.get_num_threads()
     assert reproduce_paper.main(argv(world, tmp_path / "out", "--dry_run", "--workers", "2")) == 0
     total = capsys.readouterr().out.splitlines()[-1]
     hours = [float(h) for h in re.findall(r"about ([\d.]+) h", total)]
     assert "ray, 2 run(s) at a time: about" in total and len(hours) == 2 and hours[1] <= hours[0]
     assert makespan([3, 1, 1, 1], 2) == 3 and makespan([2, 2, 2], 2) == 4 and makespan([5], 4) == 5
     assert not (tmp_path / "out").exists()
+    assert torch.get_num_threads() == threads  # measured with a run's share, and given back
