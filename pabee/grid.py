@@ -145,7 +145,7 @@ def concurrency(launch, runs):
         return launch.slurm.array_parallelism or runs
     import torch
 
-    return launch.workers or torch.cuda.device_count() or 1
+    return torch.cuda.device_count() or launch.workers or 1  # as the Ray engine: GPUs first
 
 
 def makespan(durations, slots):
