@@ -23,7 +23,7 @@ from pathlib import Path
 from pabee.errors import UsageError, os_error_line
 from pabee.files import describe_missing
 from pabee.exit_rules import RULES
-from pabee.options import ENGINE_STEPS
+from pabee.options import ENGINE_STEPS, QUANTIZE, RUNTIMES, check_runtime
 from pabee.settings import ExitSettings, parse_buckets
 
 
@@ -48,6 +48,11 @@ def build_parser():
         "graph) or run it eagerly; auto: compiled on a GPU, eager on the CPU, as run_glue.py.")
     add("--length_buckets", default="auto", help="Token lengths examples are padded to (auto, exact or a comma "
         "list), as run_glue.py.")
+    add("--runtime", choices=RUNTIMES, default="torch", help="Run the layers on torch, or on ONNX Runtime (CPU): "
+        "the model cut into one graph per layer with its head, exported once and cached under the model's onnx_cuts/ "
+        "(docs/onnx.md).")
+    add("--quantize", choices=QUANTIZE, default="none", help="With --runtime onnxruntime: int8 layer graphs "
+        "(ONNX Runtime's dynamic quantization; run_glue.py --quantize int8 says what they cost on dev).")
     add("--text_columns", default=None, help="Text column(s) of a CSV/TSV/JSON input, comma-separated for pairs.")
     add("--tsv_quoting", action="store_true", help="Read quotes in a .tsv input as CSV does (as run_glue.py).")
     add("--max_seq_length", type=int, default=None, help="Longest input in tokens (default: the training run's).")
@@ -76,7 +81,7 @@ def main(argv=None):
         buckets = parse_buckets(flags.row_buckets, "--row_buckets"), parse_buckets(flags.length_buckets,
                                                                                    "--length_buckets")
         predictor = Predictor.load(flags.model_dir, exits, flags.max_seq_length, flags.no_cuda, flags.batch_size,
-                                   buckets, flags.engine_step)
+                                   buckets, flags.engine_step, flags.runtime, flags.quantize)
         batches, columns, total = read_input(flags.input, flags.batch_size, flags.text_columns, flags.pause,
                                              flags.tsv_quoting)
         print(f"predict.py: exit {exits.criterion} {exits.settings[0]}: {why}", file=sys.stderr, flush=True)
@@ -114,6 +119,7 @@ def check_flags(flags):
     if flags.input != "-" and not Path(flags.input).is_file():
         raise UsageError(f"--input {flags.input} is not a file ({describe_missing(flags.input)}): give a text, CSV, "
                          "TSV, JSON or JSONL file, or -")
+    check_runtime(flags.runtime, flags.quantize)
 
 
 def exit_settings(flags):

@@ -18,7 +18,7 @@ from pathlib import Path
 from pabee.backbones import BACKBONES
 from pabee.errors import UsageError, os_error_line
 from pabee.exit_rules import RULES
-from pabee.options import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT
+from pabee.options import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT, QUANTIZE, RUNTIMES
 from pabee.settings import (
     DataSettings,
     ExitChoice,
@@ -125,6 +125,11 @@ def build_parser():
         "compiled on a GPU, eager on the CPU.")
     add("--length_buckets", default=E.length_buckets, help="Exit engine: the token lengths examples are padded to "
         "(auto: 32,64,128,256,512 up to the longest example on a GPU, exact on the CPU; exact; or a comma list).")
+    add("--runtime", choices=RUNTIMES, default=E.runtime, help="Where evaluation runs the layers: torch, or ONNX "
+        "Runtime on the CPU (the model cut into one graph per layer with its head, exported once and cached in "
+        "the model folder under onnx_cuts/; docs/onnx.md).")
+    add("--quantize", choices=QUANTIZE, default=E.quantize, help="With --runtime onnxruntime: int8 layer graphs "
+        "(ONNX Runtime's dynamic quantization); the exit table then gives int8's metrics.")
     own = p.add_argument_group("own data (instead of GLUE)")
     add = own.add_argument
     add("--train_file", default=D.train_file, help="Training examples: .csv, .tsv, .json (a list of objects) or .jsonl.")

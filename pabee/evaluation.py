@@ -1,6 +1,7 @@
 """Running a model over a dev or test set and turning what it answers into result rows. Nothing
 here prints or writes: the report does."""
 
+import dataclasses
 import functools
 import statistics
 import time
@@ -81,7 +82,7 @@ def run_inference(runtime, model, eval_set, rule=None, all_layers=False):
     start = time.perf_counter()
     with torch.inference_mode(), torch.autocast(runtime.device.type, dtype=runtime.amp_dtype,
                                                 enabled=runtime.amp_dtype is not None):
-        if all_layers or runtime.data_parallel:
+        if all_layers or isinstance(model, torch.nn.DataParallel):
             logits, exits, uncertainty = batch_by_batch(runtime, model, eval_set, rule, all_layers)
             launches = []
         else:
@@ -112,9 +113,11 @@ def streamed(runtime, model, eval_set, rule):
     size = eval_set.batch_size
     chunks = (eval_set.examples[i:i + size] for i in range(0, len(eval_set.examples), size))
     bar = tqdm(total=len(eval_set.examples), desc="Evaluating", disable=not runtime.is_main, leave=False)
-    compiled = compiles(eval_set.step, runtime.device.type)
-    shapes = eval_set.shapes(fixed=compiled or runtime.device.type == "cuda")
-    step = compiled_step(model.num_layers, shapes, runtime.device.type) if compiled else layer_step
+    on_ort = hasattr(model, "engine_step")  # an onnx_engine.OrtModel brings its own step, on the CPU
+    compiled = not on_ort and compiles(eval_set.step, runtime.device.type)
+    shapes = eval_set.shapes(fixed=compiled or (runtime.device.type == "cuda" and not on_ort))
+    step = model.engine_step if on_ort else compiled_step(model.num_layers, shapes, runtime.device.type) if compiled \
+        else layer_step
     logits, exits, launches = [], [], []
     for answered in stream(model, rule, chunks, shapes, eval_set.pad_id, step):
         logits.append(answered.logits)
@@ -136,8 +139,9 @@ def predictions_of(task, logits):
 
 
 def for_inference(model, runtime):
-    """Several GPUs without torchrun share each batch (DataParallel), as the original."""
-    return torch.nn.DataParallel(model) if runtime.data_parallel else model
+    """Several GPUs without torchrun share each batch (DataParallel), as the original; ONNX Runtime's
+    model (onnx_engine.OrtModel) runs as it is."""
+    return torch.nn.DataParallel(model) if runtime.data_parallel and isinstance(model, torch.nn.Module) else model
 
 
 def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
@@ -171,6 +175,13 @@ def evaluate(runtime, plan, model, dev_sets, checkpoint, repeats=0):
         for layer in range(1, num_layers + 1):
             rows.append(row("layer", layer, layers.logits[:, layer - 1], torch.full((len(dev.labels),), layer)))
     return rows
+
+
+def beside_fp32(rows, fp32_rows):
+    """`rows` (of a quantized model) with each one's main metric at fp32 (`fp32_rows`, the same
+    settings measured on the model itself) beside it."""
+    fp32 = {r.key: r.metrics[r.main] for r in fp32_rows}
+    return [dataclasses.replace(r, fp32_metric=fp32[r.key]) for r in rows]
 
 
 def time_settings(runtime, model, dev, plan, repeats, num_layers):

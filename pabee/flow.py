@@ -92,7 +92,7 @@ class Flow:
 
     def __init__(self, model, rule, shapes, pad_id, step):
         self.model, self.rule, self.shapes, self.pad_id, self.step = model, rule, shapes, pad_id, step
-        self.layers, self.device = model.num_layers, next(model.parameters()).device
+        self.layers, self.device = model.num_layers, model.device
         self.intake, self.queues, self.shared = {}, {}, {}
         self.done, self.launches, self.seen, self.given = [], [], 0, 0
         self.unread, self.issued, self.base = [], 0, 0  # calls issued, and before the unemitted launches

@@ -16,8 +16,15 @@ def setup_logging(main_process=None):
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would stand before our one line
     logging.getLogger("datasets").setLevel(logging.ERROR)  # likewise its own error lines
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the ONNX exporter's notes on its own internals
+    logging.getLogger().addFilter(without_static_quantization_advice)
     import datasets
     from transformers.utils import logging as transformers_logging
 
     datasets.disable_progress_bars()  # bars of reading and caching; pabee.features says what it tokenizes
     transformers_logging.disable_progress_bar()  # a bar per model loaded or saved would bury the lines that matter
+
+
+def without_static_quantization_advice(record):
+    """A logging filter: ONNX Runtime's quantizer advises pre-processing at every graph it quantizes
+    (on the root logger); the advice is for static quantization, not the dynamic one used here."""
+    return "pre-processing before quantization" not in record.getMessage()

@@ -1,5 +1,9 @@
 """The choices a PABEE model's config takes: what its heads read of a layer and how it is
-fine-tuned. No torch here, so that flag parsing lists them at once."""
+fine-tuned, and where its layers run at inference. No torch here, so that flag parsing lists them at once."""
+
+import importlib.util
+
+from pabee.errors import UsageError
 
 EXIT_POOLING = ("first", "mean")  # what the pooler reads of a layer: its first token, or the masked mean
 
@@ -22,8 +26,26 @@ HEAD_BIAS_INIT = ("zero", "label_prior")  # new heads' bias: zero (the original)
 # The exit engine's step (pabee/compiled.py): compiled on CUDA and eager on the CPU (auto), or as said.
 ENGINE_STEPS = ("auto", "eager", "compiled")
 
+# Where the exit engine's layers run (pabee/onnx_engine.py): torch, or ONNX Runtime with its layer graphs
+# in fp32 or quantized to int8.
+RUNTIMES = ("torch", "onnxruntime")
+QUANTIZE = ("none", "int8")
+
 
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def check_runtime(runtime, quantize):
+    """The runtime and quantization asked for (options.RUNTIMES, QUANTIZE), or one line saying what is wrong."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--runtime {runtime}: give one of {', '.join(RUNTIMES)}")
+    if quantize not in QUANTIZE:
+        raise UsageError(f"--quantize {quantize}: give one of {', '.join(QUANTIZE)}")
+    if quantize != "none" and runtime != "onnxruntime":
+        raise UsageError(f"--quantize {quantize} quantizes ONNX Runtime's graphs: add --runtime onnxruntime")
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if runtime == "onnxruntime" and missing:
+        raise UsageError(f"--runtime onnxruntime needs {', '.join(missing)}: pip install -r requirements.txt")

@@ -37,11 +37,12 @@ class Predictor:
 
     @classmethod
     def load(cls, folder, exits, max_seq_length=None, no_cuda=False, batch_size=32, buckets=("auto", "auto"),
-             step="auto"):
+             step="auto", runtime="torch", quantize="none"):
         """The model run_glue wrote in `folder`, exiting by `exits` (exit_rules.ExitSettings, one
         setting), at the training run's --max_seq_length unless told (clamped as run_glue does);
         the engine's calls take at most `batch_size` rows, in `buckets` (engine.Shapes.of), with
-        its step compiled or not (options.ENGINE_STEPS)."""
+        its step compiled or not (options.ENGINE_STEPS), its layers on torch or ONNX Runtime
+        (options.RUNTIMES, QUANTIZE; ONNX Runtime runs on the CPU)."""
         import torch
 
         from pabee.compiled import compiled_step, compiles
@@ -49,15 +50,22 @@ class Predictor:
 
         backbone = backbone_of_folder(folder)
         config = load_config(backbone, str(folder))
-        device = "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
+        on_ort = runtime == "onnxruntime"
+        device = "cuda" if torch.cuda.is_available() and not no_cuda and not on_ort else "cpu"
         model = load_model(backbone, str(folder), None, device)[0].eval()
         exits.check_task(config.num_labels == 1, "this model's task")
         exits.check_learned_exit(getattr(config, "exit_training", "pabee"))
         tokenizer = load_tokenizer(backbone, str(folder))
         length = usable_length(max_seq_length or trained_length(Path(folder)), [config], tokenizer)[0]
+        rule = exits.rule(exits.settings[0])
+        if on_ort:
+            from pabee.onnx_engine import ort_model
+
+            model = ort_model(model, folder, quantize)
+            return cls(model, tokenizer, rule, length, device, Shapes.of(batch_size, length, *buckets), model.engine_step)
         compiled = compiles(step, device)
         shapes = Shapes.of(batch_size, length, *buckets, fixed=compiled or device == "cuda")
-        return cls(model, tokenizer, exits.rule(exits.settings[0]), length, device, shapes,
+        return cls(model, tokenizer, rule, length, device, shapes,
                    compiled_step(config.num_hidden_layers, shapes, device) if compiled else layer_step)
 
     def tokenized(self, batch):

@@ -30,8 +30,9 @@ def print_exit_lines(rows):
         for r in block:
             wallclock = (f" wall-clock {r.wallclock_speed_up:.2f}x (min {r.wallclock_min:.2f}x, max "
                          f"{r.wallclock_max:.2f}x)") if r.timed else ""
-            print(exit_line(r.criterion, r.setting, r.mean_exit_layer, r.original_speed_up, r.speed_up) + wallclock,
-                  flush=True)
+            quantized = "" if r.fp32_metric is None else f" {r.main} {r.metrics[r.main]:.4f} (fp32 {r.fp32_metric:.4f})"
+            print(exit_line(r.criterion, r.setting, r.mean_exit_layer, r.original_speed_up, r.speed_up) + quantized
+                  + wallclock, flush=True)
         if any(unsteady(r) for r in block):
             logger.warning("wall-clock speed-ups of %s (%s) vary by more than %d%% between repetitions: the machine "
                            "is busy or the set too small to time; read them as rough, or raise --timing_repeats",
@@ -116,11 +117,14 @@ def markdown_table(rows):
     F1 (f1[name]) stays in the JSON rows."""
     metrics = list(dict.fromkeys([r.main for r in rows] + [k for r in rows for k in r.metrics if "[" not in k]))
     timed = any(r.timed for r in rows)
-    header = ["checkpoint", "task", "criterion", "setting", *metrics, "mean exit layer", "speed-up"]
+    quantized = any(r.fp32_metric is not None for r in rows)
+    header = ["checkpoint", "task", "criterion", "setting", *metrics, *(["main metric at fp32"] if quantized else []),
+              "mean exit layer", "speed-up"]
     lines = []
     for r in rows:
         cells = [r.checkpoint, r.task, r.criterion, r.setting,
                  *[f"{r.metrics[m]:.4f}" if m in r.metrics else "" for m in metrics],
+                 *([f"{r.fp32_metric:.4f}" if r.fp32_metric is not None else ""] if quantized else []),
                  f"{r.mean_exit_layer:.2f}", f"{r.speed_up:.2f}x"]
         if timed:
             cells.append(f"{r.wallclock_speed_up:.2f}x ({r.wallclock_min:.2f}-{r.wallclock_max:.2f})" if r.timed else "")

@@ -37,6 +37,7 @@ class ResultRow:
     regression_threshold: float | None = None  # patience rows of regression tasks: what "agree" meant
     exits_per_layer: list | None = None  # how many examples exit at layers 1..L
     ignores_input: str | None = None  # what shows that its answers ignore the input (evaluation.collapse)
+    fp32_metric: float | None = None  # a quantized model's row: its main metric at fp32 (run_glue --quantize)
 
     @property
     def main(self):

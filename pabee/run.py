@@ -21,7 +21,7 @@ from pabee.backbones import (
 from pabee.card import set_default_exit, write_card
 from pabee.checkpoints import check_resumable, list_checkpoints, resume_folder
 from pabee.errors import UsageError
-from pabee.evaluation import EvalSet, collapse, evaluate, full_depth_predictions, predict_test_sets
+from pabee.evaluation import EvalSet, beside_fp32, collapse, evaluate, full_depth_predictions, predict_test_sets
 from pabee.features import prepare_features
 from pabee.files import OutputLock, check_writable, read_json, write_json
 from pabee.options import CLASSIFICATION_ONLY
@@ -248,17 +248,20 @@ def evaluate_and_report(settings, plan, runtime, backbone, features, final_model
             log_new_parameters(folder, loaded)
         tokenizer = load_tokenizer(backbone, settings.model.tokenizer_name or folder, settings.model.do_lower_case,
                                    settings.cache_dir)
+        running = on_runtime(model, folder, settings)
         if settings.do_eval:
-            new = evaluate(runtime, plan, model, eval_sets(settings, plan, runtime, features, "dev", tokenizer), name,
-                           settings.evaluation.repeats)
+            dev = eval_sets(settings, plan, runtime, features, "dev", tokenizer)
+            new = evaluate(runtime, plan, running, dev, name, settings.evaluation.repeats)
+            if settings.evaluation.quantize != "none":  # what quantizing costs, setting by setting
+                new = beside_fp32(new, evaluate(runtime, plan, model, dev, name))
             print_exit_lines(new)
             warn_ignored_inputs(new)
             rows += new
-            calibration += evaluate(runtime, plan, model,
+            calibration += evaluate(runtime, plan, running,
                                     eval_sets(settings, plan, runtime, features, "calibration", tokenizer), name)
         if settings.do_predict and name == "final":
             tests = eval_sets(settings, plan, runtime, features, "test", tokenizer)
-            write_submissions(settings.output_dir, plan.criterion, tests, predict_test_sets(runtime, plan, model, tests))
+            write_submissions(settings.output_dir, plan.criterion, tests, predict_test_sets(runtime, plan, running, tests))
     if settings.do_eval:
         write_eval_results(settings.output_dir, rows)
         write_report(settings.output_dir, rows, final_step(settings.output_dir))
@@ -267,6 +270,16 @@ def evaluate_and_report(settings, plan, runtime, backbone, features, final_model
         write_calibration(settings.output_dir, calibration,
                           settings.data.choose_exit_on.describe(size, settings.seed))
     return rows
+
+
+def on_runtime(model, folder, settings):
+    """The model as --runtime runs it: itself, or its cuts on ONNX Runtime, cached beside the model
+    (in the output folder when the model is a hub name)."""
+    if settings.evaluation.runtime == "torch":
+        return model
+    from pabee.onnx_engine import ort_model
+
+    return ort_model(model, folder if Path(folder).is_dir() else settings.output_dir, settings.evaluation.quantize)
 
 
 def final_step(output_dir):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from pabee.errors import UsageError
 from pabee.exit_rules import RULES, PatienceRule, make_rule
-from pabee.options import ENGINE_STEPS, LEARNS_TO_EXIT
+from pabee.options import ENGINE_STEPS, LEARNS_TO_EXIT, check_runtime
 
 OWN_DATA_FILES = {"train": "train_file", "dev": "validation_file", "test": "test_file"}
 
@@ -197,11 +197,14 @@ class EvalSettings:
     row_buckets: str = "auto"  # the exit engine's call shapes (parse_buckets)
     length_buckets: str = "auto"
     engine_step: str = "auto"  # options.ENGINE_STEPS
+    runtime: str = "torch"  # options.RUNTIMES
+    quantize: str = "none"  # options.QUANTIZE
 
     def __post_init__(self):
         self.buckets  # checked at once
         if self.engine_step not in ENGINE_STEPS:
             raise UsageError(f"--engine_step {self.engine_step}: give one of {', '.join(ENGINE_STEPS)}")
+        check_runtime(self.runtime, self.quantize)
 
     @property
     def buckets(self):

@@ -36,6 +36,7 @@ SMOKE_RUNS = {
     "eval_throughput.py": "test_real_model_and_eval_throughput_smoke",
     "trec.sh": "test_trec_smoke_trains_evaluates_and_predicts",
     "ecosystem_check.py": "test_ecosystem.py::test_ecosystem_check_smoke",
+    "ort_figures.py": "test_ort_figures_smoke_writes_every_key",
 }
 
 BENCH_SPEED_KEYS = [
@@ -77,6 +78,22 @@ def test_bench_speed_smoke_writes_every_key(tmp_path):
     assert figures["compiled_matches_eager"] is True and figures["classic_same_predictions"] is True
     assert figures["sweep_same_answers"] is True and figures["rows_over_exit_layer_sum"] == 1.0
     assert "narrow" in figures["model"] and "| realized_over_ideal_bs1 |" in proc.stdout
+
+
+ORT_KEYS = [f"ort_{name}_{size}" for name in ("realized_over_ideal", "exit_over_torch_exit", "exit_over_best_full",
+                                                "full_over_torch_full", "cuts_over_plain", "int8_over_fp32")
+            for size in ("bs1", "bs32")]
+
+
+def test_ort_figures_smoke_writes_every_key(tmp_path):
+    out = tmp_path / "ort.json"
+    proc = script(BENCHMARKS / "ort_figures.py", "--smoke", "--json", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert not [k for k in ORT_KEYS if k not in figures]
+    # what it checks of itself holds on any model: ONNX Runtime's engine answers as torch's
+    assert figures["ort_same_exits_as_torch_bs1"] is True and figures["ort_same_predictions_as_torch_bs32"] is True
+    assert "| ort_realized_over_ideal_bs1 |" in proc.stdout
 
 
 def test_gpu_prepare_builds_the_folder_a_gpu_run_reads(world, tmp_path):

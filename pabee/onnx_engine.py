@@ -1,0 +1,275 @@
+"""The exit engine on ONNX Runtime: the model cut where examples can exit, each cut exported once with
+torch.onnx's exporter and cached beside the model, then driven by the engine's own stream and every
+exit rule (pabee/engine.py), in place of the torch model.
+
+The cuts: the embedding (token ids to the first hidden states), then one graph per layer that runs
+layer i and its head (pooler and linear head, and BERxiT's uncertainty where the model has one) and
+returns both, so that an exit costs no extra call. Each layer graph takes the padding mask and builds
+what its layer reads from it (attention masks, rotary or relative-position tables), so that rows
+leave or join a call with their mask alone. The rule's state stays in torch on the host: it is a few
+numbers per row, and any rule of pabee/exit_rules.py runs on it unchanged.
+
+`quantize="int8"`: ONNX Runtime's dynamic quantization of the layer graphs (int8 weights, activations
+quantized per call); the embedding stays fp32. It changes the answers: run_glue's exit table with
+--quantize int8 says by how much, beside fp32's.
+"""
+
+import copy
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pabee.errors import UsageError, first_line
+from pabee.exits import answers_at_exit, exit_layers_from_logits
+from pabee.rows import LayerInputs
+
+FOLDER = "onnx_cuts"  # beside the model: onnx_cuts/fp32, onnx_cuts/int8 (a hub folder's onnx/ is someone else's)
+TOLERANCE = 1e-4  # a cut's outputs on ONNX Runtime against torch's, at fp32, checked when exported
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class EmbedCut(nn.Module):
+    """Token ids to the states layer 1 reads."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model.embed(input_ids, attention_mask, token_type_ids, None, None)
+
+
+class LayerCut(nn.Module):
+    """Layer i (0-based) and its head: (states, logits[, uncertainty])."""
+
+    def __init__(self, model, i):
+        super().__init__()
+        self.model, self.i = model, i
+
+    def forward(self, hidden, attention_mask):
+        model = self.model
+        hidden = model.run_layer(self.i, hidden, model.layer_inputs(hidden, attention_mask, None))
+        logits, uncertainty = model.heads([model.summary(hidden, model.token_weights(attention_mask, hidden))], self.i)
+        return (hidden, logits[0]) + (() if uncertainty is None else (uncertainty[:, 0],))
+
+
+def fingerprint(model):
+    """What the cuts depend on: every weight, and the config fields that shape the graphs."""
+    digest = hashlib.sha256()
+    config = model.config
+    digest.update(json.dumps([config.model_type, config.num_hidden_layers, config.num_labels, config.exit_pooling,
+                              config.exit_training, torch.__version__]).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ort_model(model, folder, quantize="none", threads=None):
+    """`model` (a PABEE model, on any device) as an OrtModel, from the cuts cached under
+    `folder`/onnx, exported or quantized first when missing or made from other weights."""
+    cuts = cached_cuts(model, Path(folder) / FOLDER, quantize)
+    return OrtModel(model.config, cuts, threads or torch.get_num_threads())
+
+
+def cached_cuts(model, root, quantize):
+    """The folder of the cuts of `model` at `quantize`, made if missing or stale."""
+    key = fingerprint(model)
+    fp32 = root / "fp32"
+    if read_key(fp32) != key:
+        on_cpu = next(model.parameters()).device.type == "cpu" and next(model.parameters()).dtype == torch.float32
+        exportable = model if on_cpu else copy.deepcopy(model).float().cpu()  # the caller's model stays where it is
+        write_atomically(fp32, lambda tmp: export_cuts(exportable.eval(), tmp), key)
+    if quantize == "none":
+        return fp32
+    int8 = root / quantize
+    if read_key(int8) != key:
+        write_atomically(int8, lambda tmp: quantize_cuts(fp32, tmp, model.num_layers), key)
+    return int8
+
+
+def read_key(folder):
+    manifest = folder / "cuts.json"
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_atomically(folder, make, key):
+    """Makes the cuts in a new folder beside `folder` and puts it in place only once complete. Cuts
+    of other weights are replaced; a folder there without a manifest is not ours and stays."""
+    if folder.exists() and read_key(folder) is None:
+        raise UsageError(f"{folder} exists and holds no cuts.json: it is not this project's, move it away "
+                         "(nothing is overwritten)")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as e:
+        raise UsageError(f"cannot write ONNX graphs under {folder.parent} ({first_line(e)}): make the model's "
+                         "folder writable or copy it somewhere writable") from None
+    try:
+        make(tmp)
+        (tmp / "cuts.json").write_text(json.dumps({"fingerprint": key}) + "\n")
+        if read_key(folder) != key:  # another process may have put the same cuts there meanwhile
+            shutil.rmtree(folder, ignore_errors=True)  # ours (checked above), of other weights
+            tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_cuts(model, out):
+    """embed.onnx and layer_{i}.onnx in `out`, batch and sequence dynamic, each checked against torch
+    on rows of another shape than the ones it was exported with."""
+    ids, mask = check_rows(model.config)
+    types = torch.zeros_like(ids)
+    with torch.no_grad():
+        hidden = model.embed(ids, mask, types, None, None)
+        export(model, EmbedCut(model), (ids, mask, types), MODEL_INPUTS, ("hidden",), out / "embed.onnx")
+        for i in range(model.num_layers):
+            cut = LayerCut(model, i)
+            outputs = ("next_hidden", "logits") + (("uncertainty",) if hasattr(model, "lte") else ())
+            export(model, cut, (hidden, mask), ("hidden", "attention_mask"), outputs, out / f"layer_{i}.onnx")
+            hidden = cut(hidden, mask)[0]
+
+
+def check_rows(config, n=5, longest=13):
+    """Token ids of several lengths (so padding is checked too), inside the vocabulary."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, longest + 1, (n,), generator=g)
+    lengths[0] = longest
+    mask = (torch.arange(longest)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, min(config.vocab_size, 1000), (n, longest), generator=g) * mask
+    return ids, mask
+
+
+def export(model, cut, example, inputs, outputs, path):
+    """One cut to `path`, exported from rows 2 and 3 shorter by one token, then checked on every row
+    (example[1] is the padding mask)."""
+    import onnxruntime
+
+    dynamic = {"batch": torch.export.Dim.DYNAMIC, "sequence": torch.export.Dim.DYNAMIC}
+    small = tuple(x[1:3, :-1].contiguous() for x in example)  # a view's strides would be symbols
+    try:
+        with warnings.catch_warnings():  # the exporter's notes on its own internals, not on this model
+            warnings.simplefilter("ignore")
+            torch.onnx.export(cut.eval(), small, str(path), input_names=list(inputs), output_names=list(outputs),
+                              dynamic_shapes=tuple({0: dynamic["batch"], 1: dynamic["sequence"]} for _ in small),
+                              dynamo=True, external_data=False, verbose=False)
+    except Exception as e:  # the exporter raises many kinds
+        raise UsageError(f"{model.config.model_type} does not export to ONNX ({first_line(e)}): use --runtime "
+                         "torch") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, feed(session, dict(zip(inputs, example))))
+    expected = cut(*example)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    real = example[1].bool()  # padded positions' states are never read (masked keys, pooled with weight 0)
+    difference = max(float((torch.from_numpy(g) - e)[real if e.dim() > 2 else slice(None)].abs().max())
+                     for g, e in zip(got, expected))
+    if difference > TOLERANCE:
+        raise UsageError(f"{model.config.model_type}'s {path.stem} on ONNX Runtime differs from torch by "
+                         f"{difference:.2g}: use --runtime torch, and please report it")
+
+
+def quantize_cuts(fp32, out, layers):
+    """The layer graphs of `fp32` with int8 weights (ONNX Runtime's dynamic quantization); the
+    embedding as it is."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    shutil.copy(fp32 / "embed.onnx", out / "embed.onnx")
+    for i in range(layers):  # per channel: per tensor cost all-MiniLM-L6-v2 a point of SST-2 dev (docs/onnx.md)
+        quantize_dynamic(str(fp32 / f"layer_{i}.onnx"), str(out / f"layer_{i}.onnx"), weight_type=QuantType.QInt8,
+                         per_channel=True)
+
+
+def feed(session, values):
+    """The session's inputs from `values` (numpy or torch), token types as zeros where not given."""
+    out = {}
+    for entry in session.get_inputs():
+        value = values.get(entry.name)
+        if value is None:  # a graph reading token types, fed a batch without them
+            value = torch.zeros_like(values["input_ids"])
+        out[entry.name] = value.numpy() if isinstance(value, torch.Tensor) else value
+    return out
+
+
+class OrtModel:
+    """The cuts on ONNX Runtime, with what the exit engine asks of a model: embed, layer inputs (the
+    padding mask alone), token weights (none: each layer graph pools by itself), and a step
+    (`engine_step`) in place of engine.layer_step. Called with output_all_layer_logits it returns
+    every layer's outputs, as the torch model does, for the one-pass sweep."""
+
+    device = torch.device("cpu")
+    training = False
+
+    def __init__(self, config, folder, threads):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.log_severity_level = 3  # quantized graphs note their missing shape inference at every load
+        # ONNX Runtime's threads spin after a call by default, taking the cores from the torch work between
+        # calls (the rule, the engine's rows): measured 5x slower torch calls beside spinning sessions
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.config, self.num_layers = config, config.num_hidden_layers
+        session = lambda name: onnxruntime.InferenceSession(str(folder / name), options,  # noqa: E731
+                                                            providers=["CPUExecutionProvider"])
+        self.embedding = session("embed.onnx")
+        self.layers = [session(f"layer_{i}.onnx") for i in range(self.num_layers)]
+
+    def eval(self):
+        return self
+
+    def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
+        values = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return torch.from_numpy(self.embedding.run(None, feed(self.embedding, values))[0])
+
+    def layer_inputs(self, hidden, attention_mask, position_ids):
+        return LayerInputs({"attention_mask": attention_mask})
+
+    def token_weights(self, attention_mask, hidden):
+        return None
+
+    def run_cut(self, i, hidden, attention_mask):
+        """(states, logits, uncertainty or None) of layer i (0-based)."""
+        out = self.layers[i].run(None, {"hidden": hidden.contiguous().numpy(),
+                                        "attention_mask": attention_mask.contiguous().numpy()})
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1]), torch.from_numpy(out[2]) if len(out) > 2 else None
+
+    @staticmethod
+    def engine_step(model, rule, layer, hidden, rows, shared, weights, state, with_heads):
+        """engine.layer_step on the cuts: the layer graph already ran the head."""
+        hidden, logits, uncertainty = model.run_cut(layer, hidden, rows["attention_mask"])
+        if not with_heads:
+            return hidden, state, None, None
+        state = rule.step(logits, state, uncertainty)
+        return hidden, state, rule.answer(logits, state), rule.waits(state)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, exit_rule=None,
+                 output_all_layer_logits=False, **unused):
+        """Every layer's logits of a batch, with the exits `exit_rule` takes (engine sweeps)."""
+        from pabee.model import PabeeOutput
+
+        if not output_all_layer_logits:
+            raise ValueError("OrtModel answers a batch at full depth only: stream examples through pabee.engine")
+        hidden = self.embed(input_ids, attention_mask, token_type_ids, None, None)
+        logits, uncertainty = [], []
+        for i in range(self.num_layers):
+            hidden, layer_logits, layer_uncertainty = self.run_cut(i, hidden, attention_mask)
+            logits.append(layer_logits)
+            uncertainty.append(layer_uncertainty)
+        all_logits = torch.stack(logits, dim=1)
+        learned = None if uncertainty[0] is None else torch.stack(uncertainty, dim=1)
+        if exit_rule is None:  # the sweep reads every layer: no exit to take
+            exits, answers = torch.full((len(all_logits),), self.num_layers), all_logits[:, -1]
+        else:
+            exits = exit_layers_from_logits(all_logits, exit_rule, learned)
+            answers = answers_at_exit(all_logits, exits, exit_rule)
+        return PabeeOutput(logits=answers, exit_layers=exits,
+                           all_layer_logits=all_logits, all_layer_uncertainty=learned)
