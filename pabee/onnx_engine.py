@@ -14,7 +14,6 @@ quantized per call); the embedding stays fp32. It changes the answers: run_glue'
 --quantize int8 says by how much, beside fp32's.
 """
 
-import copy
 import hashlib
 import json
 import shutil
@@ -59,12 +58,21 @@ class LayerCut(nn.Module):
         return (hidden, logits[0]) + (() if uncertainty is None else (uncertainty[:, 0],))
 
 
+# What a saved config says of its default exit: it changes when run_glue publishes a run's chosen
+# exit, and no graph reads it.
+EXIT_FIELDS = ("patience", "exit_criterion", "exit_setting", "regression_threshold", "distill_temperature")
+
+
 def fingerprint(model):
-    """What the cuts depend on: every weight, and the config fields that shape the graphs."""
+    """What the cuts depend on: every weight, the config but its default exit, and the versions of
+    the libraries that write and run the graphs."""
+    import onnxruntime
+    import transformers
+
     digest = hashlib.sha256()
-    config = model.config
-    digest.update(json.dumps([config.model_type, config.num_hidden_layers, config.num_labels, config.exit_pooling,
-                              config.exit_training, torch.__version__]).encode())
+    config = {k: v for k, v in model.config.to_dict().items() if k not in EXIT_FIELDS}
+    digest.update(json.dumps([config, torch.__version__, transformers.__version__, onnxruntime.__version__],
+                             sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -73,9 +81,13 @@ def fingerprint(model):
 
 def ort_model(model, folder, quantize="none", threads=None):
     """`model` (a PABEE model, on any device) as an OrtModel, from the cuts cached under
-    `folder`/onnx, exported or quantized first when missing or made from other weights."""
+    `folder`/onnx_cuts, exported or quantized first when missing or made from other weights."""
     cuts = cached_cuts(model, Path(folder) / FOLDER, quantize)
-    return OrtModel(model.config, cuts, threads or torch.get_num_threads())
+    try:
+        return OrtModel(model.config, cuts, threads or torch.get_num_threads())
+    except Exception as e:  # a damaged or truncated graph: ONNX Runtime raises its own kinds
+        raise UsageError(f"ONNX Runtime cannot load the graphs in {cuts} ({first_line(e)}): delete that folder "
+                         "and they are exported again") from None
 
 
 def cached_cuts(model, root, quantize):
@@ -83,15 +95,23 @@ def cached_cuts(model, root, quantize):
     key = fingerprint(model)
     fp32 = root / "fp32"
     if read_key(fp32) != key:
-        on_cpu = next(model.parameters()).device.type == "cpu" and next(model.parameters()).dtype == torch.float32
-        exportable = model if on_cpu else copy.deepcopy(model).float().cpu()  # the caller's model stays where it is
-        write_atomically(fp32, lambda tmp: export_cuts(exportable.eval(), tmp), key)
+        write_atomically(fp32, lambda tmp: export_cuts(on_cpu(model), tmp), key)
     if quantize == "none":
         return fp32
     int8 = root / quantize
     if read_key(int8) != key:
         write_atomically(int8, lambda tmp: quantize_cuts(fp32, tmp, model.num_layers), key)
     return int8
+
+
+def on_cpu(model):
+    """`model` in fp32 on the CPU, where the exporter runs; the caller's model stays where it is."""
+    first = next(model.parameters())
+    if first.device.type == "cpu" and first.dtype == torch.float32:
+        return model.eval()
+    copy = type(model)(model.config)
+    copy.load_state_dict({k: v.detach().float().cpu() for k, v in model.state_dict().items()})
+    return copy.eval()
 
 
 def read_key(folder):
@@ -119,7 +139,11 @@ def write_atomically(folder, make, key):
         (tmp / "cuts.json").write_text(json.dumps({"fingerprint": key}) + "\n")
         if read_key(folder) != key:  # another process may have put the same cuts there meanwhile
             shutil.rmtree(folder, ignore_errors=True)  # ours (checked above), of other weights
-            tmp.rename(folder)
+            try:
+                tmp.rename(folder)
+            except OSError:  # another process's cuts took the place first
+                if read_key(folder) != key:
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -165,16 +189,26 @@ def export(model, cut, example, inputs, outputs, path):
     except Exception as e:  # the exporter raises many kinds
         raise UsageError(f"{model.config.model_type} does not export to ONNX ({first_line(e)}): use --runtime "
                          "torch") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, feed(session, dict(zip(inputs, example))))
-    expected = cut(*example)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    real = example[1].bool()  # padded positions' states are never read (masked keys, pooled with weight 0)
-    difference = max(float((torch.from_numpy(g) - e)[real if e.dim() > 2 else slice(None)].abs().max())
-                     for g, e in zip(got, expected))
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        difference = max(checked(session, cut, inputs, rows) for rows in (example, tuple(x[:1] for x in example)))
+    except Exception as e:  # ONNX Runtime refusing the graph raises its own kinds
+        raise UsageError(f"ONNX Runtime cannot run {model.config.model_type}'s {path.stem} ({first_line(e)}): use "
+                         "--runtime torch, and please report it") from None
     if difference > TOLERANCE:
         raise UsageError(f"{model.config.model_type}'s {path.stem} on ONNX Runtime differs from torch by "
                          f"{difference:.2g}: use --runtime torch, and please report it")
+
+
+def checked(session, cut, inputs, rows):
+    """The largest difference between the session's outputs and torch's on `rows` (rows[1] is the
+    padding mask: padded positions' states are never read, as keys they are masked, pooled with weight 0)."""
+    got = session.run(None, feed(session, dict(zip(inputs, rows))))
+    expected = cut(*rows)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    real = rows[1].bool()
+    return max(float((torch.from_numpy(g) - e)[real if e.dim() > 2 else slice(None)].abs().max())
+               for g, e in zip(got, expected))
 
 
 def quantize_cuts(fp32, out, layers):
@@ -184,8 +218,12 @@ def quantize_cuts(fp32, out, layers):
 
     shutil.copy(fp32 / "embed.onnx", out / "embed.onnx")
     for i in range(layers):  # per channel: per tensor cost all-MiniLM-L6-v2 a point of SST-2 dev (docs/onnx.md)
-        quantize_dynamic(str(fp32 / f"layer_{i}.onnx"), str(out / f"layer_{i}.onnx"), weight_type=QuantType.QInt8,
-                         per_channel=True)
+        try:
+            quantize_dynamic(str(fp32 / f"layer_{i}.onnx"), str(out / f"layer_{i}.onnx"),
+                             weight_type=QuantType.QInt8, per_channel=True)
+        except Exception as e:  # the quantizer raises many kinds
+            raise UsageError(f"ONNX Runtime cannot quantize layer {i + 1}'s graph ({first_line(e)}): use --quantize "
+                             "none") from None
 
 
 def feed(session, values):
@@ -195,7 +233,7 @@ def feed(session, values):
         value = values.get(entry.name)
         if value is None:  # a graph reading token types, fed a batch without them
             value = torch.zeros_like(values["input_ids"])
-        out[entry.name] = value.numpy() if isinstance(value, torch.Tensor) else value
+        out[entry.name] = value.cpu().numpy() if isinstance(value, torch.Tensor) else value
     return out
 
 
@@ -238,8 +276,8 @@ class OrtModel:
 
     def run_cut(self, i, hidden, attention_mask):
         """(states, logits, uncertainty or None) of layer i (0-based)."""
-        out = self.layers[i].run(None, {"hidden": hidden.contiguous().numpy(),
-                                        "attention_mask": attention_mask.contiguous().numpy()})
+        out = self.layers[i].run(None, {"hidden": hidden.cpu().contiguous().numpy(),  # batches may come from a GPU
+                                        "attention_mask": attention_mask.cpu().contiguous().numpy()})
         return torch.from_numpy(out[0]), torch.from_numpy(out[1]), torch.from_numpy(out[2]) if len(out) > 2 else None
 
     @staticmethod
@@ -259,6 +297,7 @@ class OrtModel:
         if not output_all_layer_logits:
             raise ValueError("OrtModel answers a batch at full depth only: stream examples through pabee.engine")
         hidden = self.embed(input_ids, attention_mask, token_type_ids, None, None)
+        attention_mask = attention_mask.cpu()
         logits, uncertainty = [], []
         for i in range(self.num_layers):
             hidden, layer_logits, layer_uncertainty = self.run_cut(i, hidden, attention_mask)

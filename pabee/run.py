@@ -111,6 +111,11 @@ def check_output_dir(settings):
     if settings.training and out.is_dir() and any(out.iterdir()) and not settings.overwrite_output_dir:
         raise UsageError(f"output directory {out} exists and is not empty: pass --overwrite_output_dir or "
                          "another --output_dir")
+    quantized = settings.evaluation.quantize != "none"
+    if quantized and (settings.training or (out / "config.json").is_file()):  # its results would be the model's
+        raise UsageError(f"--quantize {settings.evaluation.quantize} writes the quantized model's results, which "
+                         f"predict.py and the model card would take for {out}'s own: evaluate into another "
+                         "--output_dir (without --do_train)")
 
 
 def check_exit_choice(settings, models):
@@ -248,7 +253,8 @@ def evaluate_and_report(settings, plan, runtime, backbone, features, final_model
             log_new_parameters(folder, loaded)
         tokenizer = load_tokenizer(backbone, settings.model.tokenizer_name or folder, settings.model.do_lower_case,
                                    settings.cache_dir)
-        running = on_runtime(model, folder, settings)
+        running = on_runtime(model, folder, settings) if settings.do_eval or (settings.do_predict and
+                                                                              name == "final") else model
         if settings.do_eval:
             dev = eval_sets(settings, plan, runtime, features, "dev", tokenizer)
             new = evaluate(runtime, plan, running, dev, name, settings.evaluation.repeats)

@@ -46,22 +46,26 @@ def examples(n=24, longest=18, seed=0):
     return out
 
 
-def answers(model, step, rule, items, batch_size=5):
-    """(logits, exit layers) of the engine's stream, in chunks of the batch size."""
+def answers(model, step, rule, items, batch_size=5, rows=None):
+    """(logits, exit layers) of the engine's stream, in chunks of the batch size; with `rows`, calls
+    padded to those row buckets (as on a GPU)."""
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     with torch.inference_mode():
-        out = list(stream(model, rule, chunks, Shapes.of(batch_size, 32), 0, step))
+        out = list(stream(model, rule, chunks, Shapes.of(batch_size, 32, rows=rows), 0, step))
     return torch.cat([a.logits for a in out]), torch.cat([a.exit_layers for a in out])
 
 
 def same_answers(model, ort, rules, items):
+    """Each rule's exits on ONNX Runtime are torch's, logits within TOLERANCE, with calls of exact
+    rows and padded to row buckets; returns the exit layers taken."""
     spread = set()
     for rule in rules:
-        logits, exits = answers(model, layer_step, rule, items)
-        ort_logits, ort_exits = answers(ort, ort.engine_step, rule, items)
-        assert torch.equal(exits, ort_exits), rule
-        assert (logits - ort_logits).abs().max().item() < TOLERANCE, rule
-        spread |= set(exits.tolist())
+        for rows in (None, (2, 4)):
+            logits, exits = answers(model, layer_step, rule, items, rows=rows)
+            ort_logits, ort_exits = answers(ort, ort.engine_step, rule, items, rows=rows)
+            assert torch.equal(exits, ort_exits), (rule, rows)
+            assert (logits - ort_logits).abs().max().item() < TOLERANCE, (rule, rows)
+            spread |= set(exits.tolist())
     return spread
 
 
@@ -188,6 +192,16 @@ def test_predict_on_onnx_runtime_answers_as_on_torch(run, tmp_path):
     assert max(abs(a["probability"] - b["probability"]) for a, b in zip(on_torch, on_ort)) < TOLERANCE
     int8 = predicted(run, tmp_path, "--runtime", "onnxruntime", "--quantize", "int8")
     assert len(int8) == 24 and all(1 <= a["exit_layer"] <= 4 for a in int8)
+
+
+def test_int8_results_never_land_in_the_model_folder_they_describe(world, run, capsys):
+    before = (run / "eval_results.json").read_bytes()
+    assert run_glue.main(["--model_type", "bert", "--model_name_or_path", str(run), "--task_name", "SST-2",
+                          "--data_dir", str(world / "glue" / "SST-2"), "--output_dir", str(run), "--do_eval",
+                          "--runtime", "onnxruntime", "--quantize", "int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evaluate into another --output_dir" in err[0]
+    assert (run / "eval_results.json").read_bytes() == before
 
 
 def test_quantizing_without_onnx_runtime_is_one_line(run, capsys):
