@@ -67,17 +67,23 @@ def test_every_benchmark_script_has_a_smoke_run_in_the_suite():
         assert f"def {test}(" in source, f"{name}: {where} is no test"
 
 
-@pytest.mark.skipif(not SST2_TRAIN.is_file(), reason="needs ../shared's SST-2 sentences (the engine's stream)")
-def test_bench_speed_smoke_writes_every_key(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = script(BENCHMARKS / "bench_speed.py", "--smoke", "--json", out)
+def smoke_figures(name, keys, tmp_path):
+    """The JSON and printed table of a benchmark's smoke run, which must hold every one of `keys`."""
+    out = tmp_path / "figures.json"
+    proc = script(BENCHMARKS / name, "--smoke", "--json", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert not [k for k in BENCH_SPEED_KEYS if k not in figures]
+    assert not [k for k in keys if k not in figures]
+    return figures, proc.stdout
+
+
+@pytest.mark.skipif(not SST2_TRAIN.is_file(), reason="needs ../shared's SST-2 sentences (the engine's stream)")
+def test_bench_speed_smoke_writes_every_key(tmp_path):
+    figures, printed = smoke_figures("bench_speed.py", BENCH_SPEED_KEYS, tmp_path)
     # what the benchmark checks of itself holds even on a narrow model: every exit rule's compiled step
     assert figures["compiled_matches_eager"] is True and figures["classic_same_predictions"] is True
     assert figures["sweep_same_answers"] is True and figures["rows_over_exit_layer_sum"] == 1.0
-    assert "narrow" in figures["model"] and "| realized_over_ideal_bs1 |" in proc.stdout
+    assert "narrow" in figures["model"] and "| realized_over_ideal_bs1 |" in printed
 
 
 ORT_KEYS = [f"ort_{name}_{size}" for name in ("realized_over_ideal", "exit_over_torch_exit", "exit_over_best_full",
@@ -86,14 +92,10 @@ ORT_KEYS = [f"ort_{name}_{size}" for name in ("realized_over_ideal", "exit_over_
 
 
 def test_ort_figures_smoke_writes_every_key(tmp_path):
-    out = tmp_path / "ort.json"
-    proc = script(BENCHMARKS / "ort_figures.py", "--smoke", "--json", out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    figures = json.loads(out.read_text())
-    assert not [k for k in ORT_KEYS if k not in figures]
+    figures, printed = smoke_figures("ort_figures.py", ORT_KEYS, tmp_path)
     # what it checks of itself holds on any model: ONNX Runtime's engine answers as torch's
     assert figures["ort_same_exits_as_torch_bs1"] is True and figures["ort_same_predictions_as_torch_bs32"] is True
-    assert "| ort_realized_over_ideal_bs1 |" in proc.stdout
+    assert "| ort_realized_over_ideal_bs1 |" in printed
 
 
 def test_gpu_prepare_builds_the_folder_a_gpu_run_reads(world, tmp_path):
