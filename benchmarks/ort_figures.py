@@ -40,8 +40,8 @@ from engine_figures import narrow_model, unpadded  # noqa: E402
 from pabee.backbones import backbone_of_folder, load_model, load_tokenizer  # noqa: E402
 from pabee.engine import Shapes, layer_step, stream  # noqa: E402
 from pabee.exit_rules import PatienceRule  # noqa: E402
-from pabee.export import plain_model  # noqa: E402
-from pabee.onnx_engine import ort_model  # noqa: E402
+from pabee.export import ONNX_FILE, plain_model, write_onnx  # noqa: E402
+from pabee.onnx_engine import ort_model, session_options  # noqa: E402
 from workload import PATIENCE, SST2_DEV, encode, in_length_order, sample_of_batches, sentences, spread_exits  # noqa: E402
 from workload import tokenizer_for  # noqa: E402
 
@@ -70,21 +70,16 @@ def engine(model, step, rule):
     return run
 
 
-def plain_runs(model, folder):
-    """transformers' plain model of every layer, in torch eager and as one graph on ONNX Runtime."""
+def plain_runs(model, folder, rows):
+    """transformers' plain model of every layer, in torch eager and as one graph on ONNX Runtime
+    (export.py --onnx's, checked on `rows`), its session run as the engine's."""
     import onnxruntime
 
     plain = plain_model(model, model.num_layers)
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    write_onnx(folder, plain, rows)
     names = ["input_ids", "attention_mask"]
-    example = {n: torch.ones(2, 7, dtype=torch.long) for n in names}
-    torch.onnx.export(plain, (), str(folder / "plain.onnx"), kwargs=example, input_names=names, output_names=["logits"],
-                      dynamic_shapes={n: {0: batch, 1: length} for n in names}, dynamo=True, external_data=False,
-                      verbose=False)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the engine's sessions
-    session = onnxruntime.InferenceSession(str(folder / "plain.onnx"), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), session_options(torch.get_num_threads()),
+                                           providers=["CPUExecutionProvider"])
 
     def eager(batches):
         with torch.inference_mode():
@@ -96,12 +91,12 @@ def plain_runs(model, folder):
     return eager, ort
 
 
-def figures(model, batches, name, folder, reps, patience):
+def figures(model, batches, name, folder, reps, patience, rows):
     """Every ratio of one batch size, from runs taking turns batch by batch."""
     layers = model.num_layers
     fp32, int8 = ort_model(model, folder), ort_model(model, folder, "int8")
     early, full = PatienceRule(patience), PatienceRule(0)
-    eager_plain, ort_plain = plain_runs(model, folder)
+    eager_plain, ort_plain = plain_runs(model, folder, rows)
     runs = {"ort_exit": engine(fp32, fp32.engine_step, early), "ort_full": engine(fp32, fp32.engine_step, full),
             "torch_exit": engine(model, layer_step, early), "int8_exit": engine(int8, int8.engine_step, early),
             "torch_plain": eager_plain, "ort_plain": ort_plain}
@@ -158,7 +153,7 @@ def main(argv=None):
     results = {}
     with tempfile.TemporaryDirectory(prefix="ort-figures-") as folder:
         for name, batches in (("bs1", bs1), ("bs32", bs32)):
-            results.update(figures(model, batches, name, Path(folder), reps, args.patience))
+            results.update(figures(model, batches, name, Path(folder), reps, args.patience, bs32[0]))
     results.update(device="cpu", threads=args.threads, inputs=f"{source}, {tokenization} tokens", patience=args.patience,
                    model="narrow 3-layer BERT (smoke run: no figure to read)" if args.smoke else args.model_dir,
                    examples_bs1=len(bs1), examples_bs32=len(picked), repetitions=reps)
