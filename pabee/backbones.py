@@ -148,7 +148,7 @@ def load_model(backbone, path, task, device, config_name="", cache_dir=None, **s
     try:
         model, info = backbone.load_model_class().from_pretrained(path, config=config, cache_dir=cache_dir,
                                                                   output_loading_info=True)
-        missing, unexpected = last_head_of_the_file(model, path, cache_dir, info)
+        missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
     except Exception as e:  # missing, truncated or foreign weights: the loaders raise many kinds
         raise UsageError(f"cannot load model weights from {path} ({first_line(e)}): check the folder or hub name") from None
     finally:
@@ -208,27 +208,6 @@ def layer_index(key):
     """The layer a parameter name belongs to (encoder.layer.3..., layers.3...), else None."""
     found = re.search(r"(?:^|\.)(?:layer|layers)\.(\d+)\.", key)
     return int(found.group(1)) if found else None
-
-
-def last_head_of_the_file(model, path, cache_dir, info):
-    """(missing, unexpected) parameter names, once the model's last head is the file's head of its
-    last layer where the file names it classifiers.{L-1}: checkpoints of the original PABEE code and
-    of transformers' research port, and a model cut to fewer layers (--num_hidden_layers) than the
-    file has heads for, whose last head is then that layer's own, not the file's last layer's."""
-    import torch
-    from safetensors import safe_open
-    from transformers.utils import cached_file
-
-    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
-    own = f"classifiers.{model.num_layers - 1}."
-    if not any(k.startswith(own) for k in unexpected):
-        return missing, unexpected
-    final = model.final_head()
-    with safe_open(cached_file(path, "model.safetensors", cache_dir=cache_dir), "pt") as saved, torch.no_grad():
-        for name, parameter in final.named_parameters():
-            parameter.copy_(saved.get_tensor(own + name))
-    loaded = {f"{model.final_head_name}.{name}" for name, _ in final.named_parameters()}
-    return [k for k in missing if k not in loaded], [k for k in unexpected if not k.startswith(own)]
 
 
 def beyond(key, depth):

@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 from pabee.engine import exit_batch
 from pabee.exit_rules import RULES, PatienceRule, check_setting, make_rule
 from pabee.exits import answers_at_exit, exit_layers_from_logits
+from pabee.head_layout import HeldLoadReport, final_head_source, layer_head, log_taken_head, read_tensors, with_final_head
 from pabee.losses import layer_loss, training_loss
 from pabee.options import EXIT_POOLING, EXIT_TRAINING, LEARNS_TO_EXIT, STAGES, check_choice
 from pabee.rows import LayerInputs
@@ -79,6 +80,52 @@ class PabeeMixin:
             setattr(self, self.final_head_name, final_head)
         if config.exit_training in LEARNS_TO_EXIT:  # BERxiT's LTE: one head for every layer
             self.lte = nn.Linear(width, 1)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' loading, with the last layer's head taken from where the checkpoint keeps it
+        (pabee/head_layout.py: `classifiers.{L-1}` in the original PABEE code's and the research port's
+        checkpoints, and in any of more layers than loaded), so that this class, transformers' Auto
+        classes with trust_remote_code and the project's loader all answer with the trained head. A
+        checkpoint with exit heads but none for the last layer is a ValueError. transformers' load report
+        is said as it is, or, where the head was taken, in one line of what is still missing or unexpected."""
+        give_info = kwargs.pop("output_loading_info", False)
+        with HeldLoadReport() as report:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
+                                                  **kwargs)
+        source = model.take_final_head(pretrained_model_name_or_path, info, kwargs)
+        if source is None:
+            report.release()
+        else:
+            log_taken_head(pretrained_model_name_or_path, source, info)
+        return (model, info) if give_info else model
+
+    def take_final_head(self, path, info, options):
+        """Loads the head of the last layer from the checkpoint where transformers, reading names, left
+        it out (`info`: its loading info, updated), and returns the prefix it came from; None where
+        transformers' loading already holds it (or the checkpoint has no head: a plain backbone)."""
+        missing, unexpected = set(info["missing_keys"]), set(info["unexpected_keys"])
+        keys = (set(self.state_dict()) - missing) | unexpected
+        try:
+            if final_head_source(keys, self.num_layers, self.final_head_name) != layer_head(self.num_layers):
+                return None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        source, final = layer_head(self.num_layers), self.final_head()
+        names = {source + name: name for name, _ in final.named_parameters()}
+        state_dict = options.get("state_dict")
+        saved = {k: state_dict[k] for k in names} if state_dict is not None else read_tensors(path, names, options)
+        with torch.no_grad():
+            for key, name in names.items():
+                final.get_parameter(name).copy_(saved[key])
+        info["missing_keys"] = missing - {f"{self.final_head_name}.{name}" for name in names.values()}
+        info["unexpected_keys"] = unexpected - set(names)
+        return source
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """torch's, with the last layer's head taken from where the state dict keeps it (an original PABEE
+        state dict's `classifiers.{L-1}`): pabee/head_layout.py."""
+        return super().load_state_dict(with_final_head(state_dict, self.num_layers, self.final_head_name), strict, assign)
 
     @staticmethod
     def default_exit_pooling(config):

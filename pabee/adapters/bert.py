@@ -9,7 +9,7 @@ from pabee.model import PabeeMixin
 class BertForSequenceClassificationWithPabee(PabeeMixin, BertPreTrainedModel):
     """`bert.*` (pooler included) and `classifier` as in BertForSequenceClassification (classifier
     is the last layer's head); `classifiers.{i}` are the heads of the layers below. The original
-    PABEE checkpoints, whose last head is classifiers.{L-1}, load through pabee.backbones.load_model."""
+    PABEE checkpoints, whose last head is classifiers.{L-1}, load as they are (pabee/head_layout.py)."""
 
     def __init__(self, config):
         super().__init__(config)

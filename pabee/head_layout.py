@@ -1,0 +1,131 @@
+"""Where a checkpoint keeps the head of the last layer a model loads. This project saves it as
+transformers' XForSequenceClassification names its classifier (the model's `final_head_name`), so
+that transformers' own class finds it; the original PABEE code and transformers' research port name
+the head of layer i + 1 `classifiers.{i}`, the last one included; and a checkpoint of more layers than
+the model loads (`num_hidden_layers` set lower) keeps the head of the last loaded layer L at
+`classifiers.{L-1}` in either layout. Every path that loads weights into a PABEE model asks here
+(pabee.model.PabeeMixin's from_pretrained and load_state_dict), so no caller patches a head after
+loading and no trained head is left random in silence."""
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+EXIT_HEADS = "classifiers."
+# The weight files transformers looks for, in its order (sharded files through their index).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+DOWNLOAD_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+
+
+def layer_head(depth):
+    """The prefix of the head of layer `depth` (1-based) in the original layout."""
+    return f"{EXIT_HEADS}{depth - 1}."
+
+
+def final_head_source(keys, depth, final_head_name):
+    """The prefix under which the checkpoint with parameter names `keys` keeps the head of layer
+    `depth`, the model's last: `classifiers.{depth-1}.` where it has one, else the final head's own
+    name where it has that, else None (a plain backbone: every head is new). A checkpoint with exit
+    heads but neither is refused: loading it would leave a trained head random."""
+    final = final_head_name + "."
+    for prefix in (layer_head(depth), final):
+        if any(k.startswith(prefix) for k in keys):
+            return prefix
+    if any(k.startswith(EXIT_HEADS) for k in keys):
+        raise ValueError(f"the checkpoint holds PABEE exit heads ({EXIT_HEADS}*) but no head for layer {depth}, the "
+                         f"model's last: neither {final}weight nor {layer_head(depth)}weight is in it; load it with "
+                         f"the number of layers it was trained with (num_hidden_layers) or give the complete checkpoint")
+    return None
+
+
+def with_final_head(state_dict, depth, final_head_name):
+    """`state_dict` with the head of layer `depth` under the final head's name (an original layout's
+    `classifiers.{depth-1}.*` renamed; a deeper checkpoint's own final head left out)."""
+    source = final_head_source(state_dict.keys(), depth, final_head_name)
+    final = final_head_name + "."
+    if source in (None, final):
+        return state_dict
+    kept = {k: v for k, v in state_dict.items() if not k.startswith(final)}
+    return {(final + k[len(source):] if k.startswith(source) else k): v for k, v in kept.items()}
+
+
+def read_tensors(path, names, options):
+    """The tensors `names` of the checkpoint at `path` (a folder or a hub name), read from the weight
+    file transformers loads (`options`: from_pretrained's download options, `variant`,
+    `use_safetensors`); nothing is unpickled."""
+    index = resolve(path, weight_files(options), options)
+    shards = json.loads(Path(index).read_text())["weight_map"] if index.endswith(".index.json") else None
+    by_file = {}
+    for name in names:
+        by_file.setdefault(resolve(path, [shards[name]], options) if shards else index, []).append(name)
+    return {name: tensor for file, wanted in by_file.items() for name, tensor in read_from(file, wanted).items()}
+
+
+def weight_files(options):
+    variant, safetensors = options.get("variant"), options.get("use_safetensors")
+    names = [name.replace(".safetensors", f".{variant}.safetensors").replace(".bin", f".{variant}.bin") if variant
+             else name for name in WEIGHT_FILES]
+    return [n for n in names if safetensors is not False or "safetensors" not in n]
+
+
+def resolve(path, candidates, options):
+    from transformers.utils import cached_file
+
+    download = {k: options[k] for k in DOWNLOAD_OPTIONS if options.get(k) is not None}
+    for name in candidates:
+        found = cached_file(path, name, _raise_exceptions_for_missing_entries=False, **download)
+        if found:
+            return found
+    raise OSError(f"no weight file ({', '.join(candidates)}) in {path}")
+
+
+def read_from(file, names):
+    import torch
+    from safetensors import safe_open
+
+    if file.endswith(".safetensors"):
+        with safe_open(file, "pt") as saved:
+            return {name: saved.get_tensor(name) for name in names}
+    state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    return {name: state[name] for name in names}
+
+
+def transformers_report():
+    """The logger transformers says its load report on: what is said here about loading is that report."""
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.get_logger("transformers.modeling_utils")
+
+
+class HeldLoadReport(contextlib.AbstractContextManager):
+    """Holds back transformers' LOAD REPORT while a checkpoint loads; `release` says it as it was."""
+
+    def __enter__(self):
+        self.logger, self.records = transformers_report(), []
+        self.logger.addFilter(self.hold)
+        return self
+
+    def hold(self, record):
+        if "LOAD REPORT" not in record.getMessage():
+            return True
+        self.records.append(record)
+        return False
+
+    def __exit__(self, *exc):
+        self.logger.removeFilter(self.hold)
+
+    def release(self):
+        for record in self.records:
+            self.logger.handle(record)
+
+
+def log_taken_head(path, source, info):
+    """transformers' load report where the last head came from `source`, in one line: a warning if
+    anything else is still missing or unexpected, as transformers' report would be, else information."""
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    level = logging.WARNING if missing or unexpected else logging.INFO
+    transformers_report().log(
+        level, "LOAD REPORT from %s: the last layer's head loaded from %s*; %d parameters missing (initialised "
+        "fresh%s), %d unexpected (ignored%s)", path, source, len(missing), ": " + ", ".join(missing[:5]) if missing else "",
+        len(unexpected), ": " + ", ".join(unexpected[:5]) if unexpected else "")
