@@ -18,7 +18,8 @@ from transformers.utils import ModelOutput
 from pabee.engine import exit_batch
 from pabee.exit_rules import RULES, PatienceRule, check_setting, make_rule
 from pabee.exits import answers_at_exit, exit_layers_from_logits
-from pabee.head_layout import HeldLoadReport, final_head_source, layer_head, log_taken_head, read_tensors, with_final_head
+from pabee.head_layout import (HeldLoadReport, check_final_head, final_head_source, layer_head, log_taken_head,
+                               read_tensors, with_final_head)
 from pabee.losses import layer_loss, training_loss
 from pabee.options import EXIT_POOLING, EXIT_TRAINING, LEARNS_TO_EXIT, STAGES, check_choice
 from pabee.rows import LayerInputs
@@ -93,7 +94,7 @@ class PabeeMixin:
         with HeldLoadReport() as report:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
                                                   **kwargs)
-        source = model.take_final_head(pretrained_model_name_or_path, info, kwargs)
+            source = model.take_final_head(pretrained_model_name_or_path, info, kwargs)
         if source is None:
             report.release()
         else:
@@ -107,14 +108,24 @@ class PabeeMixin:
         missing, unexpected = set(info["missing_keys"]), set(info["unexpected_keys"])
         keys = (set(self.state_dict()) - missing) | unexpected
         try:
-            if final_head_source(keys, self.num_layers, self.final_head_name) != layer_head(self.num_layers):
-                return None
+            check_final_head(keys, self.num_layers, self.final_head_name)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         source, final = layer_head(self.num_layers), self.final_head()
+        if final_head_source(keys, self.num_layers, self.final_head_name) != source:
+            return None
         names = {source + name: name for name, _ in final.named_parameters()}
         state_dict = options.get("state_dict")
         saved = {k: state_dict[k] for k in names} if state_dict is not None else read_tensors(path, names, options)
+        shapes = {k: (tuple(saved[k].shape), tuple(final.get_parameter(n).shape)) for k, n in names.items()}
+        if any(old != new for old, new in shapes.values()):  # another num_labels: the head stays new
+            if not options.get("ignore_mismatched_sizes"):
+                raise ValueError(f"{path}: its {source}* has the shapes {[s[0] for s in shapes.values()]}, the model's "
+                                 f"last head {[s[1] for s in shapes.values()]}: give the checkpoint's num_labels, or "
+                                 "ignore_mismatched_sizes=True for a new head")
+            info["mismatched_keys"] = set(info.get("mismatched_keys", ())) | {(k, *shapes[k]) for k in names}
+            info["unexpected_keys"] = unexpected - set(names)
+            return source
         with torch.no_grad():
             for key, name in names.items():
                 final.get_parameter(name).copy_(saved[key])

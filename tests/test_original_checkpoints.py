@@ -163,7 +163,55 @@ def test_a_plain_backbone_or_classifier_still_loads_with_new_internal_heads(kind
             model, info = CLASSES[kind].from_pretrained(tmp_path / "plain", output_loading_info=True)
         assert torch.equal(model.classifier.weight, plain.classifier.weight)
         assert info["missing_keys"] == {f"classifiers.{i}.{p}" for i in range(LAYERS - 1) for p in ("weight", "bias")}
-        assert any("LOAD REPORT" in r.getMessage() for r in caplog.records)  # transformers' own, released as it was
+        reports = [r.getMessage() for r in caplog.records if "LOAD REPORT" in r.getMessage()]
+        assert reports and not any("last layer's head" in m for m in reports)  # transformers' own, as it was
     getattr(reference, reference.base_model_prefix).save_pretrained(tmp_path / "backbone")
     model, info = CLASSES[kind].from_pretrained(tmp_path / "backbone", num_labels=3, output_loading_info=True)
     assert {k.split(".")[0] for k in info["missing_keys"]} == {"classifiers", "classifier"}
+
+
+def test_other_files_of_old_checkpoints_load_too(tmp_path):
+    """The original code's torch (before 1.6) wrote .bin files in its old format; hub checkpoints may
+    be sharded and carry a variant."""
+    reference = todays_model("bert", 3)
+    folder = write_old(reference, tmp_path / "legacy", "original")
+    torch.save(old_names(reference.state_dict()), folder / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    assert_same(BertForSequenceClassificationWithPabee.from_pretrained(folder), reference, 3)
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="20KB", variant="v2")
+    for shard in (tmp_path / "sharded").glob("model*.safetensors"):
+        save_file(old_names(load_file(shard)), shard, metadata={"format": "pt"})
+    index = next((tmp_path / "sharded").glob("*.index.v2.json"))
+    mapped = json.loads(index.read_text())
+    mapped["weight_map"] = old_names(mapped["weight_map"])
+    index.write_text(json.dumps(mapped))
+    assert_same(BertForSequenceClassificationWithPabee.from_pretrained(tmp_path / "sharded", variant="v2"), reference, 3)
+
+
+def test_a_partial_state_dict_and_other_label_counts(tmp_path, caplog):
+    """load_state_dict(strict=False) of a part (transformers loads shards so) is never refused; a
+    checkpoint of other labels is refused with transformers' report said, or loads with new heads when
+    asked."""
+    reference = todays_model("bert", 3)
+    part = {k: v for k, v in reference.state_dict().items() if k.startswith("classifiers.0.")}
+    model = BertForSequenceClassificationWithPabee(reference.config)
+    model.load_state_dict(part, strict=False)
+    assert torch.equal(model.classifiers[0].weight, reference.classifiers[0].weight)
+    folder = write_old(reference, tmp_path / "old", "research port")
+    with pytest.raises(RuntimeError, match="report"), caplog.at_level(logging.WARNING):
+        BertForSequenceClassificationWithPabee.from_pretrained(folder, num_labels=2)
+    assert any("LOAD REPORT" in r.getMessage() for r in caplog.records)  # the report it points to is said
+    model, info = BertForSequenceClassificationWithPabee.from_pretrained(folder, num_labels=2, output_loading_info=True,
+                                                                        ignore_mismatched_sizes=True)
+    assert {k for k, *_ in info["mismatched_keys"]} >= {"classifiers.3.weight", "classifiers.3.bias"}
+    assert model.classifier.weight.shape == (2, 32)
+
+
+def test_roberta_cut_takes_that_layers_out_proj(tmp_path):
+    """Backbones whose last head is classifier.out_proj (RoBERTa, ELECTRA) take classifiers.{k-1} there."""
+    torch.manual_seed(0)
+    model_class = BACKBONES["roberta"].load_model_class()
+    reference = model_class(TINY_CONFIGS["roberta"](num_labels=3, layers=LAYERS)).eval()
+    reference.save_pretrained(tmp_path / "today")
+    cut = model_class.from_pretrained(tmp_path / "today", num_hidden_layers=2)
+    assert torch.equal(cut.classifier.out_proj.weight, reference.classifiers[1].weight)
+    assert torch.equal(cut.classifier.dense.weight, reference.classifier.dense.weight)
