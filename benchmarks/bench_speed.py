@@ -24,6 +24,7 @@ every key: the suite runs it so that the benchmark cannot break unseen. Its rati
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -96,16 +97,20 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def paired(runs, units, reps, device):
+def paired(runs, units, reps, device, shuffled=False):
     """Each named run's seconds on each unit (the median of `reps` repetitions) and its answers
     (from the last repetition). The runs take turns unit by unit (order reversed every other
-    turn), so that the shared machine's drift hits them alike."""
+    turn), so that the shared machine's drift hits them alike; `shuffled`: in an order drawn anew
+    each turn (seeded), so that no run always follows the same one (a torch run's threads keep
+    spinning for a while after it, and slow whatever comes next)."""
     seconds = {name: [[] for _ in units] for name in runs}
     answers = {name: [None] * len(units) for name in runs}
+    draw = random.Random(0)
     for rep in range(reps):
         for j, unit in enumerate(units):
             turns = list(runs.items())
-            for name, fn in turns[:: -1 if (rep + j) % 2 else 1]:
+            turns = draw.sample(turns, len(turns)) if shuffled else turns[:: -1 if (rep + j) % 2 else 1]
+            for name, fn in turns:
                 synchronize(device)
                 start = time.perf_counter()
                 answers[name][j] = fn(unit)

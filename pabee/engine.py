@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pabee.flow import Flow
-from pabee.rows import LayerInputs, select_rows
+from pabee.flow import Answered, Flow, Launch
+from pabee.rows import LayerInputs, collate, select_rows
 
 
 # --- one given batch ----------------------------------------------------------------------------
@@ -149,7 +149,13 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
     """Answers the examples of `chunks` (lists of tokenized examples: input_ids, attention_mask,
     token_type_ids when the model reads them) and yields them as `Answered`, in input order, as
     soon as every earlier example is answered. A chunk shorter than the batch size (a pause in the
-    input, or its end) runs every example in flight to its exit before the next chunk is read."""
+    input, or its end) runs every example in flight to its exit before the next chunk is read. At
+    batch size 1, a model that answers a lone example under `rule` in one call (`one_call`: ONNX
+    Runtime's patience graph, pabee/exit_graph.py) answers each so: there is no row to refill."""
+    alone = getattr(model, "one_call", None) if shapes.batch_size == 1 else None
+    if alone is not None and (answer := alone(rule)) is not None:
+        yield from answered_alone(answer, chunks, pad_id)
+        return
     flow = Flow(model, rule, shapes, pad_id, step)
     for chunk in chunks:
         flow.take_in(chunk)
@@ -163,3 +169,12 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
         yield answered
 
 
+def answered_alone(answer, chunks, pad_id):
+    """Each example answered by one call of `answer` (its padded batch of one -> logits [1, labels],
+    exit layer); the calls logged as the layers it ran."""
+    for chunk in chunks:
+        for example in chunk:
+            tokens = len(example["input_ids"])
+            logits, exit_layer = answer(collate([example], pad_id, tokens))
+            yield Answered(logits, torch.tensor([exit_layer]),
+                           [Launch(layer, 1, 1, tokens, False) for layer in range(1, exit_layer + 1)])

@@ -3,14 +3,13 @@ transformers' own XForSequenceClassification of k layers, a folder any tool load
 project's code, and that model as ONNX (torch.onnx's exporter; ONNX Runtime runs it). Each export
 is checked before it is kept: it loads in transformers with no missing or unexpected weights, and
 its logits equal the early-exit model's layer-k logits on a few rows (within TOLERANCE; ONNX
-Runtime's within ONNX_TOLERANCE of torch's), else nothing is written."""
+Runtime's within pabee.onnx_export.TOLERANCE of torch's), else nothing is written."""
 
 import importlib.util
 import inspect
 import random
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 from pabee.backbones import backbone_of_folder, beyond, load_model, load_tokenizer
@@ -22,7 +21,6 @@ from pabee.results import dev_rows
 # the export's weights are read back from disk, and where they lie in memory can move the last bits of
 # a product (1.4e-5 once in six runs of all-MiniLM-L6-v2's layer 5 on the same rows).
 TOLERANCE = 1e-4
-ONNX_TOLERANCE = 1e-4  # ONNX Runtime against torch
 ONNX_FILE = "model.onnx"
 
 
@@ -53,7 +51,7 @@ def export(folder, out, layers=None, onnx=False):
             expected = layer_logits(model, rows, k)
         differences = {"torch": check_plain(tmp, rows, expected)}
         if onnx:
-            differences["onnx"] = write_onnx(tmp, plain, rows)
+            differences["onnx"] = write_onnx(tmp, plain, rows)[0]
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
@@ -140,29 +138,27 @@ def check_plain(folder, rows, expected):
     return difference
 
 
-def write_onnx(folder, plain, rows):
-    """model.onnx in `folder`, batch and sequence dynamic; ONNX Runtime must answer as torch does on
-    rows of another shape than the ones it was exported with."""
+def write_onnx(folder, plain, rows, fuse=False, name=ONNX_FILE):
+    """`name` (model.onnx) in `folder` from transformers' own class `plain`, through the project's one
+    exporter (pabee/onnx_export.py; `fuse`: ONNX Runtime's transformer fusions, whose operators only ONNX
+    Runtime runs); ONNX Runtime must answer as torch does on rows of another shape than the ones it was
+    exported with. Returns (the largest difference, the fused operators found)."""
     import onnxruntime
-    import torch
+
+    from pabee.onnx_export import TOLERANCE as ONNX_TOLERANCE
+    from pabee.onnx_export import NamedInputs, check_graph, export_graph
 
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in rows and n in reads(plain)]
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    example = {n: rows[n][:2, :-1] for n in names}
-    with warnings.catch_warnings():  # the exporter's notes on its own internals, not on this model
-        warnings.simplefilter("ignore")
-        torch.onnx.export(plain, (), str(Path(folder) / ONNX_FILE), kwargs=example, input_names=names,
-                          output_names=["logits"], dynamic_shapes={n: {0: batch, 1: length} for n in names},
-                          dynamo=True, external_data=False, verbose=False)
-    session = onnxruntime.InferenceSession(str(Path(folder) / ONNX_FILE), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        expected = plain(**{n: rows[n] for n in names}).logits
-    got = session.run(None, {n: rows[n].numpy() for n in names})[0]
-    difference = float(abs(torch.from_numpy(got) - expected).max())
+    logits = NamedInputs(plain, names)
+    path = Path(folder) / name
+    fused = export_graph(plain, logits, tuple(rows[n][:2, :-1].contiguous() for n in names), path, names, ["logits"],
+                         fuse=fuse)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    difference = check_graph(session, logits, names, tuple(rows[n] for n in names), rows["attention_mask"])
     if difference > ONNX_TOLERANCE:
         raise UsageError(f"ONNX Runtime's logits differ from torch's by {difference:.2g}: nothing written; please "
                          "report it")
-    return difference
+    return difference, fused
 
 
 def check_onnx_installed():

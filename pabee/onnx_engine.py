@@ -18,18 +18,20 @@ import hashlib
 import json
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from pabee.errors import UsageError, first_line
+from pabee.exit_graph import patience_graph
+from pabee.exit_rules import PatienceRule
 from pabee.exits import answers_at_exit, exit_layers_from_logits
+from pabee.onnx_export import TOLERANCE, check_graph, export_graph, feed, fuses, quantize_graph
 from pabee.rows import LayerInputs
 
 FOLDER = "onnx_cuts"  # beside the model: onnx_cuts/fp32, onnx_cuts/int8 (a hub folder's onnx/ is someone else's)
-TOLERANCE = 1e-4  # a cut's outputs on ONNX Runtime against torch's, at fp32, checked when exported
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -58,6 +60,8 @@ class LayerCut(nn.Module):
         return (hidden, logits[0]) + (() if uncertainty is None else (uncertainty[:, 0],))
 
 
+# How the cuts are made: cuts of an earlier way (unfused, int8 heads) are made again.
+CUTS_FORMAT = 2
 # What a saved config says of its default exit: it changes when run_glue publishes a run's chosen
 # exit, and no graph reads it.
 EXIT_FIELDS = ("patience", "exit_criterion", "exit_setting", "regression_threshold", "distill_temperature")
@@ -71,7 +75,7 @@ def fingerprint(model):
 
     digest = hashlib.sha256()
     config = {k: v for k, v in model.config.to_dict().items() if k not in EXIT_FIELDS}
-    digest.update(json.dumps([config, torch.__version__, transformers.__version__, onnxruntime.__version__],
+    digest.update(json.dumps([CUTS_FORMAT, config, torch.__version__, transformers.__version__, onnxruntime.__version__],
                              sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -174,24 +178,17 @@ def check_rows(config, n=5, longest=13):
 
 
 def export(model, cut, example, inputs, outputs, path):
-    """One cut to `path`, exported from rows 2 and 3 shorter by one token, then checked on every row
-    (example[1] is the padding mask)."""
+    """One cut to `path` (pabee/onnx_export.py, fused where the backbone's layers fuse), exported from
+    rows 2 and 3 shorter by one token, then checked on every row and on one (example[1] is the padding
+    mask)."""
     import onnxruntime
 
-    dynamic = {"batch": torch.export.Dim.DYNAMIC, "sequence": torch.export.Dim.DYNAMIC}
     small = tuple(x[1:3, :-1].contiguous() for x in example)  # a view's strides would be symbols
-    try:
-        with warnings.catch_warnings():  # the exporter's notes on its own internals, not on this model
-            warnings.simplefilter("ignore")
-            torch.onnx.export(cut.eval(), small, str(path), input_names=list(inputs), output_names=list(outputs),
-                              dynamic_shapes=tuple({0: dynamic["batch"], 1: dynamic["sequence"]} for _ in small),
-                              dynamo=True, external_data=False, verbose=False)
-    except Exception as e:  # the exporter raises many kinds
-        raise UsageError(f"{model.config.model_type} does not export to ONNX ({first_line(e)}): use --runtime "
-                         "torch") from None
+    export_graph(model, cut, small, path, inputs, outputs, fuse=fuses(model.config))
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        difference = max(checked(session, cut, inputs, rows) for rows in (example, tuple(x[:1] for x in example)))
+        difference = max(check_graph(session, cut, inputs, rows, rows[1])
+                         for rows in (example, tuple(x[:1] for x in example)))
     except Exception as e:  # ONNX Runtime refusing the graph raises its own kinds
         raise UsageError(f"ONNX Runtime cannot run {model.config.model_type}'s {path.stem} ({first_line(e)}): use "
                          "--runtime torch, and please report it") from None
@@ -200,41 +197,22 @@ def export(model, cut, example, inputs, outputs, path):
                          f"{difference:.2g}: use --runtime torch, and please report it")
 
 
-def checked(session, cut, inputs, rows):
-    """The largest difference between the session's outputs and torch's on `rows` (rows[1] is the
-    padding mask: padded positions' states are never read, as keys they are masked, pooled with weight 0)."""
-    got = session.run(None, feed(session, dict(zip(inputs, rows))))
-    expected = cut(*rows)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    real = rows[1].bool()
-    return max(float((torch.from_numpy(g) - e)[real if e.dim() > 2 else slice(None)].abs().max())
-               for g, e in zip(got, expected))
-
-
 def quantize_cuts(fp32, out, layers):
-    """The layer graphs of `fp32` with int8 weights (ONNX Runtime's dynamic quantization); the
-    embedding as it is."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    """The layer graphs of `fp32` with int8 weights (pabee/onnx_export.quantize_graph); the embedding as
+    it is."""
     shutil.copy(fp32 / "embed.onnx", out / "embed.onnx")
-    for i in range(layers):  # per channel: per tensor cost all-MiniLM-L6-v2 a point of SST-2 dev (docs/onnx.md)
+    for i in range(layers):
         try:
-            quantize_dynamic(str(fp32 / f"layer_{i}.onnx"), str(out / f"layer_{i}.onnx"),
-                             weight_type=QuantType.QInt8, per_channel=True)
+            quantize_graph(fp32 / f"layer_{i}.onnx", out / f"layer_{i}.onnx")
         except Exception as e:  # the quantizer raises many kinds
             raise UsageError(f"ONNX Runtime cannot quantize layer {i + 1}'s graph ({first_line(e)}): use --quantize "
                              "none") from None
 
 
-def feed(session, values):
-    """The session's inputs from `values` (numpy or torch), token types as zeros where not given."""
-    out = {}
-    for entry in session.get_inputs():
-        value = values.get(entry.name)
-        if value is None:  # a graph reading token types, fed a batch without them
-            value = torch.zeros_like(values["input_ids"])
-        out[entry.name] = value.cpu().numpy() if isinstance(value, torch.Tensor) else value
-    return out
+def batch_types(batch, ids):
+    """A batch's token types, as zeros where it has none."""
+    types = batch.get("token_type_ids")
+    return types.numpy() if types is not None else np.zeros_like(ids)
 
 
 def session_options(threads):
@@ -263,14 +241,40 @@ class OrtModel:
         import onnxruntime
 
         options = session_options(threads)
-        self.config, self.num_layers = config, config.num_hidden_layers
-        session = lambda name: onnxruntime.InferenceSession(str(folder / name), options,  # noqa: E731
-                                                            providers=["CPUExecutionProvider"])
-        self.embedding = session("embed.onnx")
-        self.layers = [session(f"layer_{i}.onnx") for i in range(self.num_layers)]
+        self.config, self.num_layers, self.folder, self.alone = config, config.num_hidden_layers, Path(folder), {}
+        self.session = lambda graph: onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.embedding = self.session(str(folder / "embed.onnx"))
+        self.layers = [self.session(str(folder / f"layer_{i}.onnx")) for i in range(self.num_layers)]
 
     def eval(self):
         return self
+
+    def one_call(self, rule):
+        """A function answering a batch of one example in one session call under `rule` (PABEE's
+        patience rule: pabee/exit_graph.py), or None for the other rules (they run layer by layer)."""
+        if type(rule) is not PatienceRule:
+            return None
+        key = (rule.patience, rule.regression_threshold)
+        if key not in self.alone:
+            self.alone[key] = self.session(patience_graph(*self.cut_graphs(), rule.patience, rule.regression_threshold,
+                                                          self.config.num_labels).SerializeToString())
+        session = self.alone[key]
+        names = [entry.name for entry in session.get_inputs()]
+
+        def answer(batch):  # the host's work per example is most of what a layer costs beside the graph's
+            ids = batch["input_ids"].numpy()
+            given = {"input_ids": ids, "attention_mask": batch["attention_mask"].numpy()}
+            logits, exit_layer = session.run(None, {n: given[n] if n in given else batch_types(batch, ids)
+                                                    for n in names})
+            return torch.from_numpy(logits), int(exit_layer[0])
+
+        return answer
+
+    def cut_graphs(self):
+        import onnx
+
+        return (onnx.load(str(self.folder / "embed.onnx")),
+                [onnx.load(str(self.folder / f"layer_{i}.onnx")) for i in range(self.num_layers)])
 
     def embed(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         values = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

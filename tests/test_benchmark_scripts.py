@@ -86,8 +86,11 @@ def test_bench_speed_smoke_writes_every_key(tmp_path):
     assert "narrow" in figures["model"] and "| realized_over_ideal_bs1 |" in printed
 
 
-ORT_KEYS = [f"ort_{name}_{size}" for name in ("realized_over_ideal", "exit_over_torch_exit", "exit_over_best_full",
-                                                "full_over_torch_full", "cuts_over_plain", "int8_over_fp32")
+ORT_KEYS = [f"{name}_{size}" for name in ("ort_realized_over_ideal", "ort_exit_over_torch_exit", "ort_exit_over_best_full",
+                                           "ort_full_over_torch_full", "ort_cuts_over_plain", "ort_int8_over_fp32",
+                                           "ort_exit_over_fused_full", "int8_exit_over_fused_int8_full",
+                                           "ort_cuts_over_fused_full", "int8_cuts_over_fused_int8_full",
+                                           "ideal_speed_up", "fused_int8_same_predictions")
             for size in ("bs1", "bs32")]
 
 
@@ -95,7 +98,9 @@ def test_ort_figures_smoke_writes_every_key(tmp_path):
     figures, printed = smoke_figures("ort_figures.py", ORT_KEYS, tmp_path)
     # what it checks of itself holds on any model: ONNX Runtime's engine answers as torch's
     assert figures["ort_same_exits_as_torch_bs1"] is True and figures["ort_same_predictions_as_torch_bs32"] is True
-    assert "| ort_realized_over_ideal_bs1 |" in printed
+    assert "| ort_realized_over_ideal_bs1 |" in printed and "| ort_exit_over_fused_full_bs32 |" in printed
+    # the peer is fused as a CPU user's deployment is: attention, GELU and layer norms
+    assert {"Attention", "SkipLayerNormalization"} <= set(figures["fused_operators_bs1"])
 
 
 def test_gpu_prepare_builds_the_folder_a_gpu_run_reads(world, tmp_path):

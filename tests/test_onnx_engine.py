@@ -23,15 +23,15 @@ TOLERANCE = 1e-4
 LAYERS = 2  # each layer is one more graph to export
 
 
-def confident(kind, num_labels=2, sharpness=40, **settings):
+def confident(kind, num_labels=2, sharpness=40, layers=LAYERS, **settings):
     """A tiny model whose heads are sharp enough for every rule to exit at several layers."""
     torch.manual_seed(0)
-    config = TINY_CONFIGS[kind](num_labels, LAYERS)
+    config = TINY_CONFIGS[kind](num_labels, layers)
     for name, value in settings.items():
         setattr(config, name, value)
     model = BACKBONES[kind].load_model_class()(config).eval()
     with torch.no_grad():
-        for i in range(LAYERS):
+        for i in range(layers):
             model.exit_head(i).weight.mul_(sharpness)
     return model
 
@@ -78,6 +78,43 @@ def test_every_backbone_exits_on_onnx_runtime_as_on_torch_under_every_rule(kind,
     rules = [example_rule(name, 1) for name, rule in RULES.items() if not rule.needs_uncertainty]
     exits = same_answers(model, ort, rules + [PatienceRule(0), make_rule("fixed", 1)], examples())
     assert exits == {1, 2}  # rows left at every layer
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_at_batch_one_the_patience_graph_answers_each_example_in_one_call_as_torch(kind, tmp_path):
+    """PABEE's rule as ONNX control flow over 4 layers (pabee/exit_graph.py): at batch size 1 the
+    stream answers each example with one session call, with torch's exit layers and logits within 1e-4."""
+    from pabee.onnx_engine import ort_model
+
+    model = confident(kind, layers=4, sharpness=4)
+    ort = ort_model(model, tmp_path)
+    spread = set()
+    for patience in (0, 1, 2, 3):
+        logits, exits = answers(model, layer_step, PatienceRule(patience), examples(16), batch_size=1)
+        ort_logits, ort_exits = answers(ort, ort.engine_step, PatienceRule(patience), examples(16), batch_size=1)
+        assert (patience, 0.0) in ort.alone  # the one-call graph answered, not the layer-by-layer stream
+        assert torch.equal(exits, ort_exits), patience
+        assert (logits - ort_logits).abs().max().item() < TOLERANCE, patience
+        spread |= set(exits.tolist())
+    assert len(spread) >= 3, spread  # exits at several depths: the nested branches all ran
+
+
+def test_the_patience_graph_on_regression_and_int8(tmp_path):
+    """A regression head's agreement threshold in the graph is PatienceRule's; int8 graphs join too."""
+    from pabee.onnx_engine import ort_model
+
+    model = confident("bert", num_labels=1, sharpness=1, layers=4)
+    ort = ort_model(model, tmp_path)
+    spread = set()
+    for rule in (PatienceRule(1, 0.05), PatienceRule(2, 0.3)):
+        logits, exits = answers(model, layer_step, rule, examples(16), batch_size=1)
+        ort_logits, ort_exits = answers(ort, ort.engine_step, rule, examples(16), batch_size=1)
+        assert torch.equal(exits, ort_exits) and (logits - ort_logits).abs().max().item() < TOLERANCE, rule
+        spread |= set(exits.tolist())
+    assert len(spread) >= 2, spread
+    int8 = ort_model(model, tmp_path, "int8")
+    logits, exits = answers(int8, int8.engine_step, PatienceRule(1, 0.3), examples(8), batch_size=1)
+    assert logits.shape == (8, 1) and torch.isfinite(logits).all() and set(exits.tolist()) <= {2, 3, 4}
 
 
 def test_learned_exits_and_regression_on_onnx_runtime(tmp_path):

@@ -1,0 +1,152 @@
+"""PABEE's exit for one example inside one ONNX graph: the cuts (pabee/onnx_engine.py) joined by ONNX
+control flow, so that one session call embeds an example, runs layer after layer with its head, counts
+the agreements of the patience rule (Zhou et al., 2020, Section 3.1) and stops at its exit layer. At
+batch 1, the paper's latency setting, the host then pays one call an example instead of one a layer
+(on the CPU a layer of a small model costs about as much as the host's work around its call).
+
+Each layer after the first ends in an If: at the exit its branch gives that layer's logits and the
+exit layer, otherwise the branch holds the layers that follow. The counter is the rule's own:
+PatienceRule.step (argmax equal, or |difference| < threshold for regression), exit when it equals the
+patience; patience 0 runs full depth with the last head."""
+
+import hashlib
+
+import onnx
+from onnx import TensorProto, helper
+
+OUTPUTS = ("logits", "exit_layer")
+
+
+def patience_graph(embed, layers, patience, regression_threshold, num_labels):
+    """The model (onnx.ModelProto) answering one example under PatienceRule(patience,
+    regression_threshold), from the loaded cut graphs `embed` and `layers` (ModelProtos of
+    pabee/onnx_engine.py's cuts: fp32 or int8). Inputs: the embedding's; outputs: the logits [1,
+    labels] and the exit layer [1]."""
+    initializers, hidden = Weights(), "embed/hidden"
+    nodes = inlined(embed.graph, "embed/", {}, {"hidden": hidden}, initializers)
+    rule = Counter(patience, regression_threshold, num_labels)
+    nodes += stages(layers, 0, hidden, rule, None, initializers)
+    inputs = list(embed.graph.input)  # and the padding mask the layers read (an embedding may not)
+    inputs += [i for i in layers[0].graph.input if i.name == "attention_mask" and i.name not in {j.name for j in inputs}]
+    graph = helper.make_graph(nodes, "pabee_patience", inputs,
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("exit_layer", TensorProto.INT64, None)],
+                              initializers.tensors)
+    opsets = {}
+    for model in (embed, *layers):
+        for entry in model.opset_import:
+            opsets[entry.domain] = max(opsets.get(entry.domain, 0), entry.version)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    model.ir_version = max(m.ir_version for m in (embed, *layers))
+    return model
+
+
+class Counter:
+    """PatienceRule as graph nodes: the prediction of a layer, the counter after it, the exit test."""
+
+    def __init__(self, patience, regression_threshold, num_labels):
+        self.patience, self.threshold, self.regression = patience, regression_threshold, num_labels == 1
+
+    def prediction(self, logits, prefix):
+        if self.regression:
+            return [constant(prefix, "flat", [-1]),
+                    helper.make_node("Reshape", [logits, prefix + "flat"], [prefix + "prediction"])], prefix + "prediction"
+        return [helper.make_node("ArgMax", [logits], [prefix + "prediction"], axis=-1, keepdims=0)], prefix + "prediction"
+
+    def update(self, prediction, previous, counter, prefix):
+        """Nodes giving `prefix`counter: (counter + 1) x agree, and `prefix`exits: counter == patience."""
+        if self.regression:
+            agree = [helper.make_node("Sub", [prediction, previous], [prefix + "difference"]),
+                     helper.make_node("Abs", [prefix + "difference"], [prefix + "distance"]),
+                     constant(prefix, "threshold", [self.threshold], TensorProto.FLOAT),
+                     helper.make_node("Less", [prefix + "distance", prefix + "threshold"], [prefix + "agree"])]
+        else:
+            agree = [helper.make_node("Equal", [prediction, previous], [prefix + "agree"])]
+        return agree + [
+            constant(prefix, "one", [1]), constant(prefix, "patience", [self.patience]),
+            helper.make_node("Cast", [prefix + "agree"], [prefix + "agreed"], to=TensorProto.INT64),
+            helper.make_node("Add", [counter, prefix + "one"], [prefix + "next"]),
+            helper.make_node("Mul", [prefix + "next", prefix + "agreed"], [prefix + "counter"]),
+            helper.make_node("Equal", [prefix + "counter", prefix + "patience"], [prefix + "exits"])]
+
+
+def stages(layers, i, hidden, rule, previous, initializers, out=OUTPUTS):
+    """The nodes of layer i (0-based) and, after it, the exit test and the layers that follow (in the
+    If's other branch), making the values named `out` (logits, exit layer); `previous`: (prediction,
+    counter) of layer i - 1, None at the first layer."""
+    prefix = f"layer{i}/"
+    nodes = inlined(layers[i].graph, prefix, {"hidden": hidden}, {}, initializers)
+    logits, following = prefix + "logits", prefix + "next_hidden"
+    if i == len(layers) - 1:
+        return nodes + answer(logits, len(layers), *out)
+    if rule.patience == 0:  # full depth: no layer below the last can answer
+        return nodes + stages(layers, i + 1, following, rule, previous, initializers, out)
+    made, prediction = rule.prediction(logits, prefix)
+    nodes += made
+    if previous is None:
+        nodes.append(constant(prefix, "counter", [0]))
+        return nodes + stages(layers, i + 1, following, rule, (prediction, prefix + "counter"), initializers, out)
+    nodes += rule.update(prediction, *previous, prefix)
+    here = (prefix + "exit_logits", prefix + "exit_layer")
+    later = (prefix + "later_logits", prefix + "later_exit_layer")
+    rest = stages(layers, i + 1, following, rule, (prediction, prefix + "counter"), initializers, later)
+    return nodes + [helper.make_node("If", [prefix + "exits"], list(out),
+                                     then_branch=branch(f"exit_at_{i + 1}", answer(logits, i + 1, *here), here),
+                                     else_branch=branch(f"after_{i + 1}", rest, later))]
+
+
+def answer(logits, layer, logits_name, exit_name):
+    return [helper.make_node("Identity", [logits], [logits_name]),
+            helper.make_node("Constant", [], [exit_name], value=helper.make_tensor("v", TensorProto.INT64, [1], [layer]))]
+
+
+def branch(name, nodes, out):
+    """A subgraph of `nodes` with the outputs `out` (logits, exit layer)."""
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out[0], TensorProto.FLOAT, None),
+                                               helper.make_tensor_value_info(out[1], TensorProto.INT64, None)])
+
+
+def inlined(graph, prefix, inputs, outputs, initializers):
+    """`graph`'s nodes with every name prefixed, its inputs read from `inputs` (graph input -> name)
+    and its outputs renamed by `outputs`; its weights added to `initializers` (Weights)."""
+    names = {i.name: inputs.get(i.name, i.name) for i in graph.input}
+    names |= {t.name: initializers.add(t, prefix + t.name) for t in graph.initializer}
+    for node in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise ValueError(f"{graph.name}: control flow inside a cut ({node.op_type}) is not joined")
+        for out in node.output:
+            names[out] = prefix + out
+    names |= {o.name: outputs.get(o.name, prefix + o.name) for o in graph.output}
+    made = []
+    for node in graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = prefix + node.name
+        copy.input[:] = [names.get(n, n) if n else n for n in node.input]
+        copy.output[:] = [names[n] for n in node.output]
+        made.append(copy)
+    return made
+
+
+class Weights:
+    """The joined graph's weights, each kept once: the shared pooler (and any tensor equal in every cut)
+    is read from one copy at every layer, so an example streams it from memory once."""
+
+    def __init__(self):
+        self.tensors, self.seen = [], {}
+
+    def add(self, tensor, name):
+        """The name under which `tensor` is kept (an equal one's, if kept before)."""
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        copy.name = ""
+        key = hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+        if key not in self.seen:
+            copy.name = name
+            self.tensors.append(copy)
+            self.seen[key] = name
+        return self.seen[key]
+
+
+def constant(prefix, name, values, kind=TensorProto.INT64):
+    return helper.make_node("Constant", [], [prefix + name], value=helper.make_tensor(name, kind, [len(values)], values))
