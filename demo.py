@@ -12,6 +12,7 @@ import random
 import sys
 from pathlib import Path
 
+from pabee.cli import OneDefault
 from pabee.errors import UsageError, os_error_line
 from pabee.settings import ExitSettings
 from pabee.options import EXIT_POOLING
@@ -72,8 +73,12 @@ def default_model_dir():
 
 
 def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def build_parser():
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=OneDefault)
     p.add_argument("--model_dir", default=None, help="A BERT folder (default: all-MiniLM-L6-v2 from its package).")
     p.add_argument("--output_dir", default="demo_output", help="Where the task, the run and the table go.")
     p.add_argument("--train_size", type=int, default=2000, help="Synthetic training examples.")
@@ -88,7 +93,7 @@ def parse_args(argv):
     p.add_argument("--timing_repeats", type=int, default=5, help="Timed rounds of every patience against full depth.")
     p.add_argument("--exit_pooling", choices=EXIT_POOLING, default="mean",
                    help="What the heads read of each layer; MiniLM's first token says little below layer 4.")
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None):

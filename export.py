@@ -18,13 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from pabee.cli import OneDefault
 from pabee.errors import UsageError, os_error_line
 from pabee.files import describe_missing
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="export.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=OneDefault)
     add = p.add_argument
     add("--model_dir", required=True, help="A folder run_glue.py saved (or any of its checkpoint-N).")
     add("--output_dir", required=True, help="A new or empty folder for the export.")
@@ -40,9 +41,10 @@ def main(argv=None):
         if not config.is_file():
             raise UsageError(f"--model_dir {flags.model_dir}: {config} {describe_missing(config)}: give a folder "
                              "run_glue.py saved")
-        from pabee.export import export, layer_table
+        from pabee.export import check_output, export, layer_table
         from pabee.logs import setup_logging
 
+        check_output(flags.model_dir, flags.output_dir, flags.onnx)  # before the run is read
         setup_logging()
         for layer, metric, value, speed_up in layer_table(flags.model_dir):
             print(f"layer {layer}: {metric} {value:.4f} on dev, {speed_up:.2f}x fewer layers", file=sys.stderr)

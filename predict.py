@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pabee.cli import OneDefault
 from pabee.errors import UsageError, os_error_line
 from pabee.files import describe_missing
 from pabee.exit_rules import RULES
@@ -29,7 +30,7 @@ from pabee.settings import ExitSettings, parse_buckets
 
 def build_parser():
     p = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=OneDefault)
     add = p.add_argument
     add("--model_dir", required=True, help="A folder run_glue.py trained (or any of its checkpoint-N).")
     add("--patience", type=int, default=None, help="Patience of the exit (default: the exit chosen from the run's results, see above).")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from pabee.backbones import BACKBONES
+from pabee.cli import OneDefault
 from pabee.errors import Interrupted, UsageError, os_error_line
 from pabee.grid import Grid
 from pabee.jobs import become_job, job_argv
@@ -28,7 +29,7 @@ LAUNCHERS = ("ray", "slurm", "local")
 
 def build_parser():
     p = argparse.ArgumentParser(prog="reproduce_paper.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=OneDefault)
     add = p.add_argument
     add("backbone", help="bert or albert (any --model_type of run_glue.py).")
     add("tasks", nargs="*", default=PAPER_TASKS, help="GLUE tasks (default: the paper's eight).")
@@ -76,8 +77,9 @@ def add_launch_flags(parser):
         "the other in this process). docs/cluster.md.")
     add("--workers", type=int, default=0, help="Ray without GPUs: runs at a time on each machine, each with its "
         "share of the cores (default 1).")
-    add("--ray_address", default=os.environ.get("RAY_ADDRESS"), help="A Ray cluster to join (default RAY_ADDRESS; "
-        "none: a local Ray for the grid).")
+    add("--ray_address", default=os.environ.get("RAY_ADDRESS"), help="A Ray cluster to join, host:port of its head "
+        "(default RAY_ADDRESS; none: a local Ray for the grid). Nothing listening there ends the run at once; a "
+        "cluster that does not answer, after 30 s.")
     add("--retries", type=int, default=2, help="Times a run whose worker or node died is started again.")
     add("--slurm_partition", default=None, help="Slurm partition (default: the cluster's).")
     add("--slurm_time", type=int, default=SlurmSettings.time_min, help="Slurm time limit of a run, minutes; a run "

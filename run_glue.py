@@ -16,6 +16,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from pabee.backbones import BACKBONES
+from pabee.cli import OneDefault
 from pabee.errors import UsageError, os_error_line
 from pabee.exit_rules import RULES
 from pabee.options import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT, QUANTIZE, RUNTIMES
@@ -40,7 +41,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser():
     p = OneLineParser(prog="run_glue.py", description=__doc__.splitlines()[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=OneDefault)
     add = p.add_argument
     add("--data_dir", default=D.data_dir, help="Folder with the task's TSV files; without it GLUE comes from the hub.")
     add("--model_type", required=True, choices=list(BACKBONES), help="The backbone: " + ", ".join(BACKBONES) + ".")

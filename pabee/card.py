@@ -56,8 +56,9 @@ def write_card(folder, settings, why):
              f"{'mean of the tokens' if config.exit_pooling == 'mean' else 'first token'}). PABEE (Zhou et al., "
              "\"BERT Loses Patience: Fast and Robust Inference with Early Exit\", NeurIPS 2020) and the later exit rules "
              "let each example stop at the first layer whose answer the rule trusts.", "",
-             "## Load it", "", "```python", "from transformers import pipeline",
-             f'classifier = pipeline("text-classification", model="{folder}", trust_remote_code=True)',
+             "## Load it", "", f"From the folder that holds `{folder.name}/` (or, once it is on the hub, with its "
+             "repo id, `user/name`, in its place):", "", "```python", "from transformers import pipeline",
+             f'classifier = pipeline("text-classification", model="{folder.name}", trust_remote_code=True)',
              'print(classifier("a gripping, funny film"))', "```", "",
              plain_loading(config), "",
              "## The exit it answers with", "",

@@ -25,7 +25,17 @@ def first_line(error):
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+# What the disk or its permissions cause, and so what freeing space or fixing permissions mends.
+DISK_ERRORS = {"ENOSPC": "free space on its disk", "EDQUOT": "free space within your quota",
+               "EACCES": "fix its permissions", "EPERM": "fix its permissions",
+               "EROFS": "write somewhere that is not read-only"}
+
+
 def os_error_line(error):
-    """One line for an OSError that ends a run (a full disk, a folder that cannot be written)."""
+    """One line for an OSError that ends a run: the advice where the cause is the disk or its
+    permissions, else the error as it is (a missing command or file, a refused connection)."""
+    import errno
+
     where = f": {error.filename}" if error.filename else ""
-    return f"{error.strerror or first_line(error)}{where}: free space on its disk or fix its permissions, then run again"
+    fix = DISK_ERRORS.get(errno.errorcode.get(error.errno, ""))
+    return f"{error.strerror or first_line(error)}{where}" + (f": {fix}, then run again" if fix else "")

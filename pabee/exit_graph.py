@@ -7,7 +7,8 @@ batch 1, the paper's latency setting, the host then pays one call an example ins
 Each layer after the first ends in an If: at the exit its branch gives that layer's logits and the
 exit layer, otherwise the branch holds the layers that follow. The counter is the rule's own:
 PatienceRule.step (argmax equal, or |difference| < threshold for regression), exit when it equals the
-patience; patience 0 runs full depth with the last head."""
+patience (fed as an input, so one graph serves every setting); patience 0 runs full depth with the
+last head, a graph of its own without the rule."""
 
 import hashlib
 
@@ -17,17 +18,21 @@ from onnx import TensorProto, helper
 OUTPUTS = ("logits", "exit_layer")
 
 
-def patience_graph(embed, layers, patience, regression_threshold, num_labels):
-    """The model (onnx.ModelProto) answering one example under PatienceRule(patience,
-    regression_threshold), from the loaded cut graphs `embed` and `layers` (ModelProtos of
-    pabee/onnx_engine.py's cuts: fp32 or int8). Inputs: the embedding's; outputs: the logits [1,
-    labels] and the exit layer [1]."""
+def patience_graph(embed, layers, num_labels, full_depth=False):
+    """The model (onnx.ModelProto) answering one example under PatienceRule, from the loaded cut graphs
+    `embed` and `layers` (ModelProtos of pabee/onnx_engine.py's cuts: fp32 or int8). Inputs: the
+    embedding's, the padding mask, and the rule's setting: `patience` [1] (int64, >= 1) and
+    `regression_threshold` [1] (float); outputs: the logits [1, labels] and the exit layer [1]. One
+    graph serves every setting; `full_depth`: patience 0's, the layers one after the other, no rule
+    and no setting to feed."""
     initializers, hidden = Weights(), "embed/hidden"
     nodes = inlined(embed.graph, "embed/", {}, {"hidden": hidden}, initializers)
-    rule = Counter(patience, regression_threshold, num_labels)
-    nodes += stages(layers, 0, hidden, rule, None, initializers)
+    nodes += stages(layers, 0, hidden, None if full_depth else Counter(num_labels), None, initializers)
     inputs = list(embed.graph.input)  # and the padding mask the layers read (an embedding may not)
     inputs += [i for i in layers[0].graph.input if i.name == "attention_mask" and i.name not in {j.name for j in inputs}]
+    if not full_depth:
+        inputs += [helper.make_tensor_value_info("patience", TensorProto.INT64, [1]),
+                   helper.make_tensor_value_info("regression_threshold", TensorProto.FLOAT, [1])]
     graph = helper.make_graph(nodes, "pabee_patience", inputs,
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None),
                                helper.make_tensor_value_info("exit_layer", TensorProto.INT64, None)],
@@ -42,10 +47,11 @@ def patience_graph(embed, layers, patience, regression_threshold, num_labels):
 
 
 class Counter:
-    """PatienceRule as graph nodes: the prediction of a layer, the counter after it, the exit test."""
+    """PatienceRule as graph nodes: the prediction of a layer, the counter after it, the exit test
+    against the graph's `patience` input."""
 
-    def __init__(self, patience, regression_threshold, num_labels):
-        self.patience, self.threshold, self.regression = patience, regression_threshold, num_labels == 1
+    def __init__(self, num_labels):
+        self.regression = num_labels == 1
 
     def prediction(self, logits, prefix):
         if self.regression:
@@ -58,16 +64,15 @@ class Counter:
         if self.regression:
             agree = [helper.make_node("Sub", [prediction, previous], [prefix + "difference"]),
                      helper.make_node("Abs", [prefix + "difference"], [prefix + "distance"]),
-                     constant(prefix, "threshold", [self.threshold], TensorProto.FLOAT),
-                     helper.make_node("Less", [prefix + "distance", prefix + "threshold"], [prefix + "agree"])]
+                     helper.make_node("Less", [prefix + "distance", "regression_threshold"], [prefix + "agree"])]
         else:
             agree = [helper.make_node("Equal", [prediction, previous], [prefix + "agree"])]
         return agree + [
-            constant(prefix, "one", [1]), constant(prefix, "patience", [self.patience]),
+            constant(prefix, "one", [1]),
             helper.make_node("Cast", [prefix + "agree"], [prefix + "agreed"], to=TensorProto.INT64),
             helper.make_node("Add", [counter, prefix + "one"], [prefix + "next"]),
             helper.make_node("Mul", [prefix + "next", prefix + "agreed"], [prefix + "counter"]),
-            helper.make_node("Equal", [prefix + "counter", prefix + "patience"], [prefix + "exits"])]
+            helper.make_node("Equal", [prefix + "counter", "patience"], [prefix + "exits"])]
 
 
 def stages(layers, i, hidden, rule, previous, initializers, out=OUTPUTS):
@@ -79,7 +84,7 @@ def stages(layers, i, hidden, rule, previous, initializers, out=OUTPUTS):
     logits, following = prefix + "logits", prefix + "next_hidden"
     if i == len(layers) - 1:
         return nodes + answer(logits, len(layers), *out)
-    if rule.patience == 0:  # full depth: no layer below the last can answer
+    if rule is None:  # full depth: no layer below the last can answer
         return nodes + stages(layers, i + 1, following, rule, previous, initializers, out)
     made, prediction = rule.prediction(logits, prefix)
     nodes += made
@@ -121,7 +126,7 @@ def inlined(graph, prefix, inputs, outputs, initializers):
     for node in graph.node:
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
-        copy.name = prefix + node.name
+        copy.name = prefix + node.name if node.name else ""  # unnamed stays unnamed: no two alike
         copy.input[:] = [names.get(n, n) if n else n for n in node.input]
         copy.output[:] = [names[n] for n in node.output]
         made.append(copy)

@@ -30,10 +30,7 @@ def export(folder, out, layers=None, onnx=False):
     import torch
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--output_dir {out} exists and is not empty: give a new folder (nothing is overwritten)")
-    if onnx:
-        check_onnx_installed()
+    check_output(folder, out, onnx)
     backbone = backbone_of_folder(folder)
     model = load_model(backbone, str(folder), None, "cpu")[0].eval()
     tokenizer = load_tokenizer(backbone, str(folder))
@@ -58,6 +55,18 @@ def export(folder, out, layers=None, onnx=False):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return differences
+
+
+def check_output(folder, out, onnx=False):
+    """What is refused before any work: an output folder that is the run or holds files, --onnx
+    without its libraries."""
+    out = Path(out)
+    if out.resolve() == Path(folder).resolve():
+        raise UsageError(f"--output_dir {out} is the run itself: give a new folder (nothing is overwritten)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--output_dir {out} exists and is not empty: give a new folder (nothing is overwritten)")
+    if onnx:
+        check_onnx_installed()
 
 
 def check_exportable(folder, model, k):
@@ -152,7 +161,7 @@ def write_onnx(folder, plain, rows, fuse=False, name=ONNX_FILE):
     logits = NamedInputs(plain, names)
     path = Path(folder) / name
     fused = export_graph(plain, logits, tuple(rows[n][:2, :-1].contiguous() for n in names), path, names, ["logits"],
-                         fuse=fuse)
+                         fuse=fuse, instead="export without --onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     difference = check_graph(session, logits, names, tuple(rows[n] for n in names), rows["attention_mask"])
     if difference > ONNX_TOLERANCE:

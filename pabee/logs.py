@@ -2,6 +2,7 @@
 own name below "pabee" (info on the main process, warnings on the others), in one format, and the
 third-party libraries keep quiet about what the project says in its own one line."""
 
+import contextlib
 import logging
 import os
 
@@ -28,3 +29,19 @@ def without_static_quantization_advice(record):
     """A logging filter: ONNX Runtime's quantizer advises pre-processing at every graph it quantizes
     (on the root logger); the advice is for static quantization, not the dynamic one used here."""
     return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """The ONNX exporter's notes on its own internals ("torchvision is not installed", four a graph)
+    and the quantizer's advice held back while graphs are written. torch sets its exporter's level
+    when it is imported, which may come after setup_logging, so the level is set here, for this time."""
+    exporter, root = logging.getLogger("torch.onnx"), logging.getLogger()
+    level = exporter.level
+    exporter.setLevel(logging.ERROR)
+    root.addFilter(without_static_quantization_advice)
+    try:
+        yield
+    finally:
+        exporter.setLevel(level)
+        root.removeFilter(without_static_quantization_advice)

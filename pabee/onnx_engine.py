@@ -16,6 +16,7 @@ quantized per call); the embedding stays fp32. It changes the answers: run_glue'
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from pabee.exits import answers_at_exit, exit_layers_from_logits
 from pabee.onnx_export import TOLERANCE, check_graph, export_graph, feed, fuses, quantize_graph
 from pabee.rows import LayerInputs
 
+logger = logging.getLogger(__name__)
 FOLDER = "onnx_cuts"  # beside the model: onnx_cuts/fp32, onnx_cuts/int8 (a hub folder's onnx/ is someone else's)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -99,11 +101,13 @@ def cached_cuts(model, root, quantize):
     key = fingerprint(model)
     fp32 = root / "fp32"
     if read_key(fp32) != key:
+        logger.info("Exporting the model to ONNX graphs in %s (once for these weights; later runs load them)", fp32)
         write_atomically(fp32, lambda tmp: export_cuts(on_cpu(model), tmp), key)
     if quantize == "none":
         return fp32
     int8 = root / quantize
     if read_key(int8) != key:
+        logger.info("Quantizing the ONNX graphs to int8 in %s (once for these weights)", int8)
         write_atomically(int8, lambda tmp: quantize_cuts(fp32, tmp, model.num_layers), key)
     return int8
 
@@ -241,7 +245,7 @@ class OrtModel:
         import onnxruntime
 
         options = session_options(threads)
-        self.config, self.num_layers, self.folder, self.alone = config, config.num_hidden_layers, Path(folder), {}
+        self.config, self.num_layers, self.folder, self.one_graph = config, config.num_hidden_layers, Path(folder), {}
         self.session = lambda graph: onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.embedding = self.session(str(folder / "embed.onnx"))
         self.layers = [self.session(str(folder / f"layer_{i}.onnx")) for i in range(self.num_layers)]
@@ -251,24 +255,39 @@ class OrtModel:
 
     def one_call(self, rule):
         """A function answering a batch of one example in one session call under `rule` (PABEE's
-        patience rule: pabee/exit_graph.py), or None for the other rules (they run layer by layer)."""
+        patience rule: pabee/exit_graph.py, one graph for every patience and one for full depth, each
+        made on first use), or None: the other rules, or a graph ONNX Runtime would not take (said
+        once; layer by layer then)."""
         if type(rule) is not PatienceRule:
             return None
-        key = (rule.patience, rule.regression_threshold)
-        if key not in self.alone:
-            self.alone[key] = self.session(patience_graph(*self.cut_graphs(), rule.patience, rule.regression_threshold,
-                                                          self.config.num_labels).SerializeToString())
-        session = self.alone[key]
+        full = rule.patience == 0
+        if full not in self.one_graph:
+            self.one_graph[full] = self.patience_session(full)
+        session = self.one_graph[full]
+        if not session:
+            return None
         names = [entry.name for entry in session.get_inputs()]
+        setting = {"patience": np.array([rule.patience], dtype=np.int64),
+                   "regression_threshold": np.array([rule.regression_threshold], dtype=np.float32)}
 
         def answer(batch):  # the host's work per example is most of what a layer costs beside the graph's
             ids = batch["input_ids"].numpy()
-            given = {"input_ids": ids, "attention_mask": batch["attention_mask"].numpy()}
+            given = {"input_ids": ids, "attention_mask": batch["attention_mask"].numpy(), **setting}
             logits, exit_layer = session.run(None, {n: given[n] if n in given else batch_types(batch, ids)
                                                     for n in names})
             return torch.from_numpy(logits), int(exit_layer[0])
 
         return answer
+
+    def patience_session(self, full_depth):
+        """The session of the patience graph over these cuts; False where it cannot be made."""
+        try:
+            graph = patience_graph(*self.cut_graphs(), self.config.num_labels, full_depth)
+            return self.session(graph.SerializeToString())
+        except Exception as e:  # joining, serializing or loading the graph: each raises its own kinds
+            logger.warning("ONNX Runtime does not take the patience graph over %s (%s): each example runs layer by "
+                           "layer", self.folder, first_line(e))
+            return False
 
     def cut_graphs(self):
         import onnx

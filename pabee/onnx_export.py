@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from pabee.errors import UsageError, first_line
+from pabee.logs import quiet_exporter
 
 TOLERANCE = 1e-4  # ONNX Runtime against torch at fp32, at every position a layer reads
 # Backbones whose layers ONNX Runtime's optimizer fuses, and the optimizer's name for their kind.
@@ -44,8 +45,9 @@ def quantize_graph(source, out):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused operators' outputs
+    with quiet_exporter():
+        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused operators' outputs
 
 
 def fuses(config):
@@ -53,35 +55,34 @@ def fuses(config):
     return config.model_type.removeprefix("pabee-") in FUSED_KINDS
 
 
-def export_graph(model, module, example, path, inputs, outputs, fuse=False):
-    """`module` (whose forward takes `example`, the inputs named `inputs`, the first two dimensions of each
-    dynamic) to `path`, part of `model` (whose config says its attention). Returns the fused operators
-    found, by name ({} unfused)."""
+def export_graph(model, module, example, path, inputs, outputs, fuse=False, instead="use --runtime torch"):
+    """`module` (whose forward takes `example`, the inputs named `inputs`, their first two dimensions
+    the dynamic `batch` and `sequence`) to `path`, part of `model` (whose config says its attention).
+    Returns the fused operators found, by name ({} unfused); a failure is one line ending in `instead`."""
     try:
-        with warnings.catch_warnings(), attention(model, "eager" if fuse else None):
+        with warnings.catch_warnings(), quiet_exporter(), attention(model, "eager" if fuse else None):
             warnings.simplefilter("ignore")  # the exporters' notes on their own internals, not on this model
             if fuse:
                 traced(module, example, path, inputs, outputs)
                 return optimized(model.config, path)
+            batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
             torch.onnx.export(module.eval(), example, str(path), input_names=list(inputs), output_names=list(outputs),
-                              dynamic_shapes=tuple({0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}
-                                                   for _ in example),
+                              dynamic_shapes=tuple({0: batch, 1: length} for _ in example),
                               dynamo=True, external_data=False, verbose=False)
             return {}
     except UsageError:
         raise
     except Exception as e:  # the exporters and the optimizer raise many kinds
-        raise UsageError(f"{model.config.model_type} does not export to ONNX ({first_line(e)}): use --runtime "
-                         "torch") from None
+        raise UsageError(f"{model.config.model_type} does not export to ONNX ({first_line(e)}): {instead}") from None
 
 
 @contextlib.contextmanager
 def attention(model, implementation):
     """`model` with its attention in `implementation` (None: as it is) for the time of an export."""
     before = model.config._attn_implementation
-    if implementation is not None and implementation != before:
-        model.set_attn_implementation(implementation)
     try:
+        if implementation is not None and implementation != before:
+            model.set_attn_implementation(implementation)
         yield
     finally:
         if model.config._attn_implementation != before:

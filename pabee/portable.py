@@ -1,8 +1,8 @@
 """A saved model folder that loads outside this project. With `trust_remote_code=True`,
 transformers' Auto classes and pipeline build the early-exit model from code written into the
-folder: this package's modules that the backbone's adapter needs, copied with their imports made
-relative (transformers' dynamic modules take only the folder's own files), so the copies are
-generated, never edited, and the package stays their one home. Without it, transformers builds its
+folder: configuration_pabee.py, and modeling_pabee.py holding this package's modules that the
+backbone's adapter needs, whole, one after the other (transformers' dynamic modules take only the
+folder's own files), so the copies are generated, never edited, and the package stays their one home. Without it, transformers builds its
 own XForSequenceClassification where that class answers exactly as our full depth (its last head
 is our `classifier`, and the heads read what that class reads), and otherwise refuses with its
 custom-code message: config.json's model_type is then "pabee-<backbone>", which transformers does
@@ -10,13 +10,11 @@ not know (the package reads it as its backbone's config: backbones.load_config).
 
 import ast
 import importlib
-import re
 from pathlib import Path
 
 from pabee.files import read_json, write_json
 
 EARLY_EXIT = "pabee-"  # the model_type prefix of folders transformers' own class cannot answer for
-CODE_PREFIX = "pabee_"  # the generated copies: pabee/adapters/bert.py -> pabee_adapters_bert.py
 CONFIG_FILE, MODEL_FILE = "configuration_pabee", "modeling_pabee"
 AUTO_MAP = {"AutoConfig": f"{CONFIG_FILE}.PabeeConfig",
             "AutoModelForSequenceClassification": f"{MODEL_FILE}.PabeeForSequenceClassification"}
@@ -66,20 +64,25 @@ def saved_by_us(folder):
 
 
 def write_code(folder, model_class, name, model_type):
-    """configuration_pabee.py (the config of `model_type`, a backbone `name`), modeling_pabee.py and
-    the package modules the model class needs."""
-    for module in needed_modules(model_class.__module__):
-        source = Path(importlib.import_module(module).__file__).read_text(encoding="utf-8")
-        (folder / f"{generated_name(module)}.py").write_text(GENERATED + relative_imports(source), encoding="utf-8")
+    """configuration_pabee.py (the config of `model_type`, a backbone `name`) and modeling_pabee.py: the
+    package modules the model class needs, each whole, in the order they import one another (their
+    imports of one another dropped: the names are then the same file's), and the class transformers
+    loads. Two files a user reads before trust_remote_code=True."""
     base = config_class(name).__name__
     (folder / f"{CONFIG_FILE}.py").write_text(
         f'{GENERATED}from transformers import {base}\n\n\nclass PabeeConfig({base}):\n'
         f'    model_type = "{model_type}"\n', encoding="utf-8")
-    (folder / f"{MODEL_FILE}.py").write_text(
-        f"{GENERATED}from .{CONFIG_FILE} import PabeeConfig\n"
-        f"from .{generated_name(model_class.__module__)} import {model_class.__name__}\n\n\n"
-        f"class PabeeForSequenceClassification({model_class.__name__}):\n    config_class = PabeeConfig\n",
-        encoding="utf-8")
+    parts, defined = [GENERATED], {}
+    for module in import_order(needed_modules(model_class.__module__)):
+        source = Path(importlib.import_module(module).__file__).read_text(encoding="utf-8")
+        for name in top_level_names(source):
+            if defined.setdefault(name, module) != module:
+                raise ValueError(f"{module} and {defined[name]} both define {name}: the saved code would differ")
+        parts += [f"# ---- {module} ({Path(*module.split('.')).with_suffix('.py')}) ----\n",
+                  without_package_imports(source, module), "\n\n"]
+    parts.append(f"from .{CONFIG_FILE} import PabeeConfig  # noqa: E402\n\n\n"
+                 f"class PabeeForSequenceClassification({model_class.__name__}):\n    config_class = PabeeConfig\n")
+    (folder / f"{MODEL_FILE}.py").write_text("".join(parts), encoding="utf-8")
 
 
 def needed_modules(module):
@@ -90,20 +93,55 @@ def needed_modules(module):
         if current in found:
             continue
         found.append(current)
-        tree = ast.parse(Path(importlib.import_module(current).__file__).read_text(encoding="utf-8"))
-        todo += [node.module for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pabee.")]
+        todo += package_imports(current)
     return sorted(found)
 
 
-def generated_name(module):
-    return CODE_PREFIX + module.removeprefix("pabee.").replace(".", "_")
+def package_imports(module):
+    tree = ast.parse(Path(importlib.import_module(module).__file__).read_text(encoding="utf-8"))
+    return [node.module for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pabee.")]
 
 
-def relative_imports(source):
-    """`from pabee.x.y import z` made `from .pabee_x_y import z`: the folder's own file."""
-    return re.sub(r"^(\s*)from (pabee\.[\w.]+) import ", lambda m: f"{m.group(1)}from .{generated_name(m.group(2))} import ",
-                  source, flags=re.MULTILINE)
+def import_order(modules):
+    """`modules`, each after those it imports."""
+    ordered = []
+
+    def visit(module):
+        if module not in ordered:
+            for needed in sorted(set(package_imports(module))):
+                visit(needed)
+            ordered.append(module)
+
+    for module in modules:
+        visit(module)
+    return ordered
+
+
+def without_package_imports(source, module):
+    """`source` without its `from pabee.x import ...` statements. An import under another name, or a
+    name two modules define, would change what the joined file means: refused (the package's
+    tests save every backbone)."""
+    tree = ast.parse(source)
+    dropped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pabee."):
+            if any(alias.asname for alias in node.names):
+                raise ValueError(f"{module} imports a package name under another name: the saved code would differ")
+            dropped |= set(range(node.lineno, node.end_lineno + 1))
+    return "".join(line for i, line in enumerate(source.splitlines(keepends=True), 1) if i not in dropped)
+
+
+def top_level_names(source):
+    """The names a module's own statements bind at its top (its imports of others aside)."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+    return names
 
 
 def config_class(name):

@@ -7,6 +7,8 @@ resumes from its last checkpoint."""
 
 import math
 import os
+import socket
+import threading
 
 from pabee.errors import UsageError, first_line
 from pabee.jobs import ROOT, Outcome, job_env, run_job, where_here
@@ -32,8 +34,7 @@ class RayEngine:
         self.ray, self.launch, self.output_dir = ray, launch, output_dir
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+            connect(ray, launch.ray_address)
 
     def close(self):
         if self.started:
@@ -45,6 +46,48 @@ class RayEngine:
         env, cwd = job_env(threads), os.getcwd()
         keys = {task.remote(commands[job.key], cwd, env, str(self.output_dir), job.key): job.key for job in jobs}
         return wait_for(self.ray, keys, self.launch, progress, self.started)
+
+
+CONNECT_TIMEOUT = 30  # seconds a cluster's Ray has to answer (Ray itself retries for many minutes)
+
+
+def connect(ray, address):
+    """ray.init: a local Ray without `address`, else the cluster there, which must take a connection at
+    once and answer within CONNECT_TIMEOUT, or the run stops in one line naming the address."""
+    options = dict(address=address, include_dashboard=False, log_to_driver=False,
+                   runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    if not address or address == "auto":
+        return ray.init(**options)
+    check_listening(address)
+    done, failure = threading.Event(), []
+
+    def init():
+        try:
+            ray.init(**options)
+        except Exception as e:  # Ray raises its own kinds for a cluster it cannot join
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=init, daemon=True, name="ray-connect").start()
+    if not done.wait(CONNECT_TIMEOUT):
+        raise UsageError(f"--ray_address {address}: Ray there did not answer within {CONNECT_TIMEOUT} s: give the "
+                         "address of a running cluster's head (host:port of its GCS, as `ray start --head` printed)")
+    if failure:
+        raise UsageError(f"--ray_address {address}: cannot join the Ray cluster there ({first_line(failure[0])}): give "
+                         "the address of a running cluster's head") from None
+
+
+def check_listening(address):
+    """Nothing listening at host:port is said at once (a typo in the address, a head not started)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit() or not host:
+        raise UsageError(f"--ray_address {address}: give host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"--ray_address {address}: nothing answers there ({e.strerror or first_line(e)}): start the "
+                         "cluster's head (`ray start --head`) or give its address") from None
 
 
 def task_shares(ray, launch):

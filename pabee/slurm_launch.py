@@ -13,6 +13,7 @@ import getpass
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def stop_and_wait(pid, seconds=60):
 
 class SlurmEngine:
     def __init__(self, launch, output_dir):
+        check_slurm_commands()
         self.launch, self.output_dir = launch, output_dir
         self.folder = launch_dir(output_dir) / "slurm"
         self.ids_file = self.folder / "submitted.json"  # {"driver": host, "ids": [...]}: what this folder's drivers submitted
@@ -208,6 +210,18 @@ def check_startable(queued, tasks):
 def scancel(ids):
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
+
+
+SLURM_COMMANDS = ("sbatch", "squeue", "scontrol", "scancel")
+
+
+def check_slurm_commands():
+    """Slurm's client commands must be on PATH before anything is submitted."""
+    missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+    if missing:
+        raise UsageError(f"--launcher slurm needs Slurm's client commands, and {', '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not on PATH: install them (Debian: slurm-client) or "
+                         "run on a machine of the cluster, or use --launcher ray")
 
 
 def max_array_size():

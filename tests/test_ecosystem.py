@@ -243,13 +243,40 @@ def test_the_run_folder_has_a_model_card_made_of_its_own_results(runs):
     assert {"early-exit", "pabee", "bert", "nyu-mll/glue", "accuracy"} <= meta and "base_model" not in head  # a local base
     settings, why = chosen_exit(folder)
     assert f"`{settings.criterion}` at `{settings.settings[0]}` ({why})" in body
-    assert f'pipeline("text-classification", model="{folder}", trust_remote_code=True)' in body
+    assert f'pipeline("text-classification", model="{folder.name}", trust_remote_code=True)' in body
     table = (folder / "pabee_results.md").read_text()
     assert all(line in body for line in table.splitlines() if "| checkpoint-" not in line)  # the final model's rows
     figures = set(re.findall(r"\d+\.\d+", body))
     assert figures <= set(re.findall(r"\d+\.\d+", table + why + (folder / "training_args.json").read_text()))
     mean = (runs["bert-mean"] / "README.md").read_text()
     assert "transformers refuses this folder" in mean and "mean of the tokens" in mean
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_a_run_folder_holds_two_files_of_code(name, runs):
+    """The code a user reads before trust_remote_code=True: the config and one modeling file, which
+    the folder's other answers above ran."""
+    code = sorted(p.name for p in runs[name].glob("*.py"))
+    assert code == ["configuration_pabee.py", "modeling_pabee.py"]
+    assert "class PabeeForSequenceClassification(" in (runs[name] / "modeling_pabee.py").read_text()
+
+
+def test_the_cards_load_lines_run_from_a_moved_copy_of_the_folder(runs, tmp_path):
+    """The card's code, as a user copies it, beside a copy of the folder moved elsewhere (its old path
+    gone from the card), in a process without this project."""
+    import shutil
+
+    folder = runs["bert"]
+    moved = tmp_path / "elsewhere" / folder.name
+    shutil.copytree(folder, moved, ignore=shutil.ignore_patterns("checkpoint-*", "onnx_cuts"))
+    card = (moved / "README.md").read_text()
+    code = card.split("```python\n")[1].split("```")[0]
+    assert str(folder) not in card
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=moved.parent, capture_output=True, text=True, env=env,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'label'" in proc.stdout and "'score'" in proc.stdout
 
 
 def test_ecosystem_check_smoke(runs, world, tmp_path):

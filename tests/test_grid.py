@@ -87,11 +87,18 @@ def ray_env():
     return {**env, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
 
 
+# What a terminal gives a command: Ctrl-C's signal at its default, even where the suite itself was
+# started with it ignored (a background job), which the driver would inherit and so never stop.
+AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 def start_driver(command, env):
     """A driver in a loopback-only namespace, in a session of its own so that a failed test ends it
-    with everything it started (end_session)."""
-    return subprocess.Popen(in_loopback_namespace(command), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with everything it started (end_session); its pid is the driver's own (each step execs the next)."""
+    return subprocess.Popen(in_loopback_namespace([sys.executable, "-c", AS_FROM_A_TERMINAL, *command]), cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def end_session(process):

@@ -5,6 +5,7 @@ predict.py and run_glue.py take --runtime onnxruntime and --quantize int8; torch
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,8 @@ from pabee.exit_rules import RULES, PatienceRule, example_rule, make_rule
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
                                 reason="onnxruntime is not installed (pip install -r requirements.txt)")
 TOLERANCE = 1e-4
-LAYERS = 2  # each layer is one more graph to export
+LAYERS = 2
+ROOT = Path(__file__).resolve().parents[1]  # each layer is one more graph to export
 
 
 def confident(kind, num_labels=2, sharpness=40, layers=LAYERS, **settings):
@@ -92,7 +94,7 @@ def test_at_batch_one_the_patience_graph_answers_each_example_in_one_call_as_tor
     for patience in (0, 1, 2, 3):
         logits, exits = answers(model, layer_step, PatienceRule(patience), examples(16), batch_size=1)
         ort_logits, ort_exits = answers(ort, ort.engine_step, PatienceRule(patience), examples(16), batch_size=1)
-        assert (patience, 0.0) in ort.alone  # the one-call graph answered, not the layer-by-layer stream
+        assert ort.one_graph[patience == 0]  # the patience graph answered, not the layer-by-layer stream
         assert torch.equal(exits, ort_exits), patience
         assert (logits - ort_logits).abs().max().item() < TOLERANCE, patience
         spread |= set(exits.tolist())
@@ -229,6 +231,31 @@ def test_predict_on_onnx_runtime_answers_as_on_torch(run, tmp_path):
     assert max(abs(a["probability"] - b["probability"]) for a, b in zip(on_torch, on_ort)) < TOLERANCE
     int8 = predicted(run, tmp_path, "--runtime", "onnxruntime", "--quantize", "int8")
     assert len(int8) == 24 and all(1 <= a["exit_layer"] <= 4 for a in int8)
+
+
+def test_the_first_onnx_runtime_run_says_once_that_it_exports_and_nothing_of_the_exporter(run, tmp_path):
+    """predict.py as a user runs it on a run folder without graphs: one line says they are exported and
+    cached (where, once for these weights); the exporter's own notes stay out; the next run says nothing."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("onnx_cuts"))
+    source = tmp_path / "texts.txt"
+    source.write_text("a good film\na dull film\n")
+
+    def predict_once(name):
+        return subprocess.run([sys.executable, "predict.py", "--model_dir", str(folder), "--input", str(source),
+                               "--output", str(tmp_path / name), "--runtime", "onnxruntime"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    first, second = predict_once("a.jsonl"), predict_once("b.jsonl")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:]
+    said = [line for line in first.stderr.splitlines() if "ONNX graphs" in line]
+    assert len(said) == 1 and str(folder / "onnx_cuts" / "fp32") in said[0] and "once for these weights" in said[0]
+    assert "torchvision" not in first.stderr and "pre-processing" not in first.stderr
+    assert "ONNX graphs" not in second.stderr
 
 
 def test_int8_results_never_land_in_the_model_folder_they_describe(world, run, capsys):
