@@ -48,6 +48,8 @@ def main(argv=None):
         setup_logging()
         for layer, metric, value, speed_up in layer_table(flags.model_dir):
             print(f"layer {layer}: {metric} {value:.4f} on dev, {speed_up:.2f}x fewer layers", file=sys.stderr)
+        print(f"export.py: writing {flags.output_dir}{' with model.onnx' if flags.onnx else ''} (checked before it is "
+              "kept)", file=sys.stderr)
         differences = export(flags.model_dir, flags.output_dir, flags.layers, flags.onnx)
         checked = ", ".join(f"{where} max |diff| {d:.2g}" for where, d in differences.items())
         print(f"export.py: wrote {flags.output_dir} ({checked})", file=sys.stderr)

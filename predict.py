@@ -34,8 +34,10 @@ def build_parser():
     add = p.add_argument
     add("--model_dir", required=True, help="A folder run_glue.py trained (or any of its checkpoint-N).")
     add("--patience", type=int, default=None, help="Patience of the exit (default: the exit chosen from the run's results, see above).")
-    add("--exit_criterion", choices=list(RULES), default=None, help="The exit criterion (as run_glue.py).")
-    add("--exit_thresholds", default=None, help="The criterion's one setting (entropy / confidence threshold, fixed layer).")
+    add("--exit_criterion", choices=list(RULES), default=None, help="The exit criterion (as run_glue.py; default: the "
+        "chosen exit's).")
+    add("--exit_thresholds", default=None, help="The criterion's one setting (entropy / confidence "
+        "threshold, fixed layer; default: the chosen exit's).")
     add("--regression_threshold", type=float, default=None, help="Regression agreement threshold (default: the chosen "
         "exit's).")
     add("--input", default="-", help="A file (.txt, .csv, .tsv, .json, .jsonl) or - for standard input (plain text).")
@@ -54,7 +56,8 @@ def build_parser():
         "(docs/onnx.md).")
     add("--quantize", choices=QUANTIZE, default="none", help="With --runtime onnxruntime: int8 layer graphs "
         "(ONNX Runtime's dynamic quantization; run_glue.py --quantize int8 says what they cost on dev).")
-    add("--text_columns", default=None, help="Text column(s) of a CSV/TSV/JSON input, comma-separated for pairs.")
+    add("--text_columns", default=None, help="Text column(s) of a CSV/TSV/JSON input, comma-separated "
+        "for pairs (default: the usual names, as run_glue.py).")
     add("--tsv_quoting", action="store_true", help="Read quotes in a .tsv input as CSV does (as run_glue.py).")
     add("--max_seq_length", type=int, default=None, help="Longest input in tokens (default: the training run's).")
     add("--pause", type=float, default=0.2, help="Seconds without input after which a partial batch is answered.")

@@ -17,6 +17,7 @@ from pathlib import Path
 from pabee.backbones import BACKBONES
 from pabee.cli import OneDefault
 from pabee.errors import Interrupted, UsageError, os_error_line
+from pabee.ray_launch import CONNECT_TIMEOUT
 from pabee.grid import Grid
 from pabee.jobs import become_job, job_argv
 from pabee.options import EXIT_POOLING
@@ -79,7 +80,7 @@ def add_launch_flags(parser):
         "share of the cores (default 1).")
     add("--ray_address", default=os.environ.get("RAY_ADDRESS"), help="A Ray cluster to join, host:port of its head "
         "(default RAY_ADDRESS; none: a local Ray for the grid). Nothing listening there ends the run at once; a "
-        "cluster that does not answer, after 30 s.")
+        f"cluster that does not answer, after {CONNECT_TIMEOUT} s.")
     add("--retries", type=int, default=2, help="Times a run whose worker or node died is started again.")
     add("--slurm_partition", default=None, help="Slurm partition (default: the cluster's).")
     add("--slurm_time", type=int, default=SlurmSettings.time_min, help="Slurm time limit of a run, minutes; a run "

@@ -9,10 +9,11 @@ import re
 
 
 class OneDefault(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only to a flag whose help does not say its default itself."""
+    """Appends "(default: X)" only to a flag whose help does not say its default itself, that a user
+    may leave out, and whose default is a value (None is decided later: its help says how)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if re.search(r"\bdefault\b", text, re.IGNORECASE):
+        if re.search(r"\bdefault\b", text, re.IGNORECASE) or action.required or action.default is None:
             return text
         return super()._get_help_string(action)

@@ -45,3 +45,19 @@ def quiet_exporter():
     finally:
         exporter.setLevel(level)
         root.removeFilter(without_static_quantization_advice)
+
+
+@contextlib.contextmanager
+def quiet_ray_thread():
+    """Ray joined from a thread (pabee.ray_launch bounds the wait) notes that it set no SIGTERM handler
+    there: the grid sets its own, so the note is held back."""
+    worker = logging.getLogger("ray._private.worker")
+    worker.addFilter(without_thread_note)
+    try:
+        yield
+    finally:
+        worker.removeFilter(without_thread_note)
+
+
+def without_thread_note(record):
+    return "not the main thread" not in record.getMessage()

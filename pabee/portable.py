@@ -104,13 +104,17 @@ def package_imports(module):
 
 
 def import_order(modules):
-    """`modules`, each after those it imports."""
-    ordered = []
+    """`modules`, each after those it imports (two that import each other cannot be joined: refused)."""
+    ordered, visiting = [], []
 
     def visit(module):
+        if module in visiting:
+            raise ValueError(f"{' -> '.join(visiting + [module])}: modules that import each other cannot be joined")
         if module not in ordered:
+            visiting.append(module)
             for needed in sorted(set(package_imports(module))):
                 visit(needed)
+            visiting.pop()
             ordered.append(module)
 
     for module in modules:
@@ -123,6 +127,8 @@ def without_package_imports(source, module):
     name two modules define, would change what the joined file means: refused (the package's
     tests save every backbone)."""
     tree = ast.parse(source)
+    if any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body):
+        raise ValueError(f"{module} imports from __future__, which only a file's first statement may")
     dropped = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pabee."):

@@ -12,6 +12,7 @@ import threading
 
 from pabee.errors import UsageError, first_line
 from pabee.jobs import ROOT, Outcome, job_env, run_job, where_here
+from pabee.logs import quiet_ray_thread
 
 
 def remote_job(command, cwd, env, output_dir, key):
@@ -56,15 +57,16 @@ def connect(ray, address):
     once and answer within CONNECT_TIMEOUT, or the run stops in one line naming the address."""
     options = dict(address=address, include_dashboard=False, log_to_driver=False,
                    runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    if not address or address == "auto":
+    if not address or address in ("auto", "local"):
         return ray.init(**options)
     check_listening(address)
     done, failure = threading.Event(), []
 
     def init():
         try:
-            ray.init(**options)
-        except Exception as e:  # Ray raises its own kinds for a cluster it cannot join
+            with quiet_ray_thread():
+                ray.init(**options)
+        except BaseException as e:  # Ray raises its own kinds for a cluster it cannot join
             failure.append(e)
         finally:
             done.set()
@@ -81,6 +83,7 @@ def connect(ray, address):
 def check_listening(address):
     """Nothing listening at host:port is said at once (a typo in the address, a head not started)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # an IPv6 address in brackets
     if not port.isdigit() or not host:
         raise UsageError(f"--ray_address {address}: give host:port (or ray://host:port, or auto)")
     try:

@@ -16,6 +16,7 @@ import export
 import predict
 import reproduce_paper
 import run_glue
+from clusters import in_loopback_namespace, namespace_missing
 from pabee.ray_launch import CONNECT_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +98,18 @@ def test_an_os_error_gets_the_disk_advice_only_where_the_disk_is_the_cause():
     assert full == "No space left on device: /out/x: free space on its disk, then run again"
     assert "permissions" in os_error_line(PermissionError(errno.EACCES, "Permission denied", "/out"))
     assert "disk" not in os_error_line(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"))
+
+
+@pytest.mark.skipif(bool(namespace_missing()), reason=str(namespace_missing()))
+def test_a_ray_address_that_takes_the_connection_but_never_answers_ends_after_the_timeout(world, tmp_path):
+    """A port that accepts and says nothing (not a Ray head): the run ends after the connect timeout
+    (3 s here) in one line, Ray not left joined. In a loopback-only namespace: Ray's traffic stays there."""
+    code = ("import socket, sys; listener = socket.socket(); listener.bind(('127.0.0.1', 0)); listener.listen(); "
+            "import pabee.ray_launch as launch; launch.CONNECT_TIMEOUT = 3; import reproduce_paper; "
+            "sys.exit(reproduce_paper.main(sys.argv[1:] + ['--ray_address', '127.0.0.1:%d' % "
+            "listener.getsockname()[1]]))")
+    command = grid(world, tmp_path / "out")
+    proc = subprocess.run(in_loopback_namespace([sys.executable, "-c", code, *command[2:]]), cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    line = one_error_line(proc)
+    assert "did not answer within 3 s" in line and "disk" not in line
