@@ -62,7 +62,7 @@ class LayerCut(nn.Module):
         return (hidden, logits[0]) + (() if uncertainty is None else (uncertainty[:, 0],))
 
 
-# How the cuts are made: cuts of an earlier way (unfused, int8 heads) are made again.
+# How the cuts are made: cuts made the earlier way (unfused, by the dynamo exporter) are made again.
 CUTS_FORMAT = 2
 # What a saved config says of its default exit: it changes when run_glue publishes a run's chosen
 # exit, and no graph reads it.
