@@ -14,6 +14,7 @@ when one of its rows could exit there.
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pabee.flow import Answered, Flow, Launch
@@ -149,12 +150,13 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
     """Answers the examples of `chunks` (lists of tokenized examples: input_ids, attention_mask,
     token_type_ids when the model reads them) and yields them as `Answered`, in input order, as
     soon as every earlier example is answered. A chunk shorter than the batch size (a pause in the
-    input, or its end) runs every example in flight to its exit before the next chunk is read. At
-    batch size 1, a model that answers a lone example under `rule` in one call (`one_call`: ONNX
-    Runtime's patience graph, pabee/exit_graph.py) answers each so: there is no row to refill."""
-    alone = getattr(model, "one_call", None) if shapes.batch_size == 1 else None
-    if alone is not None and (answer := alone(rule)) is not None:
-        yield from answered_alone(answer, chunks, pad_id)
+    input, or its end) runs every example in flight to its exit before the next chunk is read. A
+    model that answers a whole batch under `rule` in one call (`one_call`: ONNX Runtime's patience
+    graph at batch size 1, its full depth at any, pabee/exit_graph.py) answers each batch so: no
+    row is freed to refill."""
+    whole = getattr(model, "one_call", None)
+    if whole is not None and (answer := whole(rule, shapes.batch_size)) is not None:
+        yield from answered_whole(answer, chunks, shapes.batch_size, pad_id)
         return
     flow = Flow(model, rule, shapes, pad_id, step)
     for chunk in chunks:
@@ -169,12 +171,19 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
         yield answered
 
 
-def answered_alone(answer, chunks, pad_id):
-    """Each example answered by one call of `answer` (its padded batch of one -> logits [1, labels],
-    exit layer); the calls logged as the layers it ran."""
+def answered_whole(answer, chunks, batch_size, pad_id):
+    """Each batch of `batch_size` examples answered by one call of `answer` (the batch padded to its
+    longest, as numpy arrays -> numpy logits [rows, labels], exit layers [rows]); the call logged as
+    the layers it ran."""
     for chunk in chunks:
-        for example in chunk:
-            tokens = len(example["input_ids"])
-            logits, exit_layer = answer(collate([example], pad_id, tokens))
-            yield Answered(logits, torch.tensor([exit_layer]),
-                           [Launch(layer, 1, 1, tokens, False) for layer in range(1, exit_layer + 1)])
+        for start in range(0, len(chunk), batch_size):
+            batch = collate(chunk[start:start + batch_size], pad_id, array=int64_array)
+            logits, exit_layers = answer(batch)
+            rows, tokens = batch["input_ids"].shape
+            launches = [Launch(layer, int((exit_layers >= layer).sum()), rows, tokens, False)
+                        for layer in range(1, int(exit_layers.max()) + 1)]
+            yield Answered(torch.from_numpy(logits), torch.from_numpy(exit_layers.astype(np.int64)), launches)
+
+
+def int64_array(values):
+    return np.array(values, dtype=np.int64)

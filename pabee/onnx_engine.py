@@ -213,12 +213,6 @@ def quantize_cuts(fp32, out, layers):
                              "none") from None
 
 
-def batch_types(batch, ids):
-    """A batch's token types, as zeros where it has none."""
-    types = batch.get("token_type_ids")
-    return types.numpy() if types is not None else np.zeros_like(ids)
-
-
 def session_options(threads):
     """How every session here runs: `threads` threads, which do not spin after a call (ONNX Runtime's
     default spinning took the cores from the torch work between calls: a torch full-depth pass
@@ -245,7 +239,8 @@ class OrtModel:
         import onnxruntime
 
         options = session_options(threads)
-        self.config, self.num_layers, self.folder, self.one_graph = config, config.num_hidden_layers, Path(folder), {}
+        self.config, self.num_layers, self.folder = config, config.num_hidden_layers, Path(folder)
+        self.one_graph, self.answers = {}, {}  # sessions by full depth, answering functions by setting
         self.session = lambda graph: onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.embedding = self.session(str(folder / "embed.onnx"))
         self.layers = [self.session(str(folder / f"layer_{i}.onnx")) for i in range(self.num_layers)]
@@ -253,13 +248,22 @@ class OrtModel:
     def eval(self):
         return self
 
-    def one_call(self, rule):
-        """A function answering a batch of one example in one session call under `rule` (PABEE's
-        patience rule: pabee/exit_graph.py, one graph for every patience and one for full depth, each
-        made on first use), or None: the other rules, or a graph ONNX Runtime would not take (said
-        once; layer by layer then)."""
-        if type(rule) is not PatienceRule:
+    def one_call(self, rule, batch_size):
+        """A function answering a padded batch (numpy arrays) in one session call under `rule` with
+        numpy (logits, exit layers), or None: at batch size 1 PABEE's patience rule
+        (pabee/exit_graph.py: one graph for every patience), at any batch size its full depth
+        (patience 0: every row leaves at the last layer, so no row is freed to refill and the batch
+        runs as one graph); each made on first use. None for the other rules, or for a graph ONNX
+        Runtime would not take (said once; layer by layer then)."""
+        if type(rule) is not PatienceRule or (batch_size > 1 and rule.patience != 0):
             return None
+        setting = (rule.patience, rule.regression_threshold)
+        if setting not in self.answers:  # a stream an example (a server's) pays no setup
+            self.answers[setting] = self.one_call_of(rule)
+        return self.answers[setting]
+
+    def one_call_of(self, rule):
+        """one_call's function for `rule`'s setting, or None."""
         full = rule.patience == 0
         if full not in self.one_graph:
             self.one_graph[full] = self.patience_session(full)
@@ -270,12 +274,11 @@ class OrtModel:
         setting = {"patience": np.array([rule.patience], dtype=np.int64),
                    "regression_threshold": np.array([rule.regression_threshold], dtype=np.float32)}
 
-        def answer(batch):  # the host's work per example is most of what a layer costs beside the graph's
-            ids = batch["input_ids"].numpy()
-            given = {"input_ids": ids, "attention_mask": batch["attention_mask"].numpy(), **setting}
-            logits, exit_layer = session.run(None, {n: given[n] if n in given else batch_types(batch, ids)
-                                                    for n in names})
-            return torch.from_numpy(logits), int(exit_layer[0])
+        def answer(batch):  # numpy alone: beside ONNX Runtime's work each torch call pays cold caches
+            given = batch | setting
+            ids = given["input_ids"]
+            logits, exit_layer = session.run(None, {n: given[n] if n in given else np.zeros_like(ids) for n in names})
+            return logits, np.broadcast_to(exit_layer, len(ids))
 
         return answer
 

@@ -59,16 +59,17 @@ class LayerInputs:
         return LayerInputs({k: select_rows(v, index) for k, v in self.rows.items()}, self.shared)
 
 
-def collate(features, pad_id, length=None):
-    """Pads a batch to its longest sequence, or to `length` tokens."""
+def collate(features, pad_id, length=None, array=torch.tensor):
+    """Pads a batch to its longest sequence, or to `length` tokens, as tensors (or what `array`
+    makes of nested lists: numpy's int64 arrays where no torch op should run)."""
     longest = length or max(len(f["input_ids"]) for f in features)
 
     def padded(key, value):
-        return torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])
+        return array([f[key] + [value] * (longest - len(f[key])) for f in features])
 
     batch = {"input_ids": padded("input_ids", pad_id), "attention_mask": padded("attention_mask", 0)}
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = padded("token_type_ids", 0)
     if "label" in features[0]:
-        batch["labels"] = torch.tensor([f["label"] for f in features])
+        batch["labels"] = array([f["label"] for f in features])
     return batch

@@ -5,6 +5,7 @@ predict.py and run_glue.py take --runtime onnxruntime and --quantize int8; torch
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,7 @@ def test_every_backbone_exits_on_onnx_runtime_as_on_torch_under_every_rule(kind,
     rules = [example_rule(name, 1) for name, rule in RULES.items() if not rule.needs_uncertainty]
     exits = same_answers(model, ort, rules + [PatienceRule(0), make_rule("fixed", 1)], examples())
     assert exits == {1, 2}  # rows left at every layer
+    assert ort.one_graph == {True: ort.one_graph[True]} and ort.one_graph[True]  # full depth: batches of 5 in one call
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -99,6 +101,34 @@ def test_at_batch_one_the_patience_graph_answers_each_example_in_one_call_as_tor
         assert (logits - ort_logits).abs().max().item() < TOLERANCE, patience
         spread |= set(exits.tolist())
     assert len(spread) >= 3, spread  # exits at several depths: the nested branches all ran
+
+
+def test_the_patience_graph_keeps_each_weight_in_its_branch_and_the_mask_arithmetic_once(tmp_path):
+    """Every weight sits in the innermost branch holding all its readers (none passes through an If
+    it is not read under), and no node is made twice: the padding-mask arithmetic of every layer
+    is one set of nodes in the main graph; full depth leaves the heads below the last out."""
+    import onnx
+
+    from pabee.exit_graph import nested, patience_graph
+    from pabee.onnx_engine import ort_model
+
+    ort = ort_model(confident("bert", layers=4), tmp_path)
+    for full_depth in (False, True):
+        graph = patience_graph(*ort.cut_graphs(), 2, full_depth).graph
+        branches = dict(nested(graph))
+        signatures = []
+        for path, branch in branches.items():
+            for tensor in branch.initializer:
+                readers = {p for p, b in branches.items() if any(tensor.name in n.input for n in b.node)}
+                assert os.path.commonprefix(list(readers)) == path, (tensor.name, path, readers)
+            for node in branch.node:
+                bare = onnx.NodeProto()
+                bare.CopyFrom(node)
+                bare.name, bare.output[:] = "", []
+                signatures.append(bare.SerializeToString(deterministic=True))
+        assert len(signatures) == len(set(signatures))
+        gemms = sum(node.op_type == "Gemm" for _, b in branches.items() for node in b.node)
+        assert gemms == (2 if full_depth else 8)  # each head: its pooler and its classifier
 
 
 def test_the_patience_graph_on_regression_and_int8(tmp_path):
