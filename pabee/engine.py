@@ -156,7 +156,7 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
     row is freed to refill."""
     whole = getattr(model, "one_call", None)
     if whole is not None and (answer := whole(rule, shapes.batch_size)) is not None:
-        yield from answered_whole(answer, chunks, shapes.batch_size, pad_id)
+        yield from answered_whole(answer, chunks, shapes, pad_id)
         return
     flow = Flow(model, rule, shapes, pad_id, step)
     for chunk in chunks:
@@ -171,18 +171,34 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
         yield answered
 
 
-def answered_whole(answer, chunks, batch_size, pad_id):
-    """Each batch of `batch_size` examples answered by one call of `answer` (the batch padded to its
-    longest, as numpy arrays -> numpy logits [rows, labels], exit layers [rows]); the call logged as
-    the layers it ran."""
+def answered_whole(answer, chunks, shapes, pad_id):
+    """Each batch of the batch size answered by calls of `answer` (rows padded to their longest, as
+    numpy arrays -> numpy logits [rows, labels], exit layers [rows]), one call for the rows of each
+    length bucket (an unsorted input pads little, as in the stream); the calls logged as the layers
+    they ran."""
     for chunk in chunks:
-        for start in range(0, len(chunk), batch_size):
-            batch = collate(chunk[start:start + batch_size], pad_id, array=int64_array)
-            logits, exit_layers = answer(batch)
-            rows, tokens = batch["input_ids"].shape
-            launches = [Launch(layer, int((exit_layers >= layer).sum()), rows, tokens, False)
-                        for layer in range(1, int(exit_layers.max()) + 1)]
-            yield Answered(torch.from_numpy(logits), torch.from_numpy(exit_layers.astype(np.int64)), launches)
+        for start in range(0, len(chunk), shapes.batch_size):
+            examples = chunk[start:start + shapes.batch_size]
+            groups = {}
+            for k, example in enumerate(examples):
+                groups.setdefault(shapes.length_bucket(len(example["input_ids"])), []).append(k)
+            logits, exits, launches = [], [], []
+            for rows in groups.values():
+                batch = collate([examples[k] for k in rows], pad_id, array=int64_array)
+                group_logits, group_exits = answer(batch)
+                logits.append(group_logits)
+                exits.append(group_exits)
+                launches += [Launch(layer, int((group_exits >= layer).sum()), len(rows), batch["input_ids"].shape[1],
+                                    False) for layer in range(1, int(group_exits.max()) + 1)]
+            yield Answered(torch.from_numpy(rejoined(logits, groups)),
+                           torch.from_numpy(rejoined(exits, groups).astype(np.int64)), launches)
+
+
+def rejoined(parts, groups):
+    """The groups' answers (`parts`, one array a group of `groups`: bucket -> rows) in input order."""
+    if len(parts) == 1:  # at batch 1 always
+        return parts[0]
+    return np.concatenate(parts)[np.argsort(np.concatenate(list(groups.values())))]
 
 
 def int64_array(values):

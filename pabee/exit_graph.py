@@ -8,7 +8,8 @@ Each layer after the first ends in an If: at the exit its branch gives that laye
 exit layer, otherwise the branch holds the layers that follow. The counter is the rule's own:
 PatienceRule.step (argmax equal, or |difference| < threshold for regression), exit when it equals the
 patience (fed as an input, so one graph serves every setting); patience 0 runs full depth with the
-last head, a graph of its own without the rule or the heads below the last."""
+last head, a graph of its own without the rule or the heads below the last, which answers a batch of
+any size (every row leaves at the last layer)."""
 
 import hashlib
 import os
@@ -26,7 +27,8 @@ def patience_graph(embed, layers, num_labels, full_depth=False):
     embedding's, the padding mask, and the rule's setting: `patience` [1] (int64, >= 1) and
     `regression_threshold` [1] (float); outputs: the logits [1, labels] and the exit layer [1]. One
     graph serves every setting; `full_depth`: patience 0's, the layers one after the other, no rule,
-    no head below the last and no setting to feed."""
+    no head below the last and no setting to feed: logits [rows, labels] of a batch of any size, the
+    exit layer [1] (the last, every row's)."""
     shared, hidden = Shared(), "embed/hidden"
     nodes = inlined(embed.graph, "embed/", {}, {"hidden": hidden}, shared)
     if not full_depth:
@@ -119,30 +121,50 @@ def branch(name, nodes, out):
 
 def inlined(graph, prefix, inputs, outputs, shared, wanted=None):
     """`graph`'s nodes with every name prefixed, its inputs read from `inputs` (graph input -> name)
-    and its outputs renamed by `outputs`; its weights, and its nodes that read neither `inputs` nor
-    what they make, kept in `shared` (Shared) instead. `wanted`: the graph outputs to make (None:
-    all); nodes that feed none of them are left out, with their weights."""
+    and its outputs renamed by `outputs`; its weights kept in `shared` (Shared), and so are its nodes
+    over its other inputs alone (`lifted`: the padding mask's arithmetic), made once for every layer.
+    `wanted`: the graph outputs to make (None: all); nodes that feed none of them are left out, with
+    their weights."""
     kept = needed(graph, wanted or [o.name for o in graph.output])
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in kept for a in n.attribute):
+        raise ValueError(f"{graph.name}: control flow inside a cut is not joined")
     used = {n for node in kept for n in node.input}
     names = {i.name: inputs.get(i.name, i.name) for i in graph.input}
     names |= {t.name: shared.add(t, prefix + t.name) for t in graph.initializer if t.name in used}
-    varying, made = set(inputs), []
     ends = {o.name: outputs.get(o.name, prefix + o.name) for o in graph.output}
-    for node in kept:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            raise ValueError(f"{graph.name}: control flow inside a cut ({node.op_type}) is not joined")
+    hoisted, made = lifted(kept, set(inputs), {i.name for i in graph.input} - set(inputs), ends), []
+    for k, node in enumerate(kept):
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
         copy.name = prefix + node.name if node.name else ""  # unnamed stays unnamed: no two alike
         copy.input[:] = [names.get(n, n) if n else n for n in node.input]
-        copy.output[:] = [ends.get(n, prefix + n) for n in node.output]
-        if varying.intersection(node.input) or ends.keys() & set(node.output):
-            varying.update(node.output)
+        copy.output[:] = [ends.get(n, prefix + n) if n else n for n in node.output]  # "": an output not asked
+        if k in hoisted:
+            names.update(zip(node.output, shared.hoist(copy)))
+        else:
             made.append(copy)
             names.update(zip(node.output, copy.output))
-        else:
-            names.update(zip(node.output, shared.hoist(copy)))
     return made
+
+
+def lifted(nodes, states, others, ends):
+    """The indices of `nodes` over the inputs `others` alone (and what such nodes make), with the
+    constants they read: none reads `states` (the layer's inputs that vary), what is made from them,
+    or makes a graph output. A node over weights alone that no lifted node reads stays in its layer
+    (lifted, its weight would be handed through every If above it)."""
+    varying, derived, chosen = set(states), set(others), set()
+    for k, node in enumerate(nodes):
+        if varying.intersection(node.input) or ends.keys() & set(node.output):
+            varying.update(node.output)
+        elif derived.intersection(node.input):
+            derived.update(node.output)
+            chosen.add(k)
+    read = {n for k in chosen for n in nodes[k].input}
+    for k in reversed(range(len(nodes))):
+        if k not in chosen and varying.isdisjoint(nodes[k].output) and read.intersection(nodes[k].output):
+            chosen.add(k)
+            read.update(nodes[k].input)
+    return chosen
 
 
 def place_weights(graph, tensors):
@@ -204,7 +226,7 @@ class Shared:
         """The output names of `node` (an equal one's, if made before)."""
         bare = onnx.NodeProto()
         bare.CopyFrom(node)
-        bare.name, bare.output[:] = "", []
+        bare.name, bare.output[:] = "", ["" if not o else "made" for o in node.output]  # how many, which asked
         key = bare.SerializeToString(deterministic=True)
         if key not in self.made:
             self.nodes.append(node)

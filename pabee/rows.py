@@ -60,8 +60,9 @@ class LayerInputs:
 
 
 def collate(features, pad_id, length=None, array=torch.tensor):
-    """Pads a batch to its longest sequence, or to `length` tokens, as tensors (or what `array`
-    makes of nested lists: numpy's int64 arrays where no torch op should run)."""
+    """Pads a batch to its longest sequence, or to `length` tokens, as tensors: the token columns as
+    `array` makes them of nested lists (numpy's int64 arrays where no torch op should run), labels as
+    they are."""
     longest = length or max(len(f["input_ids"]) for f in features)
 
     def padded(key, value):
@@ -71,5 +72,5 @@ def collate(features, pad_id, length=None, array=torch.tensor):
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = padded("token_type_ids", 0)
     if "label" in features[0]:
-        batch["labels"] = array([f["label"] for f in features])
+        batch["labels"] = torch.tensor([f["label"] for f in features])
     return batch

@@ -131,6 +131,32 @@ def test_the_patience_graph_keeps_each_weight_in_its_branch_and_the_mask_arithme
         assert gemms == (2 if full_depth else 8)  # each head: its pooler and its classifier
 
 
+def pairs(n=20, seed=1):
+    """Sentence pairs: token types 0 then 1, lengths unsorted."""
+    return [dict(e, token_type_ids=[0] * (len(e["input_ids"]) // 2) + [1] * (len(e["input_ids"]) - len(e["input_ids"]) // 2))
+            for e in examples(n, seed=seed)]
+
+
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_one_call_paths_take_pairs_and_unsorted_batches_as_torch(num_labels, tmp_path):
+    """Full depth answers batches of unsorted sentence pairs in one call a length bucket, the patience
+    graph answers pairs one at a time: both as torch (classification and regression); int8 full depth
+    answers every row at the last layer."""
+    from pabee.onnx_engine import ort_model
+
+    model = confident("bert", num_labels=num_labels, sharpness=4, layers=3)
+    ort, items = ort_model(model, tmp_path), pairs()
+    for rule, batch_size in ((PatienceRule(0), 8), (PatienceRule(1, 0.1), 1)):
+        logits, exits = answers(model, layer_step, rule, items, batch_size=batch_size)
+        ort_logits, ort_exits = answers(ort, ort.engine_step, rule, items, batch_size=batch_size)
+        assert torch.equal(exits, ort_exits) and (logits - ort_logits).abs().max().item() < TOLERANCE, rule
+    assert set(ort.one_graph) == {True, False} and all(ort.one_graph.values())
+    int8 = ort_model(model, tmp_path, "int8")
+    logits, exits = answers(int8, int8.engine_step, PatienceRule(0), items, batch_size=8)
+    assert logits.shape == (20, num_labels) and torch.isfinite(logits).all() and set(exits.tolist()) == {3}
+    assert int8.one_graph[True]
+
+
 def test_the_patience_graph_on_regression_and_int8(tmp_path):
     """A regression head's agreement threshold in the graph is PatienceRule's; int8 graphs join too."""
     from pabee.onnx_engine import ort_model
