@@ -278,7 +278,7 @@ class OrtModel:
             given = batch | setting
             ids = given["input_ids"]
             logits, exit_layer = session.run(None, {n: given[n] if n in given else np.zeros_like(ids) for n in names})
-            return logits, np.broadcast_to(exit_layer, len(ids))
+            return logits, np.repeat(exit_layer, len(ids))  # full depth's one exit layer, every row's
 
         return answer
 
