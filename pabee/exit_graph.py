@@ -32,7 +32,7 @@ def patience_graph(embed, layers, num_labels, full_depth=False):
     shared, hidden = Shared(), "embed/hidden"
     nodes = inlined(embed.graph, "embed/", {}, {"hidden": hidden}, shared)
     if not full_depth:
-        nodes.append(constant("rule/", "one", [1]))  # every layer's counter adds it
+        nodes.append(constant("", ONE, [1]))  # every layer's counter adds it
     nodes += stages(layers, 0, hidden, None if full_depth else Counter(num_labels), None, shared)
     inputs = list(embed.graph.input)  # and the padding mask the layers read (an embedding may not)
     inputs += [i for i in layers[0].graph.input if i.name == "attention_mask" and i.name not in {j.name for j in inputs}]
