@@ -58,12 +58,14 @@ class LayerCut(nn.Module):
     def forward(self, hidden, attention_mask):
         model = self.model
         hidden = model.run_layer(self.i, hidden, model.layer_inputs(hidden, attention_mask, None))
-        logits, uncertainty = model.heads([model.summary(hidden, model.token_weights(attention_mask, hidden))], self.i)
+        weights = model.token_weights(attention_mask, hidden)
+        logits, uncertainty = model.heads([model.summary(hidden, weights, as_product=True)], self.i)
         return (hidden, logits[0]) + (() if uncertainty is None else (uncertainty[:, 0],))
 
 
-# How the cuts are made: cuts made the earlier way (unfused, by the dynamo exporter) are made again.
-CUTS_FORMAT = 2
+# How the cuts are made: cuts made an earlier way (2: mean pooling as a sum and a division; 1: unfused,
+# by the dynamo exporter) are made again.
+CUTS_FORMAT = 3
 # What a saved config says of its default exit: it changes when run_glue publishes a run's chosen
 # exit, and no graph reads it.
 EXIT_FIELDS = ("patience", "exit_criterion", "exit_setting", "regression_threshold", "distill_temperature")
