@@ -12,11 +12,12 @@ import random
 import sys
 from pathlib import Path
 
-from pabee.cli import OneDefault
-from pabee.errors import UsageError, os_error_line
-from pabee.settings import ExitSettings
-from pabee.options import EXIT_POOLING
-from pabee.settings import DataSettings, DeviceSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
+from pabee.base.choices import EXIT_POOLING
+from pabee.base.cli import OneDefault
+from pabee.base.errors import UsageError, os_error_line
+from pabee.data.data_settings import DataSettings
+from pabee.early_exit.exit_settings import ExitSettings
+from pabee.fine_tuning.run_settings import DeviceSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
 
 POSITIVE = ["great", "wonderful", "excellent", "brilliant", "delightful", "moving", "charming", "superb",
             "enjoyable", "beautiful"]
@@ -109,9 +110,9 @@ def main(argv=None):
         data_dir = write_synthetic_task(out / "synthetic-sentiment-NOT-GLUE" / "SST-2", args.train_size,
                                         args.dev_size, test_size=100)
     run_dir = out / f"pabee-{task}"
-    from pabee.logs import setup_logging
-    from pabee.results import UNSTEADY, unsteady
-    from pabee.run import run
+    from pabee.base.logs import setup_logging
+    from pabee.fine_tuning.pipeline import run
+    from pabee.scoring.result_rows import UNSTEADY, unsteady
 
     setup_logging()
     try:
@@ -133,7 +134,7 @@ def main(argv=None):
 
 def results_table(rows):
     """Accuracy, exits and speed-ups of each patience; the wall-clock range is over the rounds."""
-    from pabee.report import markdown
+    from pabee.scoring.report import markdown
 
     layers = len(rows[0].exits_per_layer)
     return markdown(["patience", rows[0].main, "mean exit layer", f"examples exiting at layers 1-{layers}",

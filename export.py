@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pabee.cli import OneDefault
-from pabee.errors import UsageError, os_error_line
-from pabee.files import describe_missing
+from pabee.base.cli import OneDefault
+from pabee.base.errors import UsageError, os_error_line
+from pabee.base.file_io import describe_missing
 
 
 def build_parser():
@@ -41,8 +41,8 @@ def main(argv=None):
         if not config.is_file():
             raise UsageError(f"--model_dir {flags.model_dir}: {config} {describe_missing(config)}: give a folder "
                              "run_glue.py saved")
-        from pabee.export import check_output, export, layer_table
-        from pabee.logs import setup_logging
+        from pabee.base.logs import setup_logging
+        from pabee.deploy.plain_export import check_output, export, layer_table
 
         check_output(flags.model_dir, flags.output_dir, flags.onnx)  # before the run is read
         setup_logging()

@@ -1,5 +1,5 @@
-"""ALBERT with PABEE under the original's module name; the class lives in pabee.adapters.albert."""
+"""ALBERT with PABEE under the original's module name; the class lives in pabee.modeling.adapters.albert."""
 
-from pabee.adapters.albert import AlbertForSequenceClassificationWithPabee
+from pabee.modeling.adapters.albert import AlbertForSequenceClassificationWithPabee
 
 __all__ = ["AlbertForSequenceClassificationWithPabee"]

@@ -1,5 +1,5 @@
-"""BERT with PABEE under the original's module name; the class lives in pabee.adapters.bert."""
+"""BERT with PABEE under the original's module name; the class lives in pabee.modeling.adapters.bert."""
 
-from pabee.adapters.bert import BertForSequenceClassificationWithPabee
+from pabee.modeling.adapters.bert import BertForSequenceClassificationWithPabee
 
 __all__ = ["BertForSequenceClassificationWithPabee"]

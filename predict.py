@@ -20,12 +20,12 @@ import sys
 import threading
 from pathlib import Path
 
-from pabee.cli import OneDefault
-from pabee.errors import UsageError, os_error_line
-from pabee.files import describe_missing
-from pabee.exit_rules import RULES
-from pabee.options import ENGINE_STEPS, QUANTIZE, RUNTIMES, check_runtime
-from pabee.settings import ExitSettings, parse_buckets
+from pabee.base.choices import ENGINE_STEPS, QUANTIZE, RUNTIMES, check_runtime
+from pabee.base.cli import OneDefault
+from pabee.base.errors import UsageError, os_error_line
+from pabee.base.file_io import describe_missing
+from pabee.early_exit.exit_settings import ExitSettings, parse_buckets
+from pabee.early_exit.rules import RULES
 
 
 def build_parser():
@@ -76,8 +76,10 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_sigint)
     try:
         check_flags(flags)
-        from pabee.logs import setup_logging
-        from pabee.prediction import Predictor, Writer, check_output, open_output, read_input
+        from pabee.base.logs import setup_logging
+        from pabee.deploy.prediction_input import read_input
+        from pabee.deploy.prediction_output import Writer, check_output, open_output
+        from pabee.deploy.predictor import Predictor
 
         setup_logging()
         check_output(flags.output, flags.input, flags.model_dir)
@@ -128,8 +130,8 @@ def check_flags(flags):
 
 def exit_settings(flags):
     """(exit settings, why): the flags' exit, parsed as run_glue parses it, else the one chosen on
-    dev (prediction.chosen_exit), whose regression threshold also stands unless one is given."""
-    from pabee.prediction import chosen_exit
+    dev (pabee.scoring.default_exit.chosen_exit), whose regression threshold also stands unless one is given."""
+    from pabee.scoring.default_exit import chosen_exit
 
     default, why = chosen_exit(flags.model_dir)
     threshold = default.regression_threshold if flags.regression_threshold is None else flags.regression_threshold

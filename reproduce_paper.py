@@ -14,15 +14,16 @@ import os
 import sys
 from pathlib import Path
 
-from pabee.backbones import BACKBONES
-from pabee.cli import OneDefault
-from pabee.errors import Interrupted, UsageError, os_error_line
-from pabee.ray_launch import CONNECT_TIMEOUT
-from pabee.grid import Grid
-from pabee.jobs import become_job, job_argv
-from pabee.options import EXIT_POOLING
-from pabee.paper import KEYS, PAPER_METHODS, PAPER_TASKS
-from pabee.settings import ExitChoice, LaunchSettings, ReproduceSettings, SlurmSettings
+from pabee.base.choices import EXIT_POOLING
+from pabee.base.cli import OneDefault
+from pabee.base.errors import Interrupted, UsageError, os_error_line
+from pabee.data.data_settings import ExitChoice
+from pabee.modeling.backbones import BACKBONES
+from pabee.paper_grid.driver import Grid
+from pabee.paper_grid.grid_settings import LaunchSettings, ReproduceSettings, SlurmSettings
+from pabee.paper_grid.jobs import become_job, job_argv
+from pabee.paper_grid.paper_table import KEYS, PAPER_METHODS, PAPER_TASKS
+from pabee.paper_grid.ray_launch import CONNECT_TIMEOUT
 
 R = ReproduceSettings  # the defaults
 LAUNCHERS = ("ray", "slurm", "local")
@@ -162,26 +163,29 @@ def main(argv=None):
     become_job(flags.job)
     try:
         settings, launch = settings_from_flags(flags), launch_from_flags(flags)
-        from pabee import pricing, reproduce
-        from pabee.files import OutputLock
-        from pabee.logs import setup_logging
+        from pabee.base.logs import setup_logging
+        from pabee.base.output_dir import OutputLock
+        from pabee.paper_grid.cost_estimate import print_plan
+        from pabee.paper_grid.job_bodies import do_job
+        from pabee.paper_grid.run_plan import check_tasks, model_depth, plan_runs
+        from pabee.paper_grid.whole_table import reproduce
 
         setup_logging()
-        tasks = reproduce.check_tasks(settings)
-        depth = reproduce.model_depth(settings)
-        runs = reproduce.plan_runs(settings, tasks)
+        tasks = check_tasks(settings)
+        depth = model_depth(settings)
+        runs = plan_runs(settings, tasks)
         if flags.job:
-            reproduce.do_job(settings, runs, depth, flags.job)
+            do_job(settings, runs, depth, flags.job)
             return 0
         if flags.dry_run:
-            pricing.print_plan(settings, tasks, runs, launch)
+            print_plan(settings, tasks, runs, launch)
             return 0
         Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
         resolved = job_argv(argv, glue_dir=settings.glue_dir, output_dir=settings.output_dir,
                             model_name_or_path=settings.model_name_or_path)
         with OutputLock(settings.output_dir), Grid(launch, settings.output_dir, __file__, resolved,
-                                                   lambda key: reproduce.do_job(settings, runs, depth, key)) as grid:
-            failed = reproduce.reproduce(settings, tasks, runs, depth, grid)
+                                                   lambda key: do_job(settings, runs, depth, key)) as grid:
+            failed = reproduce(settings, tasks, runs, depth, grid)
     except (Interrupted, KeyboardInterrupt, UsageError, OSError) as e:
         return stopped("reproduce_paper.py", e)
     return 1 if failed else 0

@@ -3,7 +3,7 @@
 The flags are those of the original PABEE run_glue.py; `python run_glue.py --help` lists them.
 Bad input stops with one line on stderr and exit code 2, before anything is written.
 
-This file turns the flags into settings (pabee.settings) once and hands them to pabee.run.run,
+This file turns the flags into settings (pabee.fine_tuning.run_settings) once and hands them to pabee.fine_tuning.pipeline.run,
 which reads top to bottom: checks -> data -> train -> evaluate -> report. torch and transformers
 load once the flags are parsed, so that --help and flag errors answer at once.
 """
@@ -15,21 +15,14 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from pabee.backbones import BACKBONES
-from pabee.cli import OneDefault
-from pabee.errors import UsageError, os_error_line
-from pabee.exit_rules import RULES
-from pabee.options import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT, QUANTIZE, RUNTIMES
-from pabee.settings import (
-    DataSettings,
-    ExitChoice,
-    DeviceSettings,
-    EvalSettings,
-    ExitSettings,
-    ModelSettings,
-    RunSettings,
-    TrainingSettings,
-)
+from pabee.base.choices import ENGINE_STEPS, EXIT_POOLING, EXIT_TRAINING, HEAD_BIAS_INIT, QUANTIZE, RUNTIMES
+from pabee.base.cli import OneDefault
+from pabee.base.errors import UsageError, os_error_line
+from pabee.data.data_settings import DataSettings, ExitChoice
+from pabee.early_exit.exit_settings import ExitSettings
+from pabee.early_exit.rules import RULES
+from pabee.fine_tuning.run_settings import DeviceSettings, EvalSettings, ModelSettings, RunSettings, TrainingSettings
+from pabee.modeling.backbones import BACKBONES
 
 M, D, T, E, V = ModelSettings, DataSettings, TrainingSettings, EvalSettings, DeviceSettings  # the defaults
 
@@ -217,9 +210,9 @@ def main(argv=None):
         settings = parse_args(argv)
     except UsageError as e:
         return usage_error(e)
-    from pabee.logs import setup_logging
-    from pabee.run import run
-    from pabee.training import Interrupted
+    from pabee.base.logs import setup_logging
+    from pabee.fine_tuning.loop import Interrupted
+    from pabee.fine_tuning.pipeline import run
 
     setup_logging()
     try:

@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from transformers import BertForSequenceClassification  # noqa: E402
 
-from pabee.exit_rules import PatienceRule  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
 from compiled_figures import compiled_figures  # noqa: E402
 from host_costs import host_costs  # noqa: E402
 from engine_figures import engine_figures, infer, narrow_model  # noqa: E402
-from pabee.exits import exit_layers_from_logits, logits_at_exit  # noqa: E402
+from pabee.early_exit.sweep import exit_layers_from_logits, logits_at_exit  # noqa: E402
 from workload import (  # noqa: E402
     CLASSIC_LENGTH,
     PATIENCE,
@@ -144,7 +144,7 @@ def train_step_costs(pabee, batch, reps, device):
         step()  # warm-up, and optimizer state allocated before memory is compared
         steps[name] = step
     seconds, _ = paired(steps, [batch] * reps, 1, device)
-    ratio = statistics.median(p / r for p, r in zip(seconds["pabee"], seconds["reference"]))
+    ratio = statistics.median(p / r for p, r in zip(seconds["pabee"], seconds["reference"], strict=True))
     memory = {name: step_memory(steps[name], model, device) for name, model in (("pabee", pabee), ("reference", reference))}
     pabee.eval()
     return ratio, memory["pabee"], memory["reference"]
@@ -231,9 +231,9 @@ def against_classic(model, bs32, padded, reps, device):
     t, answers = paired({"pabee": lambda j: infer(model, bs32[j:j + 1], early),
                          "classic": lambda j: classic(model, padded[32 * j:32 * (j + 1)], PATIENCE)},
                         list(range(len(bs32))), reps, device)
-    ours, theirs = ([torch.cat(parts) for parts in zip(*answers[name])] for name in ("pabee", "classic"))
+    ours, theirs = ([torch.cat(parts) for parts in zip(*answers[name], strict=True)] for name in ("pabee", "classic"))
     return {"throughput_vs_classic": total_ratio(t, "classic", "pabee"),
-            "classic_same_predictions": all(torch.equal(a, b) for a, b in zip(ours, theirs))}
+            "classic_same_predictions": all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))}
 
 
 def sweep_cost(model, bs32, reps, device):
@@ -242,7 +242,7 @@ def sweep_cost(model, bs32, reps, device):
     few = [{k: v[:8] for k, v in bs32[0].items()}]  # answers checked on 8 examples (the tests check more)
     swept = sweep(model, few, rules)
     real = [infer(model, few, rule) for rule in rules]
-    same = all(torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1]) for a, b in zip(swept, real))
+    same = all(torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1]) for a, b in zip(swept, real, strict=True))
     t, _ = paired({"full": lambda b: infer(model, [b], PatienceRule(0)), "sweep": lambda b: sweep(model, [b], rules)},
                   bs32, reps, device)
     return {"sweep_same_answers": same, "sweep_cost_ratio": total_ratio(t, "sweep", "full")}

@@ -2,7 +2,7 @@
 run again after warm-up recompiles, operators dispatched per layer call, and its speed against
 eager where it runs.
 
-- Every exit criterion of pabee.exit_rules.RULES at its own example setting (exit_rules.example_rule,
+- Every exit criterion of pabee.early_exit.rules.RULES at its own example setting (pabee.early_exit.rules.example_rule,
   patience 2 where it counts), on narrow 4-layer BERT and ALBERT models (2 layers in a smoke run), 32 SST-2 dev sentences in
   one shape, with the aot_eager backend (the graph inductor compiles, captured whole, without
   generating code).
@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 from transformers import AlbertConfig  # noqa: E402
 
 from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee  # noqa: E402
-from pabee.compiled import compiled_step  # noqa: E402
-from pabee.engine import Shapes, layer_step, stream  # noqa: E402
-from pabee.exit_rules import RULES, example_rule, make_rule  # noqa: E402
+from pabee.early_exit.compiled_step import compiled_step  # noqa: E402
+from pabee.early_exit.engine import Shapes, layer_step, stream  # noqa: E402
+from pabee.early_exit.rules import RULES, example_rule, make_rule  # noqa: E402
 from engine_figures import as_examples, narrow_model  # noqa: E402
 from workload import PATIENCE, encode, spread_exits  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Which heads a COSEE model's training examples teach: each head's share of COSEE's loss weight.
 
-COSEE (pabee/cosee.py) weights head j's loss on an example by how near j is to the layer the
+COSEE (pabee/modeling/cosee.py) weights head j's loss on an example by how near j is to the layer the
 example would exit at under thresholds drawn from a range: [0, 1] in the first epoch, then the
 range the internal heads' signals covered over the previous epoch. This reads a trained model's
 signals on a sample of its task's training rows and prints each head's share of the weight,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pabee.settings import DataSettings  # noqa: E402
+from pabee.data.data_settings import DataSettings  # noqa: E402
 
 SHARPNESSES = (0.0, 5.0, 10.0)  # beta_t at the start, the middle and the end of training
 
@@ -41,12 +41,12 @@ def internal_signals(args):
     """The normalized energy of every internal head on `args.rows` random training rows."""
     import torch
 
-    from pabee.backbones import backbone_of_folder, load_model, load_tokenizer
-    from pabee.evaluation import EvalSet, run_inference
-    from pabee.exit_rules import normalized_energy
-    from pabee.features import prepare_features
-    from pabee.runtime import Runtime
-    from pabee.sources import open_source
+    from pabee.data.features import prepare_features
+    from pabee.data.sources import open_source
+    from pabee.early_exit.rules import normalized_energy
+    from pabee.fine_tuning.processes import Runtime
+    from pabee.modeling.backbones import backbone_of_folder, load_model, load_tokenizer
+    from pabee.scoring.evaluation import EvalSet, run_inference
 
     source = open_source(DataSettings(task_name=args.task, data_dir=str(Path(args.glue_dir) / args.task)), ("train",), 0)
     runtime, backbone = Runtime(torch.device("cpu"), 0), backbone_of_folder(args.model_dir)
@@ -60,7 +60,7 @@ def internal_signals(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from pabee.logs import setup_logging
+    from pabee.base.logs import setup_logging
 
     setup_logging()
     signals = internal_signals(args)
@@ -79,7 +79,7 @@ def shown(values):
 def print_shares(signals, low, high, said):
     """Each head's share of the weight under thresholds uniform in [low, high], at the start,
     middle and end of training and averaged over it, beside PABEE's."""
-    from pabee.cosee import SHARPNESS, head_weight_shares
+    from pabee.modeling.cosee import SHARPNESS, head_weight_shares
 
     depth = signals.shape[1] + 1
     print(f"heads 1..{depth}, share of the loss weight, thresholds uniform in [{low:.3f}, {high:.3f}] ({said}):")

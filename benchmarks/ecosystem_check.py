@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pabee import glue  # noqa: E402
-from pabee.backbones import backbone_of_folder, load_model, load_tokenizer  # noqa: E402
-from pabee.export import ONNX_FILE, export, layer_table, reads  # noqa: E402
-from pabee.exit_rules import PatienceRule  # noqa: E402
-from pabee.portable import EARLY_EXIT  # noqa: E402
-from pabee.prediction import Predictor, chosen_exit  # noqa: E402
+from pabee.data import glue  # noqa: E402
+from pabee.deploy.plain_export import ONNX_FILE, export, layer_table, reads  # noqa: E402
+from pabee.deploy.predictor import Predictor  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
+from pabee.modeling.backbones import EARLY_EXIT, backbone_of_folder, load_model, load_tokenizer  # noqa: E402
+from pabee.scoring.default_exit import chosen_exit  # noqa: E402
 
 BATCH = 32
 
@@ -61,10 +61,10 @@ def early_exit(folder, rows):
     regression = model.config.num_labels == 1  # predict.py answers the value; the pipeline's score is it
     ours = [a[0] if regression else a[1] for a in answers]
     return {"early_exit_rows": len(rows),
-            "early_exit_same_labels": len(rows) if regression else sum(p["label"] == a[0] for p, a in zip(piped, answers)),
-            "early_exit_same_exits": sum(e == a[2] for e, a in zip(exits, answers)),
+            "early_exit_same_labels": len(rows) if regression else sum(p["label"] == a[0] for p, a in zip(piped, answers, strict=True)),
+            "early_exit_same_exits": sum(e == a[2] for e, a in zip(exits, answers, strict=True)),
             f"early_exit_max_{'value' if regression else 'probability'}_diff": max(abs(p["score"] - v)
-                                                                                 for p, v in zip(piped, ours)),
+                                                                                 for p, v in zip(piped, ours, strict=True)),
             "mean_exit_layer": sum(exits) / len(exits)}
 
 
@@ -113,7 +113,7 @@ def exported(folder, rows, labels, task, layers, onnx):
             session = onnxruntime.InferenceSession(str(out / ONNX_FILE))
             names = [i.name for i in session.get_inputs()]
             diffs = []
-            for batch, part in zip(batches(rows), logits.split(BATCH)):
+            for batch, part in zip(batches(rows), logits.split(BATCH), strict=True):
                 encoded = encode(tokenizer, batch, 128, "np")
                 diffs.append(abs(session.run(None, {n: encoded[n] for n in names})[0] - part.numpy()).max())
             found["onnx_max_logit_diff"] = float(max(diffs))
@@ -132,7 +132,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     task = glue.find_task(args.task)
     dev = glue.read_split(task, Path(args.data_dir) / task.dev_file, "dev")
-    rows = list(zip(dev["text_a"], dev["text_b"]))[:args.limit]
+    rows = list(zip(dev["text_a"], dev["text_b"], strict=True))[:args.limit]
     results = {"model_dir": args.model_dir, **early_exit(args.model_dir, rows), **plain(args.model_dir, rows)}
     if args.layers:
         results |= exported(args.model_dir, rows, dev["label"][:len(rows)], task, args.layers, args.onnx)

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 from transformers import BertConfig  # noqa: E402
 
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
-from pabee import glue  # noqa: E402
-from pabee.compiled import compiled_step  # noqa: E402
-from pabee.engine import GPU_LENGTHS, GPU_ROWS, Shapes, layer_step, stream  # noqa: E402
-from pabee.exit_rules import PatienceRule  # noqa: E402
+from pabee.data import glue  # noqa: E402
+from pabee.early_exit.compiled_step import compiled_step  # noqa: E402
+from pabee.early_exit.engine import GPU_LENGTHS, GPU_ROWS, Shapes, layer_step, stream  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
 from gpu_costs import default_table, launch_counts, prediction  # noqa: E402
 from workload import CLASSIC_LENGTH, PATIENCE, SST2_DEV, encode, in_length_order, spread_exits  # noqa: E402
 
@@ -52,13 +52,13 @@ def narrow_model(vocab_size, layers=12):
 def as_examples(tokenizer, texts):
     encoded = tokenizer(texts, truncation=True, max_length=CLASSIC_LENGTH)
     return [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(encoded["input_ids"],
-                                                                             encoded["attention_mask"])]
+                                                                             encoded["attention_mask"], strict=True)]
 
 
 def unpadded(batch):
     """The examples of a padded batch, as the engine takes them."""
     lengths = batch["attention_mask"].sum(1).tolist()
-    return [{"input_ids": ids[:n].tolist(), "attention_mask": [1] * n} for ids, n in zip(batch["input_ids"], lengths)]
+    return [{"input_ids": ids[:n].tolist(), "attention_mask": [1] * n} for ids, n in zip(batch["input_ids"], lengths, strict=True)]
 
 
 def infer(model, batches, rule):

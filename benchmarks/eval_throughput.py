@@ -1,5 +1,5 @@
 """Evaluation throughput of a fine-tuned model on SST-2 dev at one patience: run_glue's inference
-(pabee.evaluation.run_inference, as --timed_inference runs it) and predict.py on the same sentences.
+(pabee.scoring.evaluation.run_inference, as --timed_inference runs it) and predict.py on the same sentences.
 
     python benchmarks/eval_throughput.py --model_dir DIR [--patience 2] [--rounds 5] [--json PATH]
 
@@ -25,12 +25,12 @@ DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
 def run_glue_rate(model_dir, patience, rounds, batch_size, dev=DEV):
     import torch
 
-    from pabee import glue
-    from pabee.backbones import BACKBONES, load_model, load_tokenizer
-    from pabee.evaluation import EvalSet, run_inference
-    from pabee.exit_rules import PatienceRule
-    from pabee.features import tokenize
-    from pabee.runtime import Runtime
+    from pabee.data import glue
+    from pabee.data.features import tokenize
+    from pabee.early_exit.rules import PatienceRule
+    from pabee.fine_tuning.processes import Runtime
+    from pabee.modeling.backbones import BACKBONES, load_model, load_tokenizer
+    from pabee.scoring.evaluation import EvalSet, run_inference
 
     tokenizer = load_tokenizer(BACKBONES["bert"], model_dir)
     model = load_model(BACKBONES["bert"], model_dir, None, "cpu")[0].eval()
@@ -52,7 +52,7 @@ def against_batches(runtime, model, eval_set, rule, rounds):
 
     import torch
 
-    from pabee import evaluation
+    from pabee.scoring import evaluation
 
     if not hasattr(evaluation, "batch_by_batch"):
         return None
@@ -66,7 +66,7 @@ def against_batches(runtime, model, eval_set, rule, rounds):
 
 
 def predict_rate(model_dir, patience, batch_size, dev=DEV):
-    from pabee import glue
+    from pabee.data import glue
 
     texts = glue.read_split(glue.TASKS["sst-2"], dev, "dev")["text_a"]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:

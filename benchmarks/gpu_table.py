@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pabee.compiled import compiled_step  # noqa: E402
-from pabee.engine import GPU_LENGTHS, GPU_ROWS, Shapes, layer_step  # noqa: E402
-from pabee.exit_rules import PatienceRule  # noqa: E402
+from pabee.early_exit.compiled_step import compiled_step  # noqa: E402
+from pabee.early_exit.engine import GPU_LENGTHS, GPU_ROWS, Shapes, layer_step  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
 from gpu_costs import READ_US, REPLAY_US, prediction  # noqa: E402
 from workload import base_shaped_model  # noqa: E402
 

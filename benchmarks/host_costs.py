@@ -10,9 +10,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pabee import flow  # noqa: E402
-from pabee.engine import Shapes, stream  # noqa: E402
-from pabee.exit_rules import PatienceRule  # noqa: E402
+from pabee.early_exit import flow  # noqa: E402
+from pabee.early_exit.engine import Shapes, stream  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
 from engine_figures import infer, unpadded  # noqa: E402
 from workload import PATIENCE  # noqa: E402
 

@@ -7,21 +7,21 @@ over the whole dev set (the one-pass sweep, equal to real early exit: tested):
     .venv/bin/python benchmarks/methods.py --glue_dir ../shared/glue_data --output_dir /tmp/methods
 
 Models (--exit_training, MODELS): vanilla (`last`), PABEE, BERxiT (`alternate`, `alternate_lte`),
-ElasticBERT (`equilibrium`), COSEE; a method (METHODS) is a model with an exit rule of pabee.exit_rules
-(F-PABEE, PCEE-BERT and GPFEE's past part on the PABEE model). Rules that read class probabilities
-are left out on STS-B (regression), where every patience is paired with every agreement threshold
-of REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers) a
-setting is chosen on one random half of dev (the best metric among its settings reaching the
-target there) and scored on the other half, over SPLITS random halves (pabee.choice); the table
-gives the mean over seeds of the mean over halves, the min-max over seeds, the sd over seeds and
-halves, and the mean speed-up on the scoring halves. The optimistic figure (chosen and scored on
-all of dev) follows in a second table, labelled. Vanilla is at full depth, scored on the same
-halves. Results go to methods.json and methods.md.
+ElasticBERT (`equilibrium`), COSEE; a method (METHODS) is a model with an exit rule of
+pabee.early_exit.rules (F-PABEE, PCEE-BERT and GPFEE's past part on the PABEE model). Rules that read class
+probabilities are left out on STS-B (regression), where every patience is paired with every agreement
+threshold of REGRESSION_THRESHOLDS. For every method and each target speed-up (1.3x, 1.5x, 2x fewer layers)
+a setting is chosen on one random half of dev (the best metric among its settings reaching the target there)
+and scored on the other half, over SPLITS random halves (pabee.scoring.split_choice); the table gives the
+mean over seeds of the mean over halves, the min-max over seeds, the sd over seeds and halves, and the mean
+speed-up on the scoring halves. The optimistic figure (chosen and scored on all of dev) follows in a second
+table, labelled. Vanilla is at full depth, scored on the same halves. Results go to methods.json and
+methods.md.
 
-Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json (with the backbone's
-digest, steps and learning rate; one made with others is refused) and stands for that model, so the
-table can be finished over several runs or machines; benchmarks/results/methods holds those behind
-docs/methods.md. Models are trained and evaluated as a grid (pabee.grid: Ray, Slurm or local).
+Each model's evaluation is kept as <results_dir>/<task>/<model>-seed<k>.json (with the backbone's digest,
+steps and learning rate; one made with others is refused) and stands for that model, so the table can be
+finished over several runs or machines; benchmarks/results/methods holds those behind docs/methods.md.
+Models are trained and evaluated as a grid (pabee.paper_grid.driver: Ray, Slurm or local).
 """
 
 import argparse
@@ -36,12 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from demo import default_model_dir  # noqa: E402
-from pabee import glue  # noqa: E402
-from pabee.choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
-from pabee.errors import Interrupted, UsageError  # noqa: E402
-from pabee.files import OutputLock, read_json, write_json  # noqa: E402
+from pabee.base.errors import Interrupted, UsageError  # noqa: E402
+from pabee.base.file_io import read_json, write_json  # noqa: E402
+from pabee.base.output_dir import OutputLock  # noqa: E402
+from pabee.data import glue  # noqa: E402
+from pabee.scoring.split_choice import SPLITS, best_at, choose_and_score, random_halves  # noqa: E402
 from reproduce_paper import add_launch_flags, launch_from_flags, stopped  # noqa: E402
-from pabee.settings import DataSettings, ExitSettings, ModelSettings, RunSettings, TrainingSettings  # noqa: E402
+from pabee.data.data_settings import DataSettings  # noqa: E402
+from pabee.early_exit.exit_settings import ExitSettings  # noqa: E402
+from pabee.early_exit.rules import RULES  # noqa: E402
+from pabee.fine_tuning.run_settings import ModelSettings, RunSettings, TrainingSettings  # noqa: E402
 
 PLAN = {"MRPC": (342, 3), "STS-B": (537, 3), "SST-2": (600, 3)}  # task: (steps, seeds); MRPC, STS-B: 3 epochs
 MODELS = ("last", "pabee", "alternate", "alternate_lte", "equilibrium", "cosee")
@@ -90,8 +94,6 @@ def parse_args(argv):
 def models_for(task):
     """Vanilla, and every model that some method applicable to the task uses (on regression, none
     of the rules that read class probabilities)."""
-    from pabee.exit_rules import RULES
-
     regression = glue.find_task(task).is_regression
     used = {model for model, criterion, *_ in METHODS.values() if not (regression and RULES[criterion].needs_probabilities)}
     return [m for m in MODELS if m == "last" or m in used]
@@ -99,7 +101,7 @@ def models_for(task):
 
 def train(args, task, model, seed, steps):
     """Fine-tunes one model (reused when its folder holds a finished one); returns the folder and seconds."""
-    from pabee.run import run
+    from pabee.fine_tuning.pipeline import run
 
     out = Path(args.output_dir) / task / f"{model}-seed{seed}"
     if (out / "model.safetensors").is_file():
@@ -118,14 +120,14 @@ def train(args, task, model, seed, steps):
 def evaluate(args, task, model_name, seed, folder, steps, seconds):
     """Full depth, every layer's own head, and every setting of the methods on this model, all read
     from one full-depth pass over the dev set: on all of dev, and chosen on one half and scored on
-    the other for each random split (pabee.choice)."""
+    the other for each random split (pabee.scoring.split_choice)."""
     import torch
 
-    from pabee.backbones import BACKBONES, load_model, load_tokenizer
-    from pabee.evaluation import EvalSet, run_inference
-    from pabee.features import prepare_features
-    from pabee.runtime import Runtime
-    from pabee.sources import open_source
+    from pabee.data.features import prepare_features
+    from pabee.data.sources import open_source
+    from pabee.fine_tuning.processes import Runtime
+    from pabee.modeling.backbones import BACKBONES, load_model, load_tokenizer
+    from pabee.scoring.evaluation import EvalSet, run_inference
 
     source = open_source(DataSettings(task_name=task, data_dir=str(Path(args.glue_dir) / task)), ("dev",), seed)
     runtime, backbone = Runtime(torch.device("cpu"), 0), BACKBONES["bert"]
@@ -150,8 +152,7 @@ def methods_on(model_name, task, dev, layers, depth, splits):
     """{method: {"all_dev": [[setting, metric, speed-up], ...] on the whole dev set, "held_out":
     {target: [[setting, metric, speed-up] or None per split]}}} for the methods that use this model;
     on regression, patience rules take every patience with every agreement threshold."""
-    from pabee.evaluation import swept
-    from pabee.exit_rules import RULES
+    from pabee.scoring.evaluation import swept
 
     found = {}
     for name, (model, criterion, patience, thresholds) in METHODS.items():
@@ -163,7 +164,7 @@ def methods_on(model_name, task, dev, layers, depth, splits):
             for setting in exits.settings:
                 label = f"{setting}@{agree:g}" if agree else setting  # patience@regression threshold
                 outputs[label] = swept(layers, exits.rule(setting))
-        found[name] = held_out_points(outputs, lambda label, rows: measure(dev, *outputs[label], depth, rows),
+        found[name] = held_out_points(outputs, lambda label, rows, outputs=outputs: measure(dev, *outputs[label], depth, rows),
                                       len(dev.labels), splits)
     return found
 
@@ -192,8 +193,8 @@ def measure(dev, answers, exit_layers, depth, rows):
     """(the task's main metric, speed-up L / mean exit layer) of one set of answers on `rows`."""
     import torch
 
-    from pabee.evaluation import predictions_of
-    from pabee.exits import exit_stats
+    from pabee.early_exit.sweep import exit_stats
+    from pabee.scoring.evaluation import predictions_of
 
     index = torch.tensor(rows)
     metrics = glue.compute_metrics(dev.task, predictions_of(dev.task, answers[index]), dev.labels[list(rows)])
@@ -205,8 +206,7 @@ def seed_mean(values):
 
 
 def cell(per_seed):
-    """mean over seeds x 100, with (min-max over seeds) when there are several; n/a when a seed
-    has no value."""
+    """mean over seeds x 100, with (min-max over seeds) when there are several; n/a when a seed has no value."""
     if not per_seed or any(v is None for v in per_seed):
         return "n/a"
     text = f"{statistics.mean(per_seed) * 100:.1f}"
@@ -231,7 +231,7 @@ def markdown(results):
     over seeds of the mean over splits, (min-max over seeds), ±sd over seeds and splits, @ mean
     speed-up on the scoring halves); then the same choice made and scored on all of dev,
     optimistic, for comparison."""
-    from pabee.report import markdown as table
+    from pabee.scoring.report import markdown as table
 
     held, optimistic = [], []
     for task in dict.fromkeys(r["task"] for r in results):
@@ -313,9 +313,9 @@ def do_job(args, backbone, plan, key):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    from pabee.grid import Grid
-    from pabee.jobs import Job, become_job, job_argv
-    from pabee.logs import setup_logging
+    from pabee.base.logs import setup_logging
+    from pabee.paper_grid.driver import Grid
+    from pabee.paper_grid.jobs import Job, become_job, job_argv
 
     become_job(args.job)
     setup_logging()

@@ -10,7 +10,7 @@ per batch, at one patience. Runs take turns batch by batch in an order drawn ane
 Runtime runs among themselves (the peer's ratios; a torch run's threads spin on after it and slow
 whatever follows), then the ratios against torch:
 
-- ort_realized_over_ideal_bs{1,32}: the exit engine on ONNX Runtime (pabee/onnx_engine.py) at
+- ort_realized_over_ideal_bs{1,32}: the exit engine on ONNX Runtime (pabee/deploy/ort_model.py) at
   patience 2 against the same engine at full depth (patience 0: the cuts joined into one graph
   without the heads below the last, one call a length bucket), over the ideal L / mean exit;
 - ort_exit_over_torch_exit_bs{1,32}: its time over this project's torch engine at the same setting;
@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_speed import paired, total_ratio  # noqa: E402
 from engine_figures import narrow_model, unpadded  # noqa: E402
-from pabee.backbones import backbone_of_folder, load_model, load_tokenizer  # noqa: E402
-from pabee.engine import Shapes, layer_step, stream  # noqa: E402
-from pabee.exit_rules import PatienceRule  # noqa: E402
-from pabee.export import ONNX_FILE, plain_model, write_onnx  # noqa: E402
-from pabee.onnx_engine import ort_model, session_options  # noqa: E402
-from pabee.onnx_export import quantize_graph  # noqa: E402
+from pabee.deploy.onnx_graph import quantize_graph  # noqa: E402
+from pabee.deploy.ort_model import ort_model, session_options  # noqa: E402
+from pabee.deploy.plain_export import ONNX_FILE, plain_model, write_onnx  # noqa: E402
+from pabee.early_exit.engine import Shapes, layer_step, stream  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
+from pabee.modeling.backbones import backbone_of_folder, load_model, load_tokenizer  # noqa: E402
 from workload import PATIENCE, SST2_DEV, encode, in_length_order, sample_of_batches, sentences, spread_exits  # noqa: E402
 from workload import tokenizer_for  # noqa: E402
 
@@ -94,7 +94,7 @@ def engine(model, step, rule):
 def plain_runs(model, folder, rows):
     """transformers' plain model of every layer: in torch eager; as one graph on ONNX Runtime
     (export.py --onnx's); and the peer a CPU user deploys: that graph exported fused (the project's one
-    exporter, pabee/onnx_export.py: eager attention, ONNX Runtime's transformer optimizer), at fp32 and
+    exporter, pabee/deploy/onnx_graph.py: eager attention, ONNX Runtime's transformer optimizer), at fp32 and
     quantized to int8 per channel. Each graph checked against torch on `rows` (fp32 within 1e-4); every
     session run as the engine's. Returns the runs and the fused operators found."""
     import onnxruntime

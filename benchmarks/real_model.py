@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import run_glue  # noqa: E402
 from demo import default_model_dir  # noqa: E402
-from pabee import glue  # noqa: E402
-from pabee.report import markdown as markdown_table  # noqa: E402
-from pabee.results import fastest_within, read_rows  # noqa: E402
+from pabee.data import glue  # noqa: E402
+from pabee.scoring.report import markdown as markdown_table  # noqa: E402
+from pabee.scoring.result_rows import fastest_within, read_rows  # noqa: E402
 
 METHODS = {
     "vanilla/zero": ["--exit_training", "last", "--exit_pooling", "first", "--head_bias_init", "zero"],

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertTokenizer  # noqa: E402
 
 import demo  # noqa: E402
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
-from pabee import glue  # noqa: E402
+from pabee.data import glue  # noqa: E402
 
 SST2_DEV = ROOT.parent / "shared" / "glue_data" / "SST-2" / "dev.tsv"
 PATIENCE = 2

@@ -28,7 +28,7 @@ from transformers import (  # noqa: E402
     RobertaConfig,
 )
 
-from pabee.backbones import BACKBONES  # noqa: E402
+from pabee.modeling.backbones import BACKBONES  # noqa: E402
 
 VOCAB = 99
 KINDS = list(BACKBONES)  # every backbone is tested

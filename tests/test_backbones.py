@@ -14,9 +14,9 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from pabee import glue
+from pabee.data import glue
 import run_glue
-from pabee.backbones import BACKBONES, load_model, log_new_parameters
+from pabee.modeling.backbones import BACKBONES, load_model, log_new_parameters
 from conftest import CLASSIC, KINDS, TINY_CONFIGS, TRANSFORMERS_CLASSES, varied_batch
 
 MODERN = [kind for kind in KINDS if kind not in CLASSIC]

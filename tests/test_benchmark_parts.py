@@ -13,8 +13,8 @@ import engine_figures  # noqa: E402
 import host_costs  # noqa: E402
 from conftest import tiny_bert_config  # noqa: E402
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee  # noqa: E402
-from pabee.engine import Shapes  # noqa: E402
-from pabee.exit_rules import PatienceRule  # noqa: E402
+from pabee.early_exit.engine import Shapes  # noqa: E402
+from pabee.early_exit.rules import PatienceRule  # noqa: E402
 
 
 def test_classic_baseline_and_sweep_agree_with_batched_early_exit():
@@ -31,7 +31,7 @@ def test_classic_baseline_and_sweep_agree_with_batched_early_exit():
     theirs, their_exits = bench_speed.classic(model, padded, 2)
     assert torch.equal(ours, theirs) and torch.equal(exits, their_exits)
     swept = bench_speed.sweep(model, batches, [PatienceRule(p) for p in (1, 2, 3)])
-    for (predictions, layers), p in zip(swept, (1, 2, 3)):
+    for (predictions, layers), p in zip(swept, (1, 2, 3), strict=True):
         real = bench_speed.infer(model, batches, PatienceRule(p))
         assert torch.equal(predictions, real[0]) and torch.equal(layers, real[1])
 

@@ -1,4 +1,4 @@
-"""Choosing an exit setting on rows the score does not use (pabee.choice) and the methods benchmark
+"""Choosing an exit setting on rows the score does not use (pabee.scoring.split_choice) and the methods benchmark
 built on it: a split cannot share rows, a choice only ever reads its choosing rows and its score
 only the others, and the benchmark's table comes from such choices by default."""
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pabee.choice import Split, best_at, choose_and_score, random_halves
+from pabee.scoring.split_choice import Split, best_at, choose_and_score, random_halves
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -143,10 +143,11 @@ def glue(world, out, *extra, model=None):
 
 
 def test_a_held_out_training_slice_is_never_trained_on_and_is_seeded(world, tmp_path):
-    from pabee.settings import DataSettings, ExitChoice
-    from pabee.sources import open_source
+    from pabee.data.data_settings import DataSettings, ExitChoice
+    from pabee.data.sources import open_source
 
-    def opened(seed, where=ExitChoice("train", 20)):
+    def opened(seed, where=None):
+        where = ExitChoice("train", 20) if where is None else where
         data = DataSettings(task_name="SST-2", data_dir=str(world / "glue" / "SST-2"), choose_exit_on=where)
         source = open_source(data, ("train", "dev", "calibration"), seed)
         return source.examples(source.task, "train"), source.examples(source.task, "calibration"), source
@@ -162,7 +163,7 @@ def test_a_held_out_training_slice_is_never_trained_on_and_is_seeded(world, tmp_
 
 
 def test_the_exit_is_chosen_on_the_held_out_slice_and_says_so(world, tmp_path):
-    from pabee.prediction import chosen_exit
+    from pabee.scoring.default_exit import chosen_exit
 
     out = tmp_path / "out"
     assert glue(world, out, *STEPS, "--choose_exit_on", "train:20") == 0
@@ -189,7 +190,7 @@ def test_the_exit_is_chosen_on_the_held_out_slice_and_says_so(world, tmp_path):
 
 
 def test_the_exit_is_chosen_on_a_file_for_an_evaluated_model(world, tmp_path):
-    from pabee.prediction import chosen_exit
+    from pabee.scoring.default_exit import chosen_exit
 
     out = tmp_path / "out"
     assert glue(world, out, *STEPS) == 0

@@ -1,4 +1,4 @@
-"""The exit engine's compiled step (pabee/compiled.py), captured here with aot_eager (the same graph
+"""The exit engine's compiled step (pabee/early_exit/compiled_step.py), captured here with aot_eager (the same graph
 as inductor, without generating code): whole (fullgraph), the same answers as eager for every exit
 criterion on BERT and ALBERT, no recompile when a set runs again after warm-up, and graphs bounded
 by layers x declared shapes."""
@@ -10,9 +10,9 @@ import torch._dynamo
 from conftest import varied_batch
 from test_engine import every_criterion, examples_of
 from test_modeling import heads_of, make, use_attention
-from pabee.compiled import compiled_step, compiles
-from pabee.exit_rules import RULES
-from pabee.engine import Shapes, layer_step, stream
+from pabee.early_exit.compiled_step import compiled_step, compiles
+from pabee.early_exit.engine import Shapes, layer_step, stream
+from pabee.early_exit.rules import RULES
 
 
 class CountingBackend:

@@ -12,19 +12,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pabee.cosee import (
-    OSC_WEIGHT,
-    CoseeBatch,
-    CoseeSchedule,
-    cosee_loss,
-    exit_layers_under,
-    head_weight_shares,
-    osc_loss,
-    sample_weights,
-)
-from pabee.exit_rules import EnergyRule, normalized_energy
-from pabee.exits import exit_layers_from_logits
-from pabee.losses import training_loss
+from pabee.early_exit.rules import EnergyRule, normalized_energy
+from pabee.early_exit.sweep import exit_layers_from_logits
+from pabee.modeling.cosee import (
+    OSC_WEIGHT, CoseeBatch, CoseeSchedule, cosee_loss, exit_layers_under, head_weight_shares, osc_loss,
+    sample_weights)
+from pabee.modeling.losses import training_loss
 from test_later_methods import glue_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

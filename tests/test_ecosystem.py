@@ -18,9 +18,12 @@ import torch
 import export
 import run_glue
 from conftest import KINDS, TRANSFORMERS_CLASSES
-from pabee.backbones import backbone_of_folder, load_model, load_tokenizer
-from pabee.exit_rules import EntropyRule, PatienceRule
-from pabee.prediction import Predictor, chosen_exit
+from pabee.deploy.model_card import write_card
+from pabee.deploy.predictor import Predictor
+from pabee.early_exit.rules import EntropyRule, PatienceRule
+from pabee.modeling.backbones import backbone_of_folder, load_model, load_tokenizer
+from pabee.modeling.remote_code import without_package_imports
+from pabee.scoring.default_exit import chosen_exit
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--do_train", "--do_eval", "--do_lower_case", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3",
@@ -179,13 +182,13 @@ def test_with_trust_remote_code_the_early_exit_model_answers_as_predict(name, ru
     assert got["exits"] == [layer for _, _, layer in answers]
     if name == "bert-regression":  # predict.py's value is the logit, the pipeline's score too (no sigmoid)
         assert all(abs(row[0] - a[0]) < 1e-5 and abs(p["score"] - a[0]) < 1e-5
-                   for row, p, a in zip(got["logits"], got["pipeline"], answers))
+                   for row, p, a in zip(got["logits"], got["pipeline"], answers, strict=True))
     else:
         probabilities = torch.tensor(got["logits"]).softmax(-1)
-        for row, (label, probability, _) in zip(probabilities, answers):
+        for row, (label, probability, _) in zip(probabilities, answers, strict=True):
             assert labels[str(int(row.argmax()))] == label and abs(float(row.max()) - probability) < 1e-5
         assert [p["label"] for p in got["pipeline"]] == [a[0] for a in answers]
-        assert all(abs(p["score"] - a[1]) < 1e-5 for p, a in zip(got["pipeline"], answers))
+        assert all(abs(p["score"] - a[1]) < 1e-5 for p, a in zip(got["pipeline"], answers, strict=True))
     model = load_model(backbone_of_folder(folder), str(folder), None, "cpu")[0].eval()
     with torch.no_grad():  # keyword overrides: as the project answers at those settings
         assert got["exits_patience_1"] == model(**encoded(folder), exit_rule=PatienceRule(1)).exit_layers.tolist()
@@ -250,6 +253,32 @@ def test_the_run_folder_has_a_model_card_made_of_its_own_results(runs):
     assert figures <= set(re.findall(r"\d+\.\d+", table + why + (folder / "training_args.json").read_text()))
     mean = (runs["bert-mean"] / "README.md").read_text()
     assert "transformers refuses this folder" in mean and "mean of the tokens" in mean
+
+
+@pytest.mark.parametrize("statement", ["from pabee.data import glue", "from .engine import stream", "import pabee.data.glue",
+                                       "from pabee.data.glue import Task as T"])
+def test_the_saved_code_refuses_a_module_that_imports_the_package_otherwise(statement):
+    """The joined file drops `from pabee.x.y import name` lines; any other way would leave a name
+    undefined in it or change what it means."""
+    kept = without_package_imports("import os\nfrom pabee.data.glue import Task\nx = Task\n", "m")
+    assert kept == "import os\nx = Task\n"
+    with pytest.raises(ValueError, match="m imports"):
+        without_package_imports(f"{statement}\n", "m")
+
+
+def test_a_card_written_before_the_package_moved_is_still_ours_to_rewrite_and_a_users_is_kept(runs, tmp_path):
+    import shutil
+
+    old_mark = "<!-- written by run_glue.py (pabee/card.py) from this folder's files; rewritten after each evaluation -->"
+    folder = tmp_path / runs["bert"].name  # the card names its folder
+    shutil.copytree(runs["bert"], folder, ignore=shutil.ignore_patterns("checkpoint-*", "onnx_cuts"))
+    fresh = (folder / "README.md").read_text()
+    (folder / "README.md").write_text(f"{old_mark}\nstale figures\n")
+    write_card(folder, *chosen_exit(folder))
+    assert (folder / "README.md").read_text() == fresh
+    (folder / "README.md").write_text("a user's own card\n")
+    write_card(folder, *chosen_exit(folder))
+    assert (folder / "README.md").read_text() == "a user's own card\n"
 
 
 @pytest.mark.parametrize("name", KINDS)

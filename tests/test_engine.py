@@ -1,4 +1,4 @@
-"""The exit engine's stream (pabee/engine.py, pabee/flow.py): the same answers as one example at a
+"""The exit engine's stream (pabee/early_exit/engine.py, pabee/early_exit/flow.py): the same answers as one example at a
 time for every backbone and exit criterion, in any input order, bucket set and batch size; calls
 of declared shapes that stay full while the stream lasts; one small host read per call at most;
 answers given back in input order before the input ends."""
@@ -12,11 +12,11 @@ import torch
 from conftest import KINDS, varied_batch
 from test_later_methods import rules_at_quantiles
 from test_modeling import agreement_threshold, configure, make
-from pabee import flow
-from pabee.engine import Shapes, stream
-from pabee.errors import UsageError
-from pabee.exit_rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
-from pabee.settings import parse_buckets
+from pabee.base.errors import UsageError
+from pabee.early_exit import flow
+from pabee.early_exit.engine import Shapes, stream
+from pabee.early_exit.exit_settings import parse_buckets
+from pabee.early_exit.rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
 
 FIXED = ((1, 4, 8, 16, 64, 256), (8, 16, 24))  # rows, lengths: every call padded
 

@@ -6,8 +6,8 @@ import torch
 from torch.nn import functional as F
 
 import run_glue
-from pabee.exit_rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
-from pabee.exits import exit_layers_from_logits, logits_at_exit
+from pabee.early_exit.rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
+from pabee.early_exit.sweep import exit_layers_from_logits, logits_at_exit
 from conftest import KINDS, varied_batch
 from test_modeling import assert_batch_exits_equal_one_at_a_time, configure
 
@@ -106,7 +106,7 @@ def test_sweep_and_timed_inference_give_the_same_results(world, trained, tmp_pat
     assert all("wall-clock" in l for l in lines[len(lines) // 2:]) and not any("wall-clock" in l for l in lines[:len(lines) // 2])
     sweep, timed = rows_of(sweep_dir), rows_of(timed_dir)
     assert [r["setting"] for r in sweep] == [type(sweep[0]["setting"])(s) for s in settings.split(",")]
-    for a, b in zip(sweep, timed):
+    for a, b in zip(sweep, timed, strict=True):
         assert (a["criterion"], a["setting"], a["acc"], a["mean_exit_layer"]) == (
             b["criterion"], b["setting"], b["acc"], b["mean_exit_layer"])
         assert "wallclock_speed_up" not in a
@@ -158,7 +158,7 @@ def test_bad_exit_settings(argv, message, capsys):
 
 
 def test_timings_whose_rounds_disagree_are_flagged():
-    from pabee.results import ResultRow, unsteady
+    from pabee.scoring.result_rows import ResultRow, unsteady
 
     def timed(low, mid, high):
         return ResultRow("final", "sst-2", "patience", 2, 10, 3.0, 2.0, 0.5, {"acc": 1.0}, 1.0, 2.0, mid, low, high)
@@ -168,8 +168,8 @@ def test_timings_whose_rounds_disagree_are_flagged():
 
 
 def test_plot_labels_coinciding_settings_once_and_tables_lead_with_the_plotted_metric():
-    from pabee.results import ResultRow
-    from pabee.report import markdown_table, same_point_labels
+    from pabee.scoring.report import markdown_table, same_point_labels
+    from pabee.scoring.result_rows import ResultRow
 
     def row(setting, f1, speed_up):
         return ResultRow("final", "mrpc", "patience", setting, 4, 6 / speed_up, speed_up, 1 - 1 / speed_up,

@@ -20,9 +20,9 @@ import torch
 
 import reproduce_paper
 import run_glue
-from pabee.own_data import open_own
-from pabee.settings import DataSettings
-from pabee.tables import read_file
+from pabee.data.data_settings import DataSettings
+from pabee.data.own_data import open_own
+from pabee.data.table_files import read_file
 from test_own_data import TRAIN, predict, records, rows_of, run, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,12 +356,12 @@ def test_ctrl_c_outside_training_is_one_line(world, model, tmp_path, monkeypatch
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "Traceback" not in err, err
         assert err.strip().splitlines()[-1] == "predict.py: stopped by SIGINT"
-    import pabee.evaluation
+    import pabee.scoring.evaluation
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pabee.evaluation, "run_inference", interrupted)
+    monkeypatch.setattr(pabee.scoring.evaluation, "run_inference", interrupted)
     capsys.readouterr()
     assert run_glue.main(eval_argv(world, world / "bert", tmp_path / "out")) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("run_glue.py: stopped by SIGINT")
@@ -373,7 +373,7 @@ def test_a_ctrl_c_that_reaches_another_thread_still_stops_the_waiting_input():
     import threading
     import time
 
-    from pabee.prediction import batches_as_they_come
+    from pabee.deploy.prediction_input import batches_as_they_come
 
     release = threading.Event()
 

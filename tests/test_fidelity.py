@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from pabee import glue
+from pabee.data import glue
 import run_glue
 from conftest import KINDS, varied_batch
-from pabee.evaluation import collapse
+from pabee.scoring.evaluation import collapse
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-from pabee.exit_rules import PatienceRule
-from pabee.losses import layer_loss, pabee_loss, training_loss
+from pabee.early_exit.rules import PatienceRule
+from pabee.modeling.losses import layer_loss, pabee_loss, training_loss
 from test_modeling import make
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,7 +228,7 @@ def with_constant_heads(source, folder, layers):
 
 
 def test_settings_and_heads_that_ignore_the_input_are_named_and_never_chosen(world, tmp_path, caplog):
-    from pabee.prediction import chosen_exit
+    from pabee.scoring.default_exit import chosen_exit
 
     trained = tmp_path / "trained"
     assert run_glue.main(glue_args(world, trained, "SST-2", world / "bert", *TRAIN)) == 0
@@ -274,7 +274,7 @@ def results_folder(folder, rows):
 def test_the_chosen_exit_skips_settings_that_ignore_the_input_even_within_tolerance(tmp_path):
     """On an unbalanced-looking dev set an exit answering one class can score within a point of
     full depth: it is still never chosen; where full depth itself ignores the input, nothing is."""
-    from pabee.prediction import chosen_exit
+    from pabee.scoring.default_exit import chosen_exit
 
     ignoring = {"ignores_input": "it predicts class 1 for 100.0% of the 100 dev examples"}
     rows = [("layer", 4, 1.0, 0.52, {}), ("patience", 1, 2.0, 0.52, ignoring), ("patience", 2, 1.5, 0.515, {}),
@@ -295,7 +295,7 @@ def test_a_checkpoint_that_declares_its_pooling_is_followed_unless_the_flag_says
     the tokens; a plain folder declares nothing and keeps the first token, as the originals."""
     import shutil
 
-    from pabee.backbones import BACKBONES, load_model
+    from pabee.modeling.backbones import BACKBONES, load_model
 
     folder = tmp_path / "st"
     shutil.copytree(world / "bert", folder)

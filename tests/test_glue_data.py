@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pabee import glue
+from pabee.data import glue
 from glue_fixtures import LABELS, LAYOUTS, write_task
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "glue_data"
@@ -16,7 +16,7 @@ def test_every_task_reader_on_files_shaped_like_the_real_ones(folder, tmp_path):
     assert len(train["text_a"]) == 25
     expected = written["train.tsv"]
     if LABELS[folder] is None:
-        assert all(abs(got - want) < 0.6 for got, want in zip(train["label"], expected))
+        assert all(abs(got - want) < 0.6 for got, want in zip(train["label"], expected, strict=True))
     else:
         assert train["label"] == expected
     keyword_side = [any(k in a.split() for k in ("awful", "great", "fine")) for a in train["text_a"]]

@@ -1,4 +1,4 @@
-"""The paper's grid spread by real engines (pabee.grid): a local Ray with two workers, a two-node Ray
+"""The paper's grid spread by real engines (pabee.paper_grid.driver): a local Ray with two workers, a two-node Ray
 cluster with logical GPUs losing a node mid-run, a driver stopped with Ctrl-C and started again, and
 a one-node Slurm with job arrays, a cap and a requeue. Each grid gives the table, submissions and
 weights of the same grid run one after the other in this process, at the same threads (CPU training
@@ -19,9 +19,9 @@ import torch
 
 import reproduce_paper
 from clusters import MAX_ARRAY_SIZE, Slurm, in_loopback_namespace, namespace_missing, slurm_missing
-from pabee import training
-from pabee.grid import makespan
-from pabee.jobs import Outcome, job_env, run_job
+from pabee.fine_tuning import loop
+from pabee.paper_grid.driver import makespan
+from pabee.paper_grid.jobs import Outcome, job_env, run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 training runs (vanilla and PABEE, 2 seeds), then PABEE's exit settings and 2 predictions on test
@@ -235,7 +235,7 @@ def slurm(tmp_path_factory):
 def test_slurm_arrays_under_a_cap_and_a_requeued_run_resumes_to_the_sequential_grid(world, sequential, slurm, tmp_path,
                                                                                    monkeypatch):
     out = tmp_path / "slurm"
-    requested = training.StopOnSignal.requested
+    requested = loop.StopOnSignal.requested
 
     steps = {"n": 0}
 
@@ -245,14 +245,14 @@ def test_slurm_arrays_under_a_cap_and_a_requeued_run_resumes_to_the_sequential_g
             self.signal = signal.SIGTERM
         return requested(self, runtime)
 
-    monkeypatch.setattr(training.StopOnSignal, "requested", stop_once)
+    monkeypatch.setattr(loop.StopOnSignal, "requested", stop_once)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert reproduce_paper.main(argv(world, out, "--launcher", "local")) == 128 + signal.SIGTERM
     finally:
         torch.set_num_threads(threads)
-        monkeypatch.setattr(training.StopOnSignal, "requested", requested)
+        monkeypatch.setattr(loop.StopOnSignal, "requested", requested)
     first_run = out / "runs" / "STS-B" / "vanilla" / "lr3e-3-bs16-seed1"
     assert [p.name for p in first_run.glob("checkpoint-*")] == ["checkpoint-10"]
 

@@ -13,18 +13,12 @@ from torch.nn import functional as F
 
 import run_glue
 from conftest import KINDS, varied_batch
-from pabee.exit_rules import (
-    EnergyRule,
-    EntropyPatienceRule,
-    JSPatienceRule,
-    KLPatienceRule,
-    LearnedExitRule,
-    PastEnsembleRule,
-    normalized_energy,
-)
-from pabee.exits import answers_at_exit, exit_layers_from_logits
-from pabee.losses import batch_regime, training_loss
-from pabee.settings import ExitSettings
+from pabee.early_exit.exit_settings import ExitSettings
+from pabee.early_exit.rules import (
+    EnergyRule, EntropyPatienceRule, JSPatienceRule, KLPatienceRule, LearnedExitRule, PastEnsembleRule,
+    normalized_energy)
+from pabee.early_exit.sweep import answers_at_exit, exit_layers_from_logits
+from pabee.modeling.losses import batch_regime, training_loss
 from test_modeling import assert_batch_exits_equal_one_at_a_time, configure, make
 
 # [batch 3, layers 4, 3 classes]: distributions that drift apart, settle, or stay flat
@@ -47,7 +41,7 @@ def by_hand_counting(holds, patience, layers=4):
 
 
 def kl(p, q):
-    return sum(a * math.log(a / b) for a, b in zip(p, q))
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
 
 
 @pytest.mark.parametrize("patience,threshold", [(1, 0.01), (1, 0.5), (2, 0.01), (2, 0.5), (0, 0.5)])
@@ -55,8 +49,9 @@ def test_divergence_patience_follows_its_definition(patience, threshold):
     probs = F.softmax(LOGITS, -1).tolist()
     for rule, divergence in [(KLPatienceRule(patience, threshold), kl),
                              (JSPatienceRule(patience, threshold), lambda p, q: (kl(p, [(a + b) / 2 for a, b in zip(
-                                 p, q)]) + kl(q, [(a + b) / 2 for a, b in zip(p, q)])) / 2)]:
-        expected = [by_hand_counting(lambda i: i > 0 and divergence(probs[b][i], probs[b][i - 1]) < threshold, patience)
+                                 p, q, strict=True)]) + kl(q, [(a + b) / 2 for a, b in zip(p, q, strict=True)])) / 2)]:
+        expected = [by_hand_counting(lambda i, divergence=divergence, b=b:
+                                     i > 0 and divergence(probs[b][i], probs[b][i - 1]) < threshold, patience)
                     for b in range(3)]
         assert exit_layers_from_logits(LOGITS, rule).tolist() == expected, rule.name
 
@@ -65,7 +60,7 @@ def test_divergence_patience_follows_its_definition(patience, threshold):
 def test_entropy_patience_counts_consecutive_confident_layers(patience, threshold):
     probs = F.softmax(LOGITS, -1)
     entropy = (-(probs * probs.log()).sum(-1)).tolist()
-    expected = [by_hand_counting(lambda i: entropy[b][i] < threshold, patience) for b in range(3)]
+    expected = [by_hand_counting(lambda i, b=b: entropy[b][i] < threshold, patience) for b in range(3)]
     assert exit_layers_from_logits(LOGITS, EntropyPatienceRule(patience, threshold)).tolist() == expected
 
 
@@ -243,9 +238,9 @@ def test_the_learning_to_exit_head_learns_which_layers_answer_right(world, tmp_p
 
     from transformers import BertTokenizer
 
-    from pabee import glue
-    from pabee.backbones import BACKBONES, load_model
-    from pabee.losses import lte_loss
+    from pabee.data import glue
+    from pabee.modeling.backbones import BACKBONES, load_model
+    from pabee.modeling.losses import lte_loss
 
     out = tmp_path / "lte"
     assert glue_run(world, out, "--exit_training", "alternate_lte", "--max_steps", "100") == 0

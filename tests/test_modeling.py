@@ -6,12 +6,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import transformers
 
 from conftest import CLASSIC, KINDS, TINY_CONFIGS, TRANSFORMERS_CLASSES, varied_batch
-from pabee.backbones import BACKBONES as REGISTRY
-from pabee.exit_rules import EntropyRule, FixedRule, PatienceRule
-from pabee.exits import exit_stats
-from pabee.model import PabeeOutput
-from pabee.rows import LayerInputs
-from pabee.report import exit_line
+from pabee.early_exit.batch_rows import LayerInputs
+from pabee.early_exit.rules import EntropyRule, FixedRule, PatienceRule
+from pabee.early_exit.sweep import exit_stats
+from pabee.modeling.backbones import BACKBONES as REGISTRY
+from pabee.modeling.model import PabeeOutput
+from pabee.scoring.report import exit_line
 
 BACKBONES = {
     kind: (REGISTRY[kind].load_model_class(), *(getattr(transformers, c) for c in TRANSFORMERS_CLASSES[kind]),
@@ -74,7 +74,7 @@ def test_parameter_names_are_transformers_and_original_checkpoints_load(kind, tm
     `classifier`) plus `classifiers.{i}` below; a checkpoint of the original code or the research
     port (the last head as classifiers.{L-1}) loads through load_model with nothing missing or
     unexpected, each head where it was."""
-    from pabee.backbones import load_model
+    from pabee.modeling.backbones import load_model
 
     model = make(kind, num_hidden_groups=2, inner_group_num=2) if kind == "albert" else make(kind)
     layers = model.config.num_hidden_layers
@@ -215,7 +215,7 @@ def original_exit_at_batch_size_1(model, ids, mask, patience, threshold):
     if patience == 0:
         return layers.shape[0], layers[-1]
     counter, previous = 0, None
-    for i, logits in enumerate(layers, start=1):
+    for i, logits in enumerate(layers, start=1):  # noqa: B007 - i is the exit layer, returned after the loop
         if layers.shape[-1] == 1:
             same = previous is not None and abs(float(previous - logits)) < threshold
         else:

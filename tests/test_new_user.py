@@ -17,7 +17,7 @@ import predict
 import reproduce_paper
 import run_glue
 from clusters import in_loopback_namespace, namespace_missing
-from pabee.ray_launch import CONNECT_TIMEOUT
+from pabee.paper_grid.ray_launch import CONNECT_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--max_steps", "5", "--seeds", "1", "--methods", "pabee"]
@@ -90,7 +90,7 @@ def test_export_refuses_an_output_folder_before_reading_the_run(tmp_path, capsys
 def test_an_os_error_gets_the_disk_advice_only_where_the_disk_is_the_cause():
     import errno
 
-    from pabee.errors import os_error_line
+    from pabee.base.errors import os_error_line
 
     missing = os_error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "scontrol"))
     assert missing == "No such file or directory: scontrol"
@@ -105,7 +105,7 @@ def test_a_ray_address_that_takes_the_connection_but_never_answers_ends_after_th
     """A port that accepts and says nothing (not a Ray head): the run ends after the connect timeout
     (3 s here) in one line, Ray not left joined. In a loopback-only namespace: Ray's traffic stays there."""
     code = ("import socket, sys; listener = socket.socket(); listener.bind(('127.0.0.1', 0)); listener.listen(); "
-            "import pabee.ray_launch as launch; launch.CONNECT_TIMEOUT = 3; import reproduce_paper; "
+            "import pabee.paper_grid.ray_launch as launch; launch.CONNECT_TIMEOUT = 3; import reproduce_paper; "
             "sys.exit(reproduce_paper.main(sys.argv[1:] + ['--ray_address', '127.0.0.1:%d' % "
             "listener.getsockname()[1]]))")
     command = grid(world, tmp_path / "out")

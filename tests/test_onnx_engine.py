@@ -1,4 +1,4 @@
-"""The exit engine on ONNX Runtime (pabee/onnx_engine.py): the model's cuts exported by torch.onnx and
+"""The exit engine on ONNX Runtime (pabee/deploy/onnx_cuts.py, ort_model.py): the model's cuts exported by torch.onnx and
 run by the real ONNX Runtime answer as the torch engine does, for every backbone and exit rule (same
 exit layers, logits within 1e-4 at fp32); the cuts are cached and made again for other weights;
 predict.py and run_glue.py take --runtime onnxruntime and --quantize int8; torch stays the default."""
@@ -14,10 +14,10 @@ import torch
 import predict
 import run_glue
 from conftest import KINDS, TINY_CONFIGS, VOCAB
-from pabee.backbones import BACKBONES
-from pabee.engine import Shapes, layer_step, stream
-from pabee.errors import UsageError
-from pabee.exit_rules import RULES, PatienceRule, example_rule, make_rule
+from pabee.base.errors import UsageError
+from pabee.early_exit.engine import Shapes, layer_step, stream
+from pabee.early_exit.rules import RULES, PatienceRule, example_rule, make_rule
+from pabee.modeling.backbones import BACKBONES
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
                                 reason="onnxruntime is not installed (pip install -r requirements.txt)")
@@ -74,7 +74,7 @@ def same_answers(model, ort, rules, items):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_backbone_exits_on_onnx_runtime_as_on_torch_under_every_rule(kind, tmp_path):
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
 
     model = confident(kind)
     ort = ort_model(model, tmp_path)
@@ -86,9 +86,9 @@ def test_every_backbone_exits_on_onnx_runtime_as_on_torch_under_every_rule(kind,
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_at_batch_one_the_patience_graph_answers_each_example_in_one_call_as_torch(kind, tmp_path):
-    """PABEE's rule as ONNX control flow over 4 layers (pabee/exit_graph.py): at batch size 1 the
+    """PABEE's rule as ONNX control flow over 4 layers (pabee/deploy/patience_graph.py): at batch size 1 the
     stream answers each example with one session call, with torch's exit layers and logits within 1e-4."""
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
 
     model = confident(kind, layers=4, sharpness=4)
     ort = ort_model(model, tmp_path)
@@ -109,8 +109,8 @@ def test_the_patience_graph_keeps_each_weight_in_its_branch_and_the_mask_arithme
     is one set of nodes in the main graph; full depth leaves the heads below the last out."""
     import onnx
 
-    from pabee.exit_graph import nested, patience_graph
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
+    from pabee.deploy.patience_graph import nested, patience_graph
 
     ort = ort_model(confident("bert", layers=4), tmp_path)
     for full_depth in (False, True):
@@ -142,7 +142,7 @@ def test_one_call_paths_take_pairs_and_unsorted_batches_as_torch(num_labels, tmp
     """Full depth answers batches of unsorted sentence pairs in one call a length bucket, the patience
     graph answers pairs one at a time: both as torch (classification and regression); int8 full depth
     answers every row at the last layer."""
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
 
     model = confident("bert", num_labels=num_labels, sharpness=4, layers=3)
     ort, items = ort_model(model, tmp_path), pairs()
@@ -159,7 +159,7 @@ def test_one_call_paths_take_pairs_and_unsorted_batches_as_torch(num_labels, tmp
 
 def test_the_patience_graph_on_regression_and_int8(tmp_path):
     """A regression head's agreement threshold in the graph is PatienceRule's; int8 graphs join too."""
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
 
     model = confident("bert", num_labels=1, sharpness=1, layers=4)
     ort = ort_model(model, tmp_path)
@@ -178,7 +178,7 @@ def test_the_patience_graph_on_regression_and_int8(tmp_path):
 def test_learned_exits_and_regression_on_onnx_runtime(tmp_path):
     """BERxiT's learned uncertainty comes out of each layer graph; a regression head's agreement
     threshold holds as in torch."""
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
 
     model = confident("bert", num_labels=1, sharpness=1, exit_training="alternate_lte")
     ort = ort_model(model, tmp_path)
@@ -189,7 +189,8 @@ def test_learned_exits_and_regression_on_onnx_runtime(tmp_path):
 def test_cuts_are_cached_beside_the_model_and_made_again_for_other_weights(tmp_path):
     import onnx
 
-    from pabee.onnx_engine import FOLDER, ort_model
+    from pabee.deploy.onnx_cuts import FOLDER
+    from pabee.deploy.ort_model import ort_model
 
     model = confident("bert")
     ort_model(model, tmp_path)
@@ -211,7 +212,8 @@ def test_cuts_are_cached_beside_the_model_and_made_again_for_other_weights(tmp_p
 
 
 def test_a_folder_of_that_name_that_is_not_ours_stays(tmp_path):
-    from pabee.onnx_engine import FOLDER, ort_model
+    from pabee.deploy.onnx_cuts import FOLDER
+    from pabee.deploy.ort_model import ort_model
 
     theirs = tmp_path / FOLDER / "fp32"
     theirs.mkdir(parents=True)
@@ -222,7 +224,7 @@ def test_a_folder_of_that_name_that_is_not_ours_stays(tmp_path):
 
 
 def test_a_backbone_that_does_not_export_is_refused_in_one_line(tmp_path, monkeypatch):
-    from pabee.onnx_engine import ort_model
+    from pabee.deploy.ort_model import ort_model
 
     def cannot(*args, **kwargs):
         raise RuntimeError("no ONNX function for aten::something\nmore detail")
@@ -284,7 +286,7 @@ def test_predict_on_onnx_runtime_answers_as_on_torch(run, tmp_path):
     on_torch, on_ort = predicted(run, tmp_path), predicted(run, tmp_path, "--runtime", "onnxruntime")
     assert len(on_torch) == 24
     assert [(a["label"], a["exit_layer"]) for a in on_torch] == [(a["label"], a["exit_layer"]) for a in on_ort]
-    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(on_torch, on_ort)) < TOLERANCE
+    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(on_torch, on_ort, strict=True)) < TOLERANCE
     int8 = predicted(run, tmp_path, "--runtime", "onnxruntime", "--quantize", "int8")
     assert len(int8) == 24 and all(1 <= a["exit_layer"] <= 4 for a in int8)
 

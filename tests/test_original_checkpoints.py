@@ -7,6 +7,7 @@ weights in today's layout; a checkpoint with exit heads but no last head is refu
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +17,9 @@ from transformers import AutoModelForSequenceClassification, BertForSequenceClas
 from conftest import TINY_CONFIGS, varied_batch
 from modeling_pabee_albert import AlbertForSequenceClassificationWithPabee
 from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-from pabee.backbones import BACKBONES, load_model, load_tokenizer
-from pabee.errors import UsageError
-from pabee.portable import save_folder
+from pabee.base.errors import UsageError
+from pabee.modeling.backbones import BACKBONES, backbone_of_folder, load_model, load_tokenizer
+from pabee.modeling.saved_folder import save_folder
 
 CLASSES = {"bert": BertForSequenceClassificationWithPabee, "albert": AlbertForSequenceClassificationWithPabee}
 LAYERS = 4
@@ -215,3 +216,23 @@ def test_roberta_cut_takes_that_layers_out_proj(tmp_path):
     cut = model_class.from_pretrained(tmp_path / "today", num_hidden_layers=2)
     assert torch.equal(cut.classifier.out_proj.weight, reference.classifiers[1].weight)
     assert torch.equal(cut.classifier.dense.weight, reference.classifier.dense.weight)
+
+
+def test_a_run_folder_saved_before_the_package_moved_loads_in_the_project_and_through_its_own_code(tmp_path):
+    """tests/saved_before_the_move: a pabee-bert folder (mean-pooled heads: transformers' own class
+    cannot answer for it) saved by the version whose modules were flat, pabee/portable.py's code beside
+    it. The project loads it through today's classes, transformers' Auto class through the folder's
+    code; both answer alike at every patience, and the loss alike."""
+    import shutil
+
+    folder = shutil.copytree(Path(__file__).parent / "saved_before_the_move", tmp_path / "run")
+    assert "(pabee/portable.py)" in (folder / "modeling_pabee.py").read_text()  # the old layout's copy
+    project = load_model(backbone_of_folder(folder), str(folder), None, "cpu")[0]
+    auto = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+    assert type(auto).__module__.startswith("transformers_modules")  # the folder's code, not this package
+    ids, mask = varied_batch(12)
+    batch = (ids % project.config.vocab_size, mask)
+    (got, loss), (expected, expected_loss) = answers(auto, batch, 2), answers(project, batch, 2)
+    for (logits, layers), (want, want_layers) in zip(got, expected, strict=True):
+        assert torch.equal(logits, want) and torch.equal(layers, want_layers)
+    assert torch.equal(loss, expected_loss)

@@ -124,8 +124,8 @@ def test_float_labels_make_a_regression_task(world, tmp_path):
 
 
 def carved_dev(tmp_path, seed):
-    from pabee.own_data import open_own
-    from pabee.settings import DataSettings
+    from pabee.data.data_settings import DataSettings
+    from pabee.data.own_data import open_own
 
     train = write(tmp_path / "all.csv", [{"text": f"{r['text']} {i}", "label": r["label"]}
                                          for i, r in enumerate(records(100))])
@@ -243,9 +243,9 @@ def test_predict_answers_a_stream_before_it_ends(trained):
 
 
 def test_raw_lines_gives_the_lines_a_file_iterator_gives(tmp_path):
-    """predict.py reads standard input with os.read (pabee.prediction.raw_lines); the lines must be
+    """predict.py reads standard input with os.read (pabee.deploy.prediction_input.raw_lines); the lines must be
     those of a file, whatever the chunks: a line split across reads, a CR, a last line without LF."""
-    from pabee.prediction import raw_lines
+    from pabee.deploy.prediction_input import raw_lines
 
     data = b"first line\r\nsecond\tpair\n" + b"x" * 70000 + b"\n\nlast without newline"
     read, write = os.pipe()
@@ -381,8 +381,9 @@ def test_predict_answers_the_same_at_every_batch_size(trained):
     """The exit engine groups examples into calls by length and lets new ones take the places of
     those that exit, so a batch size changes which rows share a call, never an answer. (predict.py's
     Predictor in this process: the command line around it is tested above.)"""
-    from pabee.prediction import Predictor, read_input
-    from pabee.settings import ExitSettings
+    from pabee.deploy.prediction_input import read_input
+    from pabee.deploy.predictor import Predictor
+    from pabee.early_exit.exit_settings import ExitSettings
 
     out, test = trained
     layers = set()
@@ -391,12 +392,12 @@ def test_predict_answers_the_same_at_every_batch_size(trained):
         for size in (1, 7, 64):
             predictor, got = Predictor.load(out, ExitSettings("patience", (patience,)), batch_size=size), []
             batches, _, total = read_input(str(test), size)
-            predictor.run(batches, lambda batch, answered: got.extend(zip(batch, answered)), total)
+            predictor.run(batches, lambda batch, answered, got=got: got.extend(zip(batch, answered, strict=True)), total)
             answers[size] = got
         for size in (7, 64):
             assert [(text, label, layer) for text, (label, _, layer) in answers[size]] == \
                 [(text, label, layer) for text, (label, _, layer) in answers[1]]
-            assert max(abs(a[1][1] - b[1][1]) for a, b in zip(answers[size], answers[1])) < 1e-5
+            assert max(abs(a[1][1] - b[1][1]) for a, b in zip(answers[size], answers[1], strict=True)) < 1e-5
         layers |= {layer for _, (_, _, layer) in answers[1]}
     assert len(layers) >= 2, "exits should vary, or the test proves little"
 
@@ -404,8 +405,8 @@ def test_predict_answers_the_same_at_every_batch_size(trained):
 # --- labels a row does not give, and long texts -----------------------------------------------
 
 def own(path, **settings):
-    from pabee.own_data import open_own
-    from pabee.settings import DataSettings
+    from pabee.data.data_settings import DataSettings
+    from pabee.data.own_data import open_own
 
     splits = ("train", "dev") if "validation_file" in settings else ("train",)
     return open_own(DataSettings(train_file=str(path), **settings), splits, seed=1)
@@ -433,7 +434,7 @@ NUMBERS = "text,label\na great film,1\nan awful plot,0\n"  # then a third row wh
      "t.json (item 3)", "('NULL' marks a missing value)"),
 ])
 def test_a_label_the_row_does_not_give_is_an_error_naming_the_row(name, content, where, why, tmp_path):
-    from pabee.errors import DataError
+    from pabee.base.errors import DataError
 
     path = tmp_path / name
     path.write_text(content)
@@ -444,7 +445,7 @@ def test_a_label_the_row_does_not_give_is_an_error_naming_the_row(name, content,
 
 
 def test_a_missing_label_in_the_validation_file_is_named_too(tmp_path):
-    from pabee.errors import DataError
+    from pabee.base.errors import DataError
 
     train = write(tmp_path / "t.csv", records(20))
     (tmp_path / "d.csv").write_text("text,label\na great film,pos\nan awful plot,NA\n")
@@ -470,7 +471,7 @@ def test_skip_unlabeled_rows_leaves_them_out_and_counts_them_per_file(tmp_path, 
                     f"{dev}: 1 of 6 rows give no label in column 'label' and are left out (--skip_unlabeled_rows), "
                     f"the first at {dev}:5"]
     (tmp_path / "none.csv").write_text("text,label\na,\nb,NaN\n")
-    from pabee.errors import DataError
+    from pabee.base.errors import DataError
 
     with pytest.raises(DataError, match="none.csv: no row gives a label in column 'label': check --label_column"):
         own(tmp_path / "none.csv", skip_unlabeled_rows=True)
@@ -485,7 +486,7 @@ def test_missing_value_words_among_names_are_class_names_and_said(tmp_path, capl
     assert data.task.labels == ("NA", "born_in", "works_for") and data.splits["train"]["label"] == [1, 0, 2, 0]
     assert "label 'NA' is read as a class name, as the other labels in column 'label' are names" in caplog.text
     path.write_text("text,label\na b,born_in\nc d,nan\ne f,works_for\n")
-    from pabee.errors import DataError
+    from pabee.base.errors import DataError
 
     with pytest.raises(DataError, match=r"rel\.csv:3: no label in column 'label' \('nan' marks a missing value\)"):
         own(path)
@@ -519,7 +520,7 @@ def long_text():
 @pytest.mark.parametrize("name,options", [("t.csv", {}), ("t.tsv", {}), ("t.tsv", {"tsv_quoting": True}),
                                           ("t.jsonl", {}), ("t.json", {})])
 def test_a_multi_megabyte_text_is_read_whole(name, options, tmp_path):
-    from pabee.tables import read_file
+    from pabee.data.table_files import read_file
 
     text = long_text()
     path = write(tmp_path / name, [{"text": "a short one", "label": "neg"}, {"text": text, "label": "pos"}])
@@ -529,7 +530,7 @@ def test_a_multi_megabyte_text_is_read_whole(name, options, tmp_path):
 
 
 def test_a_multi_megabyte_text_in_a_glue_file_is_read_whole(tmp_path):
-    from pabee import glue
+    from pabee.data import glue
 
     text = long_text()
     (tmp_path / "train.tsv").write_text(f"sentence\tlabel\na short one\t0\n{text}\t1\n")
@@ -556,7 +557,7 @@ def test_predict_answers_a_multi_megabyte_line_of_standard_input(trained):
 
 def test_a_line_separator_inside_a_text_does_not_split_its_row(tmp_path):
     """U+2028, U+0085 and a form feed end a line for str.splitlines, never for a CSV or JSONL file."""
-    from pabee.tables import read_file
+    from pabee.data.table_files import read_file
 
     texts = ["one\u2028two", "three\x85four", "five\x0csix"]
     for name in ("t.csv", "t.tsv", "t.jsonl"):

@@ -133,7 +133,7 @@ def test_torchrun_two_processes_match_one_process(world, tmp_path):
     logs_one = [json.loads(l) for l in one.stdout.splitlines() if l.startswith("{")]
     logs_two = [json.loads(l) for l in two.stdout.splitlines() if l.startswith("{")]
     assert [l["step"] for l in logs_two] == [l["step"] for l in logs_one] == [3, 6, 9, 12]  # logged once
-    for a, b in zip(logs_one, logs_two):
+    for a, b in zip(logs_one, logs_two, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     a, b = weights(single), weights(double)
     for key in a:

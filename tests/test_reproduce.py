@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import reproduce_paper
-from pabee import paper, training
-from pabee.results import ResultRow, read_calibration
+from pabee.fine_tuning import loop
+from pabee.paper_grid import paper_table
+from pabee.scoring.result_rows import ResultRow, read_calibration
 
 # in this process, one run after the other: these tests patch training (tests/test_grid.py spreads runs)
 GRID = ["--learning_rates", "3e-3", "--batch_sizes", "16", "--seeds", "1", "--max_steps", "60", "--launcher", "local"]
@@ -55,25 +56,25 @@ def reproduced(world, tmp_path_factory):
 
 def test_table_cells_are_the_runs_own_rows(reproduced):
     table = json.loads((reproduced / "paper_table.json").read_text())
-    assert table["methods"] == list(paper.METHODS) and table["tasks"] == ["sst-2", "sts-b"]
+    assert table["methods"] == list(paper_table.METHODS) and table["tasks"] == ["sst-2", "sts-b"]
     for key, cell in table["cells"].items():
         method, task = key.split("|")
-        (folder,) = table["runs"][f"{paper.METHODS[method][3]}|{task}"]
+        (folder,) = table["runs"][f"{paper_table.METHODS[method][3]}|{task}"]
         rows = json.loads((Path(folder) / "pabee_results.json").read_text())
         row = next(r for r in rows if r["checkpoint"] == "final" and r["task"] == task
                    and r["criterion"] == cell["criterion"] and r["setting"] == cell["setting"])
         for metric, value in cell["values"].items():
             assert value["median"] == row[metric] == value["min"] == value["max"]
         assert cell["speed_up"]["median"] == row["speed_up"]
-        assert row["training"] == paper.METHODS[method][0]
+        assert row["training"] == paper_table.METHODS[method][0]
     assert "sts-b" not in {k.split("|")[1] for k in table["cells"] if "entropy" in k or "confidence" in k}
     assert table["chosen_on"].startswith("10% of each run's training rows, held out of its training")
     for task in ("sst-2", "sts-b"):  # chosen on the rows held out of training, not on dev
         (pabee,) = table["runs"][f"pabee|{task}"]
         held = [r for r in read_calibration(pabee)[0] if r.checkpoint == "final"]
         assert {r.n for r in held} == {40}
-        metric = paper.columns_of(task)[0]
-        assert table["cells"][f"PABEE|{task}"]["setting"] == paper.choose_patience([held], metric, 0.01)
+        metric = paper_table.columns_of(task)[0]
+        assert table["cells"][f"PABEE|{task}"]["setting"] == paper_table.choose_patience([held], metric, 0.01)
     assert table["cells"]["Vanilla|sst-2"]["values"]["acc"]["median"] >= 0.8
     markdown = (reproduced / "paper_table.md").read_text()
     assert markdown.startswith("| method | SST-2 (acc) | STS-B (pearson/spearmanr) | average |")
@@ -90,7 +91,7 @@ def test_runs_trained_for_another_choice_are_not_reused(world, reproduced, capsy
 
 def test_killed_call_restarts_to_the_same_table(world, reproduced, tmp_path, monkeypatch):
     steps = {"n": 0}
-    requested = training.StopOnSignal.requested
+    requested = loop.StopOnSignal.requested
 
     def stop_once(self, runtime):  # a SIGTERM in the middle of the third run
         steps["n"] += 1
@@ -98,11 +99,11 @@ def test_killed_call_restarts_to_the_same_table(world, reproduced, tmp_path, mon
             self.signal = signal.SIGTERM
         return requested(self, runtime)
 
-    monkeypatch.setattr(training.StopOnSignal, "requested", stop_once)
+    monkeypatch.setattr(loop.StopOnSignal, "requested", stop_once)
     out = tmp_path / "again"
     assert call(world, out) == 128 + signal.SIGTERM
     assert list((out / "runs" / "SST-2" / "pabee").glob("*/checkpoint-30"))
-    monkeypatch.setattr(training.StopOnSignal, "requested", requested)
+    monkeypatch.setattr(loop.StopOnSignal, "requested", requested)
     assert call(world, out) == 0
     first, second = (json.loads((d / "paper_table.json").read_text()) for d in (reproduced, out))
     first.pop("runs"), second.pop("runs")
@@ -117,32 +118,32 @@ def rows(*points, criterion="entropy"):
 
 def test_settings_are_chosen_by_speed_up_and_tolerance():
     seed = rows((0.1, 1.2, 0.90), (0.3, 1.6, 0.87), (0.5, 2.1, 0.80), (0.6, 1.55, 0.86))
-    assert paper.closest_speed_up([seed], "entropy", "acc", 1.57) == 0.6  # 1.55 is closer than 1.6
-    assert paper.closest_speed_up([seed], "entropy", "acc", 1.575) == 0.3  # a tie: the better metric
-    assert paper.closest_speed_up([seed], "confidence", "acc", 1.5) is None
+    assert paper_table.closest_speed_up([seed], "entropy", "acc", 1.57) == 0.6  # 1.55 is closer than 1.6
+    assert paper_table.closest_speed_up([seed], "entropy", "acc", 1.575) == 0.3  # a tie: the better metric
+    assert paper_table.closest_speed_up([seed], "confidence", "acc", 1.5) is None
     patience = rows((0, 1.0, 0.90), (1, 3.0, 0.70), (2, 2.0, 0.895), (3, 1.5, 0.91), criterion="patience")
-    assert paper.choose_patience([patience], "acc", 0.01) == 2
-    assert paper.choose_patience([patience], "acc", 0.0) == 3
+    assert paper_table.choose_patience([patience], "acc", 0.01) == 2
+    assert paper_table.choose_patience([patience], "acc", 0.0) == 3
     two = [patience, rows((0, 1.0, 0.92), (1, 3.0, 0.91), (2, 2.0, 0.80), (3, 1.5, 0.92), criterion="patience")]
-    assert paper.choose_patience(two, "acc", 0.01) == 3  # medians over seeds: patience 1 at 0.805, 2 at 0.8475
+    assert paper_table.choose_patience(two, "acc", 0.01) == 3  # medians over seeds: patience 1 at 0.805, 2 at 0.8475
 
 
 def test_settings_come_from_the_choosing_rows_and_cells_from_dev():
     choose = rows((0, 1.0, 0.90), (1, 3.0, 0.895), (2, 2.0, 0.70), criterion="patience")
     dev = rows((0, 1.0, 0.91), (1, 3.0, 0.60), (2, 2.0, 0.905), criterion="patience")
-    held = paper.build_table({("pabee", "sst-2"): [dev]}, ["sst-2"], 0.01, methods=("PABEE",),
-                             choose={("pabee", "sst-2"): [choose]}, chosen_on="rows held out")
+    held = paper_table.build_table({("pabee", "sst-2"): [dev]}, ["sst-2"], 0.01, methods=("PABEE",),
+                                   choose={("pabee", "sst-2"): [choose]}, chosen_on="rows held out")
     assert held["cells"]["PABEE|sst-2"]["setting"] == 1 and held["cells"]["PABEE|sst-2"]["values"]["acc"]["median"] == 0.6
-    assert "Settings chosen on rows held out; cells scored on dev." in paper.markdown(held)
-    peeked = paper.build_table({("pabee", "sst-2"): [dev]}, ["sst-2"], 0.01, methods=("PABEE",))
-    assert peeked["cells"]["PABEE|sst-2"]["setting"] == 2 and "optimistic" in paper.markdown(peeked)
+    assert "Settings chosen on rows held out; cells scored on dev." in paper_table.markdown(held)
+    peeked = paper_table.build_table({("pabee", "sst-2"): [dev]}, ["sst-2"], 0.01, methods=("PABEE",))
+    assert peeked["cells"]["PABEE|sst-2"]["setting"] == 2 and "optimistic" in paper_table.markdown(peeked)
 
 
 def test_reference_rows_beside_ours():
     seed = rows((0, 1.0, 0.921), criterion="patience")
-    table = paper.build_table({("vanilla", "sst-2"): [seed], ("pabee", "sst-2"): [seed]}, ["sst-2"], 0.01,
-                              "bert-base-uncased")
-    text = paper.markdown(table)
+    table = paper_table.build_table({("vanilla", "sst-2"): [seed], ("pabee", "sst-2"): [seed]}, ["sst-2"], 0.01,
+                                    "bert-base-uncased")
+    text = paper_table.markdown(table)
     assert "| paper: BERT-base | 92.1 (ours +0.0) | - |" in text
     assert "| paper: BERT-base + PABEE (1.62x) | 92.0 (ours +0.1) | - |" in text
 
@@ -177,11 +178,11 @@ def test_later_methods_join_the_table_at_matched_speed_ups(world, tmp_path):
                                                "ElasticBERT (patience)", "COSEE"} <= set(table["methods"])
     for method in table["methods"]:
         cell = table["cells"][f"{method}|sst-2"]
-        (folder,) = table["runs"][f"{paper.ALL_METHODS[method][3]}|sst-2"]
+        (folder,) = table["runs"][f"{paper_table.ALL_METHODS[method][3]}|sst-2"]
         rows = json.loads((Path(folder) / "pabee_results.json").read_text())
         row = next(r for r in rows if r["checkpoint"] == "final" and r["criterion"] == cell["criterion"]
                    and r["setting"] == cell["setting"])
-        assert cell["values"]["acc"]["median"] == row["acc"] and row["training"] == paper.ALL_METHODS[method][0]
+        assert cell["values"]["acc"]["median"] == row["acc"] and row["training"] == paper_table.ALL_METHODS[method][0]
         if method != "PABEE":  # the setting whose speed-up is closest to PABEE's, among its own rows
             speed_ups = [r["speed_up"] for r in rows if r["checkpoint"] == "final" and r["criterion"] == cell["criterion"]]
             target = table["pabee_choice"]["sst-2"]["speed_up"]

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pabee import glue
+from pabee.data import glue
 import run_glue
 from conftest import KINDS
 from glue_fixtures import write_task
-from pabee.evaluation import EvalSet, run_inference
-from pabee.runtime import Runtime
+from pabee.fine_tuning.processes import Runtime
+from pabee.scoring.evaluation import EvalSet, run_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--do_train", "--do_eval", "--do_lower_case", "--per_gpu_train_batch_size", "16",
@@ -305,7 +305,7 @@ def test_evaluation_batches_by_length_and_answers_in_dataset_order(world):
     import datasets
 
     from modeling_pabee_bert import BertForSequenceClassificationWithPabee
-    from pabee.exit_rules import PatienceRule
+    from pabee.early_exit.rules import PatienceRule
     from transformers import BertTokenizer
 
     tokenizer = BertTokenizer.from_pretrained(world / "bert")
@@ -342,7 +342,7 @@ def test_load_says_in_one_line_which_heads_are_new(world, tmp_path, caplog):
     checkpoint that lacks more than heads, or holds foreign keys, gets one warning line."""
     import logging
 
-    from pabee.backbones import BACKBONES, load_model, log_new_parameters
+    from pabee.modeling.backbones import BACKBONES, load_model, log_new_parameters
 
     with caplog.at_level(logging.INFO):
         model, info = load_model(BACKBONES["bert"], str(world / "bert"), glue.TASKS["sst-2"], "cpu")

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-from pabee import glue
+from pabee.data import glue
 import run_glue
-from pabee.backbones import BACKBONES, load_model
-from pabee.losses import training_loss
-from pabee.runtime import set_seed
+from pabee.fine_tuning.processes import set_seed
+from pabee.modeling.backbones import BACKBONES, load_model
+from pabee.modeling.losses import training_loss
 
 STEPS = ["--do_train", "--do_eval", "--max_steps", "20", "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3",
          "--logging_steps", "5", "--save_steps", "1000", "--seed", "11", "--patience", "0,1,2"]
