@@ -33,13 +33,7 @@ def build_parser():
                                 formatter_class=OneDefault)
     add = p.add_argument
     add("--model_dir", required=True, help="A folder run_glue.py trained (or any of its checkpoint-N).")
-    add("--patience", type=int, default=None, help="Patience of the exit (default: the exit chosen from the run's results, see above).")
-    add("--exit_criterion", choices=list(RULES), default=None, help="The exit criterion (as run_glue.py; default: the "
-        "chosen exit's).")
-    add("--exit_thresholds", default=None, help="The criterion's one setting (entropy / confidence "
-        "threshold, fixed layer; default: the chosen exit's).")
-    add("--regression_threshold", type=float, default=None, help="Regression agreement threshold (default: the chosen "
-        "exit's).")
+    add_exit_flags(add)
     add("--input", default="-", help="A file (.txt, .csv, .tsv, .json, .jsonl) or - for standard input (plain text).")
     add("--output", default="-", help="Where answers go: a file or - for standard output.")
     add("--output_format", choices=["jsonl", "tsv"], default="jsonl", help="One JSON object per line, or TSV with a header.")
@@ -63,6 +57,17 @@ def build_parser():
     add("--pause", type=float, default=0.2, help="Seconds without input after which a partial batch is answered.")
     add("--no_cuda", action="store_true", help="Run on the CPU even when a GPU is there.")
     return p
+
+
+def add_exit_flags(add):
+    """The exit flags predict.py and serve.py share (`exit_settings` reads them)."""
+    add("--patience", type=int, default=None, help="Patience of the exit (default: the exit chosen from the run's results, see above).")
+    add("--exit_criterion", choices=list(RULES), default=None, help="The exit criterion (as run_glue.py; default: the "
+        "chosen exit's).")
+    add("--exit_thresholds", default=None, help="The criterion's one setting (entropy / confidence "
+        "threshold, fixed layer; default: the chosen exit's).")
+    add("--regression_threshold", type=float, default=None, help="Regression agreement threshold (default: the chosen "
+        "exit's).")
 
 
 def main(argv=None):

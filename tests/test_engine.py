@@ -14,7 +14,7 @@ from test_later_methods import rules_at_quantiles
 from test_modeling import agreement_threshold, configure, make
 from pabee.base.errors import UsageError
 from pabee.early_exit import flow
-from pabee.early_exit.engine import Shapes, stream
+from pabee.early_exit.engine import Shapes, served, stream
 from pabee.early_exit.exit_settings import parse_buckets
 from pabee.early_exit.rules import ConfidenceRule, EntropyRule, FixedRule, PatienceRule
 
@@ -223,3 +223,47 @@ def test_shapes_and_bucket_flags():
         with pytest.raises(UsageError, match="--row_buckets"):
             parse_buckets(bad, "--row_buckets")
     assert np.all(np.diff(Shapes.of(256, 512, fixed=True).rows) > 0)
+
+
+def open_feed(model, rule, examples, batch_size, seed):
+    """(answers by position, exit layers by position, the order they left, launches) of `served`,
+    fed the examples in drawn bursts (some calls bring none while rows are in flight)."""
+    draw, rest = random.Random(seed), list(examples)
+
+    def arrivals(busy):
+        if not rest:
+            return None
+        n = draw.choice([0, 1, 1, 2, 3, batch_size + 1]) if busy else draw.randint(1, 3)
+        came, rest[:] = rest[:n], rest[n:]
+        return came
+
+    shapes = Shapes.of(batch_size, max(len(e["input_ids"]) for e in examples))
+    logits, exits, order, launches = {}, {}, [], []
+    with torch.inference_mode():
+        for out in served(model, rule, shapes, 0, arrivals):
+            for k, position in enumerate(out.ids.tolist()):
+                logits[position], exits[position] = out.logits[k], int(out.exit_layers[k])
+                order.append(position)
+            launches += out.launches
+    return logits, exits, order, launches
+
+
+@pytest.mark.parametrize("kind", ["bert", "deberta-v2", "modernbert"])
+def test_an_open_feed_answers_each_example_as_alone_and_lets_it_leave_as_it_exits(kind):
+    """Examples join while rows are in flight and leave in exit order (an early one does not wait for
+    one before it); every answer and exit layer is the example's own, alone; no row runs a layer
+    past its exit."""
+    model = configure(kind, 3, None, "mean").double()
+    ids, mask = varied_batch(40, seed=5)
+    examples = examples_of(ids, mask)
+    for rule in (PatienceRule(1), PatienceRule(2), EntropyRule(0.6)):
+        expected_logits, expected_exits = one_at_a_time(model, rule, examples)
+        for batch_size in (1, 5, 16):
+            logits, exits, order, launches = open_feed(model, rule, examples, batch_size, seed=batch_size)
+            assert sorted(order) == list(range(len(examples)))
+            assert [exits[p] for p in range(len(examples))] == expected_exits.tolist(), (rule.name, batch_size)
+            torch.testing.assert_close(torch.stack([logits[p] for p in range(len(examples))]).double(),
+                                       expected_logits.double(), rtol=1e-10, atol=1e-12)
+            assert sum(launch.rows for launch in launches) == sum(exits.values())
+            if batch_size > 1 and len(set(exits.values())) > 1:
+                assert order != sorted(order), "no example left before one that came earlier"

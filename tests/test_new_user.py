@@ -16,6 +16,7 @@ import export
 import predict
 import reproduce_paper
 import run_glue
+import serve
 from clusters import in_loopback_namespace, namespace_missing
 from pabee.paper_grid.ray_launch import CONNECT_TIMEOUT
 
@@ -56,7 +57,7 @@ def test_slurm_without_its_commands_names_them_not_the_disk(world, tmp_path):
     assert "disk" not in line and "permissions" not in line
 
 
-@pytest.mark.parametrize("script", [run_glue, reproduce_paper, predict, export, demo], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("script", [run_glue, reproduce_paper, predict, serve, export, demo], ids=lambda m: m.__name__)
 def test_help_states_each_default_once(script, capsys):
     with pytest.raises(SystemExit) as done:
         script.main(["--help"])

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pabee"
 # What a user runs or edits, and what runs the project (CI, the virtual environment).
-ROOT_FILES = {"run_glue.py", "predict.py", "export.py", "reproduce_paper.py", "demo.py", "modeling_pabee_bert.py",
+ROOT_FILES = {"run_glue.py", "predict.py", "serve.py", "export.py", "reproduce_paper.py", "demo.py", "modeling_pabee_bert.py",
               "modeling_pabee_albert.py", "finetune_bert.sh", "finetune_albert.sh", "patience_infer_bert.sh",
               "patience_infer_albert.sh", "reproduce_paper.sh", "demo.sh", "run_tests.sh", "venv.sh",
               "requirements.txt", "pyproject.toml", "README.md", ".gitignore"}
@@ -143,7 +143,7 @@ def test_each_module_logs_under_its_own_name_and_only_the_entry_points_set_level
             assert call == "__name__" or path.name == "logs.py", (path, call)
         if path.name != "logs.py":
             assert not re.search(r"\.setLevel\(|set_verbosity|disable_progress_bars\(\)", source), path
-    for entry in ("run_glue.py", "predict.py", "reproduce_paper.py", "demo.py"):
+    for entry in ("run_glue.py", "predict.py", "serve.py", "reproduce_paper.py", "demo.py"):
         assert "setup_logging()" in (ROOT / entry).read_text(), entry
 
 

@@ -171,6 +171,26 @@ def stream(model, rule, chunks, shapes, pad_id, step=layer_step):
         yield answered
 
 
+def served(model, rule, shapes, pad_id, arrivals, step=layer_step):
+    """An open feed: examples join the stream while it runs and leave it as they exit, so that a row
+    an exit frees is taken at the next call by whichever example waits. `arrivals(busy)` gives the
+    tokenized examples that came since its last call (a list, maybe empty, at once while `busy`: rows
+    are in flight; else it may wait for some), or None to end the feed once the rows in flight are
+    answered. Yields Exited (pabee/early_exit/flow.py): the examples' positions in the feed (0, 1,
+    ... as they came), answers and exit layers, in exit order."""
+    flow = Flow(model, rule, shapes, pad_id, step, ordered=False)
+    busy, open_ = False, True
+    while open_ or busy:
+        came = arrivals(busy) if open_ else []
+        if came is None:
+            open_ = False
+        elif came:
+            flow.take_in(came)
+        busy = flow.advance()
+        if exited := flow.exited():
+            yield exited
+
+
 def answered_whole(answer, chunks, shapes, pad_id):
     """Each batch of the batch size answered by calls of `answer` (rows padded to their longest, as
     numpy arrays -> numpy logits [rows, labels], exit layers [rows]), one call for the rows of each

@@ -1,7 +1,8 @@
 """A stream's rows in flight through the exit engine (pabee/early_exit/engine.py): examples waiting to be
 embedded, the groups of rows waiting for each layer, the calls that move them, and the answers
-given back in input order. Rows of one call share a length bucket; a call runs padded to its row
-bucket; the host reads after a call only when one of its rows could exit there."""
+given back in input order (or, for an open feed, as rows exit). Rows of one call share a length
+bucket; a call runs padded to its row bucket; the host reads after a call only when one of its rows
+could exit there."""
 
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -83,20 +84,32 @@ def joined(groups):
                  np.concatenate([g.earliest for g in groups]))
 
 
+class Exited(NamedTuple):
+    """Examples of an open feed that left the stream, in the order they exited: their positions in
+    the feed (0, 1, ... as they came in), answers (float32, on the CPU), exit layers, and the layer
+    calls made since the last Exited."""
+
+    ids: np.ndarray
+    logits: torch.Tensor
+    exit_layers: np.ndarray
+    launches: list
+
+
 class Flow:
     """A stream's rows in flight: examples not yet embedded (`intake`, per length bucket), the
     groups waiting for each layer (`queues`, per length bucket and 0-based layer), calls whose
     waits are on their way to the host (`unread`), and the answers not yet given back. At most
     (layers + 1) x batch size rows are held: past that the length bucket holding the oldest
-    example runs to its end."""
+    example runs to its end. `ordered`: answers are given back in input order (`emit`); an open feed
+    takes them as rows exit (`exited`) and keeps no record of the examples answered."""
 
-    def __init__(self, model, rule, shapes, pad_id, step):
+    def __init__(self, model, rule, shapes, pad_id, step, ordered=True):
         self.model, self.rule, self.shapes, self.pad_id, self.step = model, rule, shapes, pad_id, step
         self.layers, self.device = model.num_layers, model.device
         self.intake, self.queues, self.shared = {}, {}, {}
         self.done, self.launches, self.seen, self.given = [], [], 0, 0
         self.unread, self.issued, self.base = [], 0, 0  # calls issued, and before the unemitted launches
-        self.finished = np.zeros(0, dtype=bool)
+        self.finished, self.ordered = np.zeros(0, dtype=bool), ordered
         self.limit = (self.layers + 1) * shapes.batch_size
         self.heads = rule.heads_before_last(self.layers)  # else only the last layer runs its head
 
@@ -107,7 +120,8 @@ class Flow:
             active.add(length)
             self.intake.setdefault(length, []).append((self.seen, example))
             self.seen += 1
-        self.finished = np.concatenate([self.finished, np.zeros(len(chunk), dtype=bool)])
+        if self.ordered:
+            self.finished = np.concatenate([self.finished, np.zeros(len(chunk), dtype=bool)])
 
     def bucket_of(self, tokens, active):
         """The length bucket an example of `tokens` joins: the smallest of the `active` ones (holding
@@ -137,6 +151,43 @@ class Flow:
                 break
         while self.held() > self.limit:
             self.drain(min(set(self.intake) | {length for length, _ in self.queues}, key=self.oldest))
+
+    def advance(self):
+        """One step of an open feed's work, whatever waits (no row is held back for a fuller call while
+        nothing else could run): a full call (the deepest first), else a read taken in, else the
+        oldest bucket's examples embedded, else the deepest layer's call on the rows waiting for it.
+        False when no row is in flight."""
+        full = [(layer, length) for (length, layer), q in self.queues.items()
+                if sum(len(g.ids) for g in q) >= self.shapes.batch_size]
+        if full:
+            layer, length = max(full)
+            self.run_call(length, layer)
+        elif self.unread:
+            self.settle(self.unread[0])
+        elif self.intake:
+            self.admit(min(self.intake, key=self.oldest))
+        elif self.queues:
+            length, layer = max(self.queues, key=lambda key: (key[1], -self.oldest(key[0])))
+            self.run_call(length, layer)
+        else:
+            return False
+        return True
+
+    def exited(self):
+        """The rows answered since the last call, as Exited (in exit order), or None."""
+        if not self.done:
+            return None
+        ids = np.concatenate([ids for ids, _, _ in self.done])
+        answers = torch.cat([a.float().cpu() for _, a, _ in self.done])
+        layers = np.concatenate([layers for _, _, layers in self.done])
+        self.done, launches = [], self.settled_launches()
+        return Exited(ids, answers, layers, launches)
+
+    def settled_launches(self):
+        """The calls made since the last taken whose reads are in (a later one may yet stall)."""
+        settled = min((u.launch for u in self.unread), default=self.issued) - self.base
+        launches, self.launches, self.base = self.launches[:settled], self.launches[settled:], self.base + settled
+        return launches
 
     def held(self):
         return (sum(map(len, self.intake.values())) + sum(len(g.ids) for q in self.queues.values() for g in q)
@@ -244,7 +295,8 @@ class Flow:
 
     def finish(self, ids, answers, layer):
         self.done.append((ids, answers, np.full(len(ids), layer)))
-        self.finished[ids] = True
+        if self.ordered:
+            self.finished[ids] = True
 
     def emit(self):
         """The answers of the examples from the first not given back up to the first not yet
@@ -264,9 +316,7 @@ class Flow:
         rest = order[frontier - self.given:]
         self.done = [(ids[rest], answers[torch.from_numpy(rest)], layers[rest])] if len(rest) else []
         self.given = frontier
-        settled = min((u.launch for u in self.unread), default=self.issued) - self.base  # later ones may yet stall
-        launches, self.launches, self.base = self.launches[:settled], self.launches[settled:], self.base + settled
-        return Answered(answers[torch.from_numpy(out)], torch.from_numpy(layers[out]), launches)
+        return Answered(answers[torch.from_numpy(out)], torch.from_numpy(layers[out]), self.settled_launches())
 
 
 def moving_rows(group, host_order, device_order):
