@@ -37,6 +37,7 @@ SMOKE_RUNS = {
     "trec.sh": "test_trec_smoke_trains_evaluates_and_predicts",
     "ecosystem_check.py": "test_ecosystem.py::test_ecosystem_check_smoke",
     "ort_figures.py": "test_ort_figures_smoke_writes_every_key",
+    "serve_load.py": "test_serve_load_smoke_writes_every_key",
 }
 
 BENCH_SPEED_KEYS = [
@@ -101,6 +102,18 @@ def test_ort_figures_smoke_writes_every_key(tmp_path):
     assert "| ort_realized_over_ideal_bs1 |" in printed and "| ort_exit_over_fused_full_bs32 |" in printed
     # the peer is fused as a CPU user's deployment is: attention, GELU and layer norms
     assert {"Attention", "SkipLayerNormalization"} <= set(figures["fused_operators_bs1"])
+
+
+SERVE_KEYS = ["serve_rate_over_full", "serve_rate_over_batching", "serve_p50_ratio", "ideal_speed_up",
+              *(f"rate_{server}_{slo}ms" for server in ("exit", "full", "batching") for slo in (50, 100, 200))]
+
+
+def test_serve_load_smoke_writes_every_key(tmp_path):
+    """Three real servers on loopback under Poisson load; each answered every request it was sent."""
+    figures, printed = smoke_figures("serve_load.py", SERVE_KEYS, tmp_path)
+    assert "| sustained requests/s at p99 < |" in printed and len(figures["steps"]) == 2
+    for row in figures["steps"]:
+        assert all(row[name]["requests"] > 0 and row[name]["refused"] == 0 for name in ("exit", "full", "batching"))
 
 
 def test_gpu_prepare_builds_the_folder_a_gpu_run_reads(world, tmp_path):
