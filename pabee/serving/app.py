@@ -42,6 +42,8 @@ def make_app(feed, settings, metrics, state):
 
     @app.get("/healthz")
     async def healthz():
+        if feed.failed:
+            return JSONResponse({"status": feed.failed}, status_code=503)
         return {"status": "alive"}
 
     @app.get("/readyz")
@@ -78,6 +80,8 @@ def parsed(body, most):
         raise Refused(400, f"the body is not UTF-8 (byte {e.start}): send JSON text") from None
     except json.JSONDecodeError as e:
         raise Refused(400, f"the body is not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # an integer past Python's digit limit, nesting past its stack
+        raise Refused(400, f"the body is JSON this server does not read ({type(e).__name__}): send texts") from None
     if not isinstance(value, dict) or set(value) != {"texts"} or not isinstance(value["texts"], list):
         raise Refused(400, 'send {"texts": [...]}: a list of texts, or of [text_a, text_b] pairs')
     texts = value["texts"]

@@ -32,7 +32,8 @@ class Request:
         self.answers, self.left, self.arrived = [None] * len(texts), len(texts), time.monotonic()
 
     def resolve(self, value):
-        self.loop.call_soon_threadsafe(lambda: self.future.done() or self.future.set_result(value))
+        if not self.loop.is_closed():  # a server stopped for good has no one left to answer
+            self.loop.call_soon_threadsafe(lambda: self.future.done() or self.future.set_result(value))
 
 
 class Feed:
@@ -44,7 +45,11 @@ class Feed:
         self.inbox, self.waiting, self.closing = collections.deque(), 0, False
         self.wake = threading.Condition()
         self.slots, self.next_position = {}, 0  # a feed position -> (request, index in it)
+        self.in_batch = []  # request-level batching: the batch running
         self.failed = None  # the engine's error, once it failed
+        # Examples in the engine at once at most (the stream's own bound): the rest wait in the inbox,
+        # where --max_queue and --timeout see them.
+        self.capacity = (predictor.model.config.num_hidden_layers + 1) * settings.batch_size
         self.thread = threading.Thread(target=self.run, name="pabee-engine", daemon=True)
 
     def start(self):
@@ -52,6 +57,8 @@ class Feed:
 
     def submit(self, request):
         with self.wake:
+            if self.failed:
+                raise Refused(500, self.failed)
             if self.closing:
                 raise Refused(503, "the server is shutting down: send it to another replica", 1)
             if self.waiting + len(request.texts) > self.settings.max_queue:
@@ -94,22 +101,29 @@ class Feed:
         return started
 
     def arrivals(self, busy):
-        """`served`'s feed: the waiting requests' examples, tokenized, each given its feed position."""
-        requests = self.taken(busy)
+        """`served`'s feed: the waiting requests' examples, tokenized, each given its feed position, as
+        long as the engine has room for them."""
+        room = self.capacity - len(self.slots)
+        if busy and room <= 0:
+            return []
+        requests = self.taken(busy, room)
         if requests is None:
             return None
         examples = []
-        for request in requests:
-            try:
-                tokenized = self.predictor.tokenized(request.texts)
-            except Exception as e:  # the tokenizer refuses this request's texts: the others go on
-                request.resolve(Refused(400, f"the tokenizer cannot read these texts ({type(e).__name__})"))
-                continue
+        for request, tokenized in self.readable(requests):
             for i, example in enumerate(tokenized):
                 self.slots[self.next_position] = (request, i)
                 self.next_position += 1
                 examples.append(example)
         return examples
+
+    def readable(self, requests):
+        """(request, its examples tokenized) of the requests the tokenizer reads; the others refused."""
+        for request in requests:
+            try:
+                yield request, self.predictor.tokenized(request.texts)
+            except Exception as e:  # the tokenizer refuses this request's texts: the others go on
+                request.resolve(Refused(400, f"the tokenizer cannot read these texts ({type(e).__name__})"))
 
     def deliver(self, exited):
         """Each exited example's answer into its request; a request whose last example exited is
@@ -152,6 +166,7 @@ class Feed:
 
         p = self.predictor
         while (batch := self.gathered()) is not None:
+            self.in_batch = batch = [request for request, _ in self.readable(batch)]
             if not batch:
                 continue
             examples = [e for request in batch for e in p.tokenized(request.texts)]
@@ -181,5 +196,5 @@ class Feed:
             self.closing = True
             waiting, self.inbox = list(self.inbox), collections.deque()
         in_flight = {id(request): request for request, _ in self.slots.values()}
-        for request in [*in_flight.values(), *waiting]:
+        for request in [*in_flight.values(), *self.in_batch, *waiting]:
             request.resolve(Refused(500, self.failed))

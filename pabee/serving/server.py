@@ -29,8 +29,8 @@ def serve(settings):
     feed = Feed(predictor, settings, metrics)
     server = Server(uvicorn.Config(make_app(feed, settings, metrics, state), log_level="warning", lifespan="off",
                                    timeout_graceful_shutdown=GRACE), state)
-    for stop in (signal.SIGTERM, signal.SIGINT):  # uvicorn hands a stop back to these once it has drained
-        signal.signal(stop, lambda signum, frame: None)
+    for stop in (signal.SIGTERM, signal.SIGINT):  # a stop before uvicorn listens for its own, or handed back after
+        signal.signal(stop, server.handle_exit)
     feed.start()
     state["ready"] = True
     host, port = listening.getsockname()[:2]
