@@ -59,10 +59,10 @@ def main(argv=None):
         from pabee.serving.settings import ServeSettings
 
         exits, why = exit_settings(flags)
-        settings = ServeSettings(
-            flags.model_dir, exits, why, flags.host, flags.port, flags.runtime, flags.quantize, flags.batch_size,
-            flags.max_queue, flags.max_seq_length, flags.timeout, flags.batching, flags.batch_wait, flags.threads,
-            flags.max_texts, flags.max_body_bytes)
+        settings = ServeSettings(flags.model_dir, exits, why, **{
+            name: getattr(flags, name) for name in ("host", "port", "runtime", "quantize", "batch_size", "max_queue",
+                                                    "max_seq_length", "timeout", "batching", "batch_wait", "threads",
+                                                    "max_texts", "max_body_bytes")})
         setup_logging()
         serve(settings)
     except UsageError as e:

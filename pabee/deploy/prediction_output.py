@@ -51,10 +51,15 @@ class Writer:
                 self.tsv.writerow([t or "" for t in texts] + ([f"{label:.6g}"] if self.regression else
                                                              [label, f"{probability:.6f}"]) + [layer])
             else:
-                answer = {"value": label} if self.regression else {"label": label, "probability": probability}
+                answer = answer_fields(label, probability, self.regression)
                 shown = {name: text for name, text in zip(names, texts, strict=True) if text is not None}
                 self.out.write(json.dumps({**shown, **answer, "exit_layer": layer}, ensure_ascii=False) + "\n")
         self.out.flush()
+
+
+def answer_fields(label, probability, regression):
+    """What an answer says, as predict.py's JSON lines and the server write it (the exit layer aside)."""
+    return {"value": label} if regression else {"label": label, "probability": probability}
 
 
 class open_output:

@@ -177,11 +177,14 @@ class Flow:
         """The rows answered since the last call, as Exited (in exit order), or None."""
         if not self.done:
             return None
-        ids = np.concatenate([ids for ids, _, _ in self.done])
-        answers = torch.cat([a.float().cpu() for _, a, _ in self.done])
-        layers = np.concatenate([layers for _, _, layers in self.done])
-        self.done, launches = [], self.settled_launches()
-        return Exited(ids, answers, layers, launches)
+        ids, answers, layers = self.answered()
+        self.done = []
+        return Exited(ids, answers, layers, self.settled_launches())
+
+    def answered(self):
+        """(positions, answers on the CPU, exit layers) of the rows answered and not yet given back."""
+        return (np.concatenate([ids for ids, _, _ in self.done]), torch.cat([a.float().cpu() for _, a, _ in self.done]),
+                np.concatenate([layers for _, _, layers in self.done]))
 
     def settled_launches(self):
         """The calls made since the last taken whose reads are in (a later one may yet stall)."""
@@ -308,9 +311,7 @@ class Flow:
         frontier = self.given + (int(unanswered[0]) if len(unanswered) else len(self.finished) - self.given)
         if frontier == self.given:
             return None
-        ids = np.concatenate([ids for ids, _, _ in self.done])
-        answers = torch.cat([a.float().cpu() for _, a, _ in self.done])
-        layers = np.concatenate([layers for _, _, layers in self.done])
+        ids, answers, layers = self.answered()
         order = np.argsort(ids, kind="stable")
         out = order[:frontier - self.given]
         rest = order[frontier - self.given:]

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pabee.deploy.prediction_output import answer_fields
 from pabee.serving.feed import Refused
 from pabee.serving.feed import Request as Pending
 
@@ -101,5 +102,4 @@ def parsed(body, most):
 
 def shown(answer, regression):
     label, probability, layer = answer
-    return {"value": label, "exit_layer": layer} if regression else {"label": label, "probability": probability,
-                                                                     "exit_layer": layer}
+    return {**answer_fields(label, probability, regression), "exit_layer": layer}

@@ -166,10 +166,11 @@ class Feed:
 
         p = self.predictor
         while (batch := self.gathered()) is not None:
-            self.in_batch = batch = [request for request, _ in self.readable(batch)]
+            readable = list(self.readable(batch))
+            self.in_batch = batch = [request for request, _ in readable]
             if not batch:
                 continue
-            examples = [e for request in batch for e in p.tokenized(request.texts)]
+            examples = [example for _, tokenized in readable for example in tokenized]
             answers = []
             for answered in stream(p.model, p.rule, [examples], shapes, p.tokenizer.pad_token_id, p.step):
                 answers += p.answers(answered)
